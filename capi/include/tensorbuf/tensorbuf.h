@@ -1,0 +1,14 @@
+/* tensorbuf — zero-copy tensor memory for Linux.
+ *
+ * The umbrella header: include this one. Pure C99, C++-clean; it includes
+ * only <stddef.h>, <stdint.h> and <stdbool.h>. */
+#ifndef TENSORBUF_H
+#define TENSORBUF_H
+
+#include "tensorbuf/buffer.h"
+#include "tensorbuf/export.h"
+#include "tensorbuf/status.h"
+#include "tensorbuf/tensor.h"
+#include "tensorbuf/types.h"
+
+#endif /* TENSORBUF_H */

@@ -1,0 +1,119 @@
+/* Backend lookup, AUTO resolution and aligned mappings. */
+#include "backend.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+_Alignas(64) uint8_t tb_empty_bytes[64];
+
+static const char *const tb_memory_names[] = {
+    [TB_MEMORY_AUTO] = "auto", [TB_MEMORY_HEAP] = "heap",
+    [TB_MEMORY_SHM] = "shm",   [TB_MEMORY_DMA] = "dma",
+    [TB_MEMORY_CUDA] = "cuda", [TB_MEMORY_CUDA_HOST] = "cuda_host",
+};
+
+const char *tb_memory_name(tb_memory memory) {
+  return (unsigned)memory < G_N_ELEMENTS(tb_memory_names)
+             ? tb_memory_names[memory]
+             : NULL;
+}
+
+const TbBackend *tb_backend_for(tb_memory memory) {
+  switch (memory) {
+  case TB_MEMORY_HEAP:
+    return &tb_backend_heap;
+  case TB_MEMORY_SHM:
+    return &tb_backend_memfd;
+  case TB_MEMORY_AUTO:
+  case TB_MEMORY_DMA:
+  case TB_MEMORY_CUDA:
+  case TB_MEMORY_CUDA_HOST:
+    break;
+  }
+  return NULL;
+}
+
+static gboolean tb_backend_usable(tb_memory memory) {
+  const TbBackend *backend = tb_backend_for(memory);
+  return backend != NULL && backend->available();
+}
+
+bool tb_memory_available(tb_memory memory) {
+  if (memory == TB_MEMORY_AUTO)
+    return true;
+  return tb_backend_usable(memory);
+}
+
+gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
+                            GError **error) {
+  tb_memory memory = requested;
+  if (memory == TB_MEMORY_AUTO) {
+    const char *forced = g_getenv("TENSORBUF_MEMORY");
+    if (forced != NULL && *forced != '\0') {
+      if (g_str_equal(forced, "heap"))
+        memory = TB_MEMORY_HEAP;
+      else if (g_str_equal(forced, "shm"))
+        memory = TB_MEMORY_SHM;
+      else if (g_str_equal(forced, "dma"))
+        memory = TB_MEMORY_DMA;
+      else {
+        g_set_error(error, TB_BACKEND_ERROR, TB_ERR_INVALID_ARGUMENT,
+                    "TENSORBUF_MEMORY is \"%s\"; expected heap, shm or dma",
+                    forced);
+        return FALSE;
+      }
+    } else {
+      static const tb_memory preference[] = {TB_MEMORY_DMA, TB_MEMORY_SHM};
+      memory = TB_MEMORY_HEAP;
+      for (size_t i = 0; i < G_N_ELEMENTS(preference); i++) {
+        if (tb_backend_usable(preference[i])) {
+          memory = preference[i];
+          break;
+        }
+      }
+    }
+  }
+  if (!tb_backend_usable(memory)) {
+    g_set_error(error, TB_BACKEND_ERROR, TB_ERR_UNSUPPORTED,
+                "memory kind %s is not available in this process%s",
+                tb_memory_name(memory),
+                tb_backend_for(memory) == NULL
+                    ? " (this build has no backend for it yet)"
+                    : "");
+    return FALSE;
+  }
+  *resolved = memory;
+  return TRUE;
+}
+
+void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
+                      int fd) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (alignment <= page)
+    return mmap(NULL, length, prot, flags, fd, 0);
+
+  /* Reserve enough address space to find an aligned start, place the real
+   * mapping there, and give back the slack on both sides. */
+  size_t reserve = length + alignment;
+  uint8_t *base = mmap(NULL, reserve, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED)
+    return MAP_FAILED;
+  uint8_t *start = (uint8_t *)(((uintptr_t)base + alignment - 1) &
+                               ~(uintptr_t)(alignment - 1));
+  void *mapped = mmap(start, length, prot, flags | MAP_FIXED, fd, 0);
+  if (mapped == MAP_FAILED) {
+    int saved = errno;
+    munmap(base, reserve);
+    errno = saved;
+    return MAP_FAILED;
+  }
+  size_t mapped_end =
+      ((size_t)(start - base) + length + page - 1) & ~(page - 1);
+  if (start > base)
+    munmap(base, (size_t)(start - base));
+  if (mapped_end < reserve)
+    munmap(base + mapped_end, reserve - mapped_end);
+  return mapped;
+}

@@ -1,0 +1,54 @@
+/* Memory backends: a small vtable per memory kind. A backend knows bytes,
+ * never tensors. Adding a kind (DMA, CUDA, Vulkan) is one new file plus its
+ * entry in tb_backend_for(). */
+#ifndef TB_BACKEND_H
+#define TB_BACKEND_H
+
+#include "core.h"
+
+/* Validated allocation parameters (defaults applied). */
+typedef struct TbAllocParams {
+  tb_memory memory;   /* resolved: never AUTO */
+  uint64_t alignment; /* power of two */
+  const char *name;   /* may be NULL */
+  uint32_t flags;     /* TB_ALLOC_* */
+} TbAllocParams;
+
+typedef struct TbBackend {
+  tb_memory memory;
+  const char *name;
+  gboolean (*available)(void);
+  /* Fills buffer->data (and fd, mapping) for buffer->size bytes, zeroed. */
+  gboolean (*alloc)(tb_buffer *buffer, const TbAllocParams *params,
+                    GError **error);
+  /* Takes ownership of `fd` (already classified and size-checked) and maps
+   * buffer->size bytes of it. On failure the fd is left open for the caller. */
+  gboolean (*import_fd)(tb_buffer *buffer, int fd, GError **error);
+  /* Bracket CPU access (cache sync); NULL where the memory needs none. */
+  gboolean (*begin_access)(tb_buffer *buffer, uint32_t map_flags,
+                           GError **error);
+  void (*end_access)(tb_buffer *buffer, uint32_t map_flags);
+  /* Releases what alloc/import acquired. */
+  void (*release)(tb_buffer *buffer);
+} TbBackend;
+
+extern const TbBackend tb_backend_heap;
+extern const TbBackend tb_backend_wrapped;
+extern const TbBackend tb_backend_memfd;
+
+/* The backend of a concrete kind, or NULL if the kind has none yet. */
+const TbBackend *tb_backend_for(tb_memory memory);
+
+/* Resolves AUTO (and TENSORBUF_MEMORY) to a concrete, available kind. */
+gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
+                            GError **error);
+
+/* mmap with an alignment beyond the page size (by over-reserving and
+ * trimming). Returns MAP_FAILED with errno set on failure. */
+void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
+                      int fd);
+
+/* The empty buffers' data pointer: valid, aligned, never dereferenced. */
+extern uint8_t tb_empty_bytes[];
+
+#endif /* TB_BACKEND_H */

@@ -1,0 +1,269 @@
+/* Buffers: allocation, wrapping, fd import with kernel classification, and
+ * the registry of live ids. */
+#include "buffer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+#define TB_DEFAULT_ALIGNMENT 64u
+#define TB_MAX_ALIGNMENT (1u << 30)
+#define TB_HUGE_PAGE_ALIGNMENT (2u << 20)
+
+/* Ids are never reused; the registry maps live ids to their buffers so that
+ * tb_buffer_alive() can answer for a cache keyed by id. The key points at
+ * the buffer's own id field. */
+static GMutex tb_registry_lock;
+static GHashTable *tb_registry;
+static uint64_t tb_next_id = 1;
+
+static void registry_add(tb_buffer *buffer) {
+  g_mutex_lock(&tb_registry_lock);
+  if (tb_registry == NULL)
+    tb_registry = g_hash_table_new(g_int64_hash, g_int64_equal);
+  buffer->id = tb_next_id++;
+  g_hash_table_add(tb_registry, &buffer->id);
+  g_mutex_unlock(&tb_registry_lock);
+}
+
+static void registry_remove(tb_buffer *buffer) {
+  g_mutex_lock(&tb_registry_lock);
+  g_hash_table_remove(tb_registry, &buffer->id);
+  g_mutex_unlock(&tb_registry_lock);
+}
+
+bool tb_buffer_alive(uint64_t id) {
+  g_mutex_lock(&tb_registry_lock);
+  bool alive =
+      tb_registry != NULL && g_hash_table_contains(tb_registry, (gint64 *)&id);
+  g_mutex_unlock(&tb_registry_lock);
+  return alive;
+}
+
+gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
+                          GError **error) {
+  static const tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
+  if (opts == NULL)
+    opts = &defaults;
+  if (opts->version != TB_ALLOC_OPTIONS_VERSION) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_VERSION,
+                "opts->version is %u; this library knows version %u",
+                opts->version, TB_ALLOC_OPTIONS_VERSION);
+    return FALSE;
+  }
+  if (tb_memory_name((tb_memory)opts->memory) == NULL) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "opts->memory is %u, not a tb_memory", opts->memory);
+    return FALSE;
+  }
+  uint64_t alignment = opts->alignment ? opts->alignment : TB_DEFAULT_ALIGNMENT;
+  if ((alignment & (alignment - 1)) != 0 || alignment > TB_MAX_ALIGNMENT) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "opts->alignment is %" G_GUINT64_FORMAT
+                "; it must be a power of two no larger than 1 GiB",
+                opts->alignment);
+    return FALSE;
+  }
+  if (opts->flags & ~TB_ALLOC_HUGE_PAGES) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "opts->flags is 0x%x; unknown bits 0x%x", opts->flags,
+                opts->flags & ~TB_ALLOC_HUGE_PAGES);
+    return FALSE;
+  }
+  if (opts->flags & TB_ALLOC_HUGE_PAGES)
+    alignment = MAX(alignment, TB_HUGE_PAGE_ALIGNMENT);
+  if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory, error))
+    return FALSE;
+  params->alignment = alignment;
+  params->name = opts->name;
+  params->flags = opts->flags;
+  return TRUE;
+}
+
+static tb_buffer *buffer_new(uint64_t size, const TbBackend *backend,
+                             uint32_t flags) {
+  tb_buffer *buffer = g_atomic_rc_box_new0(tb_buffer);
+  buffer->size = size;
+  buffer->backend = backend;
+  buffer->flags = flags;
+  buffer->fd = -1;
+  return buffer;
+}
+
+/* Registers a fully built buffer: from here on it is a live handle. */
+static tb_buffer *buffer_publish(tb_buffer *buffer) {
+  registry_add(buffer);
+  tb_live_add(1);
+  return buffer;
+}
+
+tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
+                           GError **error) {
+  const TbBackend *backend = tb_backend_for(params->memory);
+  tb_buffer *buffer = buffer_new(size, backend, 0);
+  if (!backend->alloc(buffer, params, error)) {
+    g_atomic_rc_box_release(buffer);
+    return NULL;
+  }
+  return buffer_publish(buffer);
+}
+
+tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
+                                 tb_destroy_notify destroy, void *user_data,
+                                 GError **error) {
+  if (flags & ~TB_BUFFER_READ_ONLY) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "flags is 0x%x; unknown bits 0x%x", flags,
+                flags & ~TB_BUFFER_READ_ONLY);
+    return NULL;
+  }
+  if (data == NULL && size > 0) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "data is NULL but size is %" G_GUINT64_FORMAT, size);
+    return NULL;
+  }
+  tb_buffer *buffer = buffer_new(size, &tb_backend_wrapped, flags);
+  buffer->data = data != NULL ? data : tb_empty_bytes;
+  buffer->destroy = destroy;
+  buffer->user_data = user_data;
+  return buffer_publish(buffer);
+}
+
+static const char *describe_file_type(mode_t mode) {
+  if (S_ISFIFO(mode))
+    return "a pipe";
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISREG(mode))
+    return "a regular file";
+  return "a special file";
+}
+
+/* Classifies `fd` by what the kernel says it is and makes sure it cannot
+ * shrink under a mapping. Returns the backend and whether it is read-only. */
+static const TbBackend *classify_fd(int fd, const struct stat *st,
+                                    uint32_t *flags, GError **error) {
+  struct statfs fs;
+  if (fstatfs(fd, &fs) == 0 && fs.f_type == DMA_BUF_MAGIC) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_UNSUPPORTED,
+                "fd %d is a dma-buf; this build cannot import dma-bufs yet",
+                fd);
+    return NULL;
+  }
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d is %s, not a memfd or dma-buf", fd,
+                describe_file_type(st->st_mode));
+    return NULL;
+  }
+  if (!(seals & F_SEAL_SHRINK)) {
+    if ((seals & F_SEAL_SEAL) || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+      g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                  "fd %d is shared memory that is not sealed against "
+                  "shrinking and cannot be sealed (made without "
+                  "MFD_ALLOW_SEALING, or opened read-only); a peer could "
+                  "truncate it under the mapping",
+                  fd);
+      return NULL;
+    }
+  }
+  int access = fcntl(fd, F_GETFL);
+  *flags = 0;
+  if ((access >= 0 && (access & O_ACCMODE) == O_RDONLY) ||
+      (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+    *flags = TB_BUFFER_READ_ONLY;
+  return &tb_backend_memfd;
+}
+
+tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d is not an open file descriptor: %s", fd,
+                g_strerror(errno));
+    return NULL;
+  }
+  uint32_t flags;
+  const TbBackend *backend = classify_fd(fd, &st, &flags, error);
+  if (backend == NULL)
+    return NULL;
+  uint64_t size = (uint64_t)st.st_size;
+  if (needed > size) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
+                "fd %d holds %" G_GUINT64_FORMAT " bytes but %" G_GUINT64_FORMAT
+                " are needed",
+                fd, size, needed);
+    return NULL;
+  }
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (own < 0) {
+    tb_set_system_error(error, TB_BUFFER_ERROR, errno, "dup of fd %d", fd);
+    return NULL;
+  }
+  tb_buffer *buffer = buffer_new(size, backend, flags);
+  if (!backend->import_fd(buffer, own, error)) {
+    close(own);
+    g_atomic_rc_box_release(buffer);
+    return NULL;
+  }
+  return buffer_publish(buffer);
+}
+
+int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error) {
+  if (buffer->fd < 0) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_UNSUPPORTED,
+                "%s memory has no file descriptor to export",
+                buffer->backend->name);
+    return -1;
+  }
+  int fd = fcntl(buffer->fd, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0)
+    tb_set_system_error(error, TB_BUFFER_ERROR, errno, "dup of buffer fd");
+  return fd;
+}
+
+tb_buffer *tb_buffer_ref(tb_buffer *buffer) {
+  return buffer != NULL ? g_atomic_rc_box_acquire(buffer) : NULL;
+}
+
+static void buffer_clear(gpointer data) {
+  tb_buffer *buffer = data;
+  registry_remove(buffer);
+  buffer->backend->release(buffer);
+  tb_live_add(-1);
+}
+
+void tb_buffer_unref(tb_buffer *buffer) {
+  if (buffer != NULL)
+    g_atomic_rc_box_release_full(buffer, buffer_clear);
+}
+
+uint64_t tb_buffer_size(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->size : 0;
+}
+
+tb_memory tb_buffer_memory(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->backend->memory : TB_MEMORY_AUTO;
+}
+
+uint64_t tb_buffer_id(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->id : 0;
+}
+
+bool tb_buffer_read_only(const tb_buffer *buffer) {
+  return buffer != NULL && (buffer->flags & TB_BUFFER_READ_ONLY);
+}

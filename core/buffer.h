@@ -1,0 +1,33 @@
+/* Buffers: refcounted bytes of one memory kind with a process-unique id. */
+#ifndef TB_BUFFER_INTERNAL_H
+#define TB_BUFFER_INTERNAL_H
+
+#include "backend.h"
+
+struct tb_buffer {
+  uint64_t id;
+  uint64_t size;
+  const TbBackend *backend;
+  uint32_t flags; /* TB_BUFFER_READ_ONLY */
+  void *data;     /* CPU address of byte 0; NULL without CPU access */
+  int fd;         /* -1 for memory without an fd */
+  void *mapping;  /* what munmap takes, or NULL */
+  size_t mapping_size;
+  tb_destroy_notify destroy; /* wrapped memory */
+  void *user_data;
+};
+
+gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
+                          GError **error);
+tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
+                           GError **error);
+tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
+                                 tb_destroy_notify destroy, void *user_data,
+                                 GError **error);
+/* Imports a memfd or dma-buf (dup'd) whose size must hold `needed` bytes. */
+tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
+int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_buffer, tb_buffer_unref)
+
+#endif

@@ -1,0 +1,75 @@
+/* Tensors: typed views of a buffer. */
+#ifndef TB_TENSOR_INTERNAL_H
+#define TB_TENSOR_INTERNAL_H
+
+#include "buffer.h"
+
+typedef struct TbQuantization {
+  int64_t axis; /* -1: per-tensor */
+  size_t count;
+  double *scales;
+  int64_t *zero_points;
+} TbQuantization;
+
+struct tb_tensor {
+  tb_buffer *buffer;
+  uint64_t offset; /* bytes from buffer start to element 0 */
+  tb_dtype dtype;
+  size_t ndim;
+  int64_t shape[TB_MAX_DIMS];
+  int64_t strides[TB_MAX_DIMS]; /* elements */
+  char *name;
+  TbQuantization *quantization; /* NULL: not quantized */
+};
+
+tb_tensor *tb_tensor_create(tb_dtype dtype, size_t ndim, const int64_t *shape,
+                            const tb_alloc_options *opts, GError **error);
+tb_tensor *tb_tensor_view(tb_buffer *buffer, uint64_t offset, tb_dtype dtype,
+                          size_t ndim, const int64_t *shape,
+                          const int64_t *strides, GError **error);
+tb_tensor *tb_tensor_import(int fd, tb_dtype dtype, size_t ndim,
+                            const int64_t *shape, uint64_t offset,
+                            GError **error);
+tb_tensor *tb_tensor_reshaped(const tb_tensor *tensor, size_t ndim,
+                              const int64_t *shape, GError **error);
+tb_tensor *tb_tensor_sliced(const tb_tensor *tensor, size_t axis, int64_t start,
+                            int64_t stop, int64_t step, GError **error);
+void tb_tensor_rename(tb_tensor *tensor, const char *name);
+/* Whether an integer dtype can hold `value` (bool: 0 and 1). */
+gboolean tb_int_in_range(tb_dtype dtype, int64_t value);
+gboolean tb_tensor_quantize(tb_tensor *tensor, int64_t axis, size_t count,
+                            const double *scales, const int64_t *zero_points,
+                            GError **error);
+gboolean tb_tensor_quantization_at(const tb_tensor *tensor, size_t index,
+                                   double *scale, int64_t *zero_point,
+                                   GError **error);
+
+/* CPU access bracket for element and byte access (the map's own path). */
+gboolean tb_tensor_begin_access(tb_tensor *tensor, uint32_t flags,
+                                GError **error);
+void tb_tensor_end_access(tb_tensor *tensor, uint32_t flags);
+/* Address of element 0; only between begin and end of access. */
+uint8_t *tb_tensor_base(const tb_tensor *tensor);
+
+gboolean tb_tensor_get_f64_at(tb_tensor *tensor, size_t nindex,
+                              const int64_t *index, double *out,
+                              GError **error);
+gboolean tb_tensor_get_i64_at(tb_tensor *tensor, size_t nindex,
+                              const int64_t *index, int64_t *out,
+                              GError **error);
+gboolean tb_tensor_set_f64_at(tb_tensor *tensor, size_t nindex,
+                              const int64_t *index, double value,
+                              GError **error);
+gboolean tb_tensor_set_i64_at(tb_tensor *tensor, size_t nindex,
+                              const int64_t *index, int64_t value,
+                              GError **error);
+gboolean tb_tensor_copy_out(tb_tensor *tensor, void *dst, size_t size,
+                            GError **error);
+gboolean tb_tensor_copy_in(tb_tensor *tensor, const void *src, size_t size,
+                           GError **error);
+
+tb_map *tb_map_create(tb_tensor *tensor, uint32_t flags, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_tensor, tb_tensor_unref)
+
+#endif
