@@ -25,8 +25,9 @@ const TbBackend *tb_backend_for(tb_memory memory) {
     return &tb_backend_heap;
   case TB_MEMORY_SHM:
     return &tb_backend_memfd;
-  case TB_MEMORY_AUTO:
   case TB_MEMORY_DMA:
+    return &tb_backend_dma;
+  case TB_MEMORY_AUTO:
   case TB_MEMORY_CUDA:
   case TB_MEMORY_CUDA_HOST:
     break;
@@ -75,12 +76,16 @@ gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
     }
   }
   if (!tb_backend_usable(memory)) {
+    const TbBackend *backend = tb_backend_for(memory);
+    const char *why = NULL;
+    if (backend == NULL)
+      why = "this build has no backend for it yet";
+    else if (backend->unavailable_reason != NULL)
+      why = backend->unavailable_reason();
     g_set_error(error, TB_BACKEND_ERROR, TB_ERR_UNSUPPORTED,
-                "memory kind %s is not available in this process%s",
-                tb_memory_name(memory),
-                tb_backend_for(memory) == NULL
-                    ? " (this build has no backend for it yet)"
-                    : "");
+                "memory kind %s is not available in this process%s%s%s",
+                tb_memory_name(memory), why != NULL ? " (" : "",
+                why != NULL ? why : "", why != NULL ? ")" : "");
     return FALSE;
   }
   *resolved = memory;

@@ -18,6 +18,8 @@ typedef struct TbBackend {
   tb_memory memory;
   const char *name;
   gboolean (*available)(void);
+  /* Why available() is FALSE (what was tried), or NULL if it says nothing. */
+  const char *(*unavailable_reason)(void);
   /* Fills buffer->data (and fd, mapping) for buffer->size bytes, zeroed. */
   gboolean (*alloc)(tb_buffer *buffer, const TbAllocParams *params,
                     GError **error);
@@ -35,6 +37,13 @@ typedef struct TbBackend {
 extern const TbBackend tb_backend_heap;
 extern const TbBackend tb_backend_wrapped;
 extern const TbBackend tb_backend_memfd;
+extern const TbBackend tb_backend_dma;
+
+/* DMA_BUF_IOCTL_SYNC START (`start`) or END on a dma-buf for a CPU access of
+ * `map_flags` (TB_MAP_READ/WRITE): the bracket the DMA backend puts around
+ * every map. Fails with TB_ERR_SYSTEM on an fd that is not a dma-buf. */
+gboolean tb_dma_buf_sync(int fd, uint32_t map_flags, gboolean start,
+                         GError **error);
 
 /* The backend of a concrete kind, or NULL if the kind has none yet. */
 const TbBackend *tb_backend_for(tb_memory memory);

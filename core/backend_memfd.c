@@ -11,8 +11,11 @@
 
 static gboolean memfd_probe(void) {
   int fd = memfd_create("tensorbuf-probe", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  /* The answer is kept for the process, so only a kernel without sealed
+   * memfds or a sandbox forbidding them makes SHM absent; running out of fds
+   * or memory right now must not, and each allocation reports that itself. */
   if (fd < 0)
-    return FALSE;
+    return errno != ENOSYS && errno != EINVAL && errno != EPERM;
   close(fd);
   return TRUE;
 }
@@ -36,6 +39,13 @@ static gboolean memfd_map(tb_buffer *buffer, int fd, uint64_t alignment,
     prot |= PROT_WRITE;
   void *data =
       tb_mmap_aligned((size_t)buffer->size, alignment, prot, MAP_SHARED, fd);
+  if (data == MAP_FAILED && errno == ENOMEM) {
+    /* No address space for it: out of memory, as for the heap. */
+    g_set_error(error, TB_BACKEND_ERROR, TB_ERR_NO_MEMORY,
+                "cannot map %" G_GUINT64_FORMAT " bytes of memfd %d: %s",
+                buffer->size, fd, g_strerror(ENOMEM));
+    return FALSE;
+  }
   if (data == MAP_FAILED) {
     tb_set_system_error(error, TB_BACKEND_ERROR, errno,
                         "mmap of %" G_GUINT64_FORMAT " bytes of memfd %d",

@@ -13,7 +13,6 @@
 #define F_SEAL_FUTURE_WRITE 0x0010
 #endif
 
-#define TB_DEFAULT_ALIGNMENT 64u
 #define TB_MAX_ALIGNMENT (1u << 30)
 #define TB_HUGE_PAGE_ALIGNMENT (2u << 20)
 
@@ -152,75 +151,134 @@ static const char *describe_file_type(mode_t mode) {
   return "a special file";
 }
 
-/* Classifies `fd` by what the kernel says it is and makes sure it cannot
- * shrink under a mapping. Returns the backend and whether it is read-only. */
-static const TbBackend *classify_fd(int fd, const struct stat *st,
-                                    uint32_t *flags, GError **error) {
+/* A dma-buf's size: st_size where the kernel fills it in, else
+ * lseek(SEEK_END), the way the dma-buf documentation gives. Moving the file
+ * offset is harmless: a dma-buf has no read or write that would use it. */
+static gboolean dma_buf_size(int fd, const struct stat *st, uint64_t *size,
+                             GError **error) {
+  if (st->st_size > 0) {
+    *size = (uint64_t)st->st_size;
+    return TRUE;
+  }
+  off_t end = lseek(fd, 0, SEEK_END);
+  if (end < 0) {
+    tb_set_system_error(error, TB_BUFFER_ERROR, errno,
+                        "lseek to the end of dma-buf fd %d", fd);
+    return FALSE;
+  }
+  *size = (uint64_t)end;
+  return TRUE;
+}
+
+/* Classifies `fd` by what the kernel says it is and makes sure a memfd can
+ * be kept from shrinking under a mapping. Changes nothing: a failed import
+ * must leave the caller's fd as it was, so the seal goes on in adopt. */
+static gboolean classify_fd(int fd, const struct stat *st, TbFdInfo *info,
+                            GError **error) {
+  int access = fcntl(fd, F_GETFL);
+  gboolean opened_read_only = access >= 0 && (access & O_ACCMODE) == O_RDONLY;
   struct statfs fs;
   if (fstatfs(fd, &fs) == 0 && fs.f_type == DMA_BUF_MAGIC) {
-    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_UNSUPPORTED,
-                "fd %d is a dma-buf; this build cannot import dma-bufs yet",
-                fd);
-    return NULL;
+    info->backend = &tb_backend_dma;
+    info->flags = opened_read_only ? TB_BUFFER_READ_ONLY : 0;
+    return dma_buf_size(fd, st, &info->size, error);
   }
   int seals = fcntl(fd, F_GET_SEALS);
   if (seals < 0) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
                 "fd %d is %s, not a memfd or dma-buf", fd,
                 describe_file_type(st->st_mode));
-    return NULL;
+    return FALSE;
   }
   if (!(seals & F_SEAL_SHRINK)) {
-    if ((seals & F_SEAL_SEAL) || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+    /* Adding a seal needs a writable fd. */
+    if ((seals & F_SEAL_SEAL) || opened_read_only) {
       g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
                   "fd %d is shared memory that is not sealed against "
                   "shrinking and cannot be sealed (made without "
                   "MFD_ALLOW_SEALING, or opened read-only); a peer could "
                   "truncate it under the mapping",
                   fd);
-      return NULL;
+      return FALSE;
     }
   }
-  int access = fcntl(fd, F_GETFL);
-  *flags = 0;
-  if ((access >= 0 && (access & O_ACCMODE) == O_RDONLY) ||
-      (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
-    *flags = TB_BUFFER_READ_ONLY;
-  return &tb_backend_memfd;
+  info->backend = &tb_backend_memfd;
+  info->flags = 0;
+  if (opened_read_only || (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+    info->flags = TB_BUFFER_READ_ONLY;
+  info->size = (uint64_t)st->st_size;
+  return TRUE;
 }
 
-tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {
+gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
   struct stat st;
   if (fstat(fd, &st) != 0) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
                 "fd %d is not an open file descriptor: %s", fd,
                 g_strerror(errno));
-    return NULL;
+    return FALSE;
   }
-  uint32_t flags;
-  const TbBackend *backend = classify_fd(fd, &st, &flags, error);
-  if (backend == NULL)
-    return NULL;
-  uint64_t size = (uint64_t)st.st_size;
-  if (needed > size) {
+  info->device = (uint64_t)st.st_dev;
+  info->inode = (uint64_t)st.st_ino;
+  return classify_fd(fd, &st, info, error);
+}
+
+/* Seals a memfd against shrinking, then checks that it still holds the size
+ * inspected before: only from the seal on can that size be trusted. */
+static gboolean seal_memfd(int fd, uint64_t size, GError **error) {
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (!(seals & F_SEAL_SHRINK) &&
+                    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0)) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d could not be sealed against shrinking: %s", fd,
+                g_strerror(errno));
+    return FALSE;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < size) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
-                "fd %d holds %" G_GUINT64_FORMAT " bytes but %" G_GUINT64_FORMAT
-                " are needed",
-                fd, size, needed);
-    return NULL;
+                "fd %d shrank below %" G_GUINT64_FORMAT " bytes while it was "
+                "imported",
+                fd, size);
+    return FALSE;
   }
+  return TRUE;
+}
+
+tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
   int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (own < 0) {
     tb_set_system_error(error, TB_BUFFER_ERROR, errno, "dup of fd %d", fd);
     return NULL;
   }
-  tb_buffer *buffer = buffer_new(size, backend, flags);
-  if (!backend->import_fd(buffer, own, error)) {
+  /* Sealed only after the dup, so that running out of fds leaves the
+   * caller's memfd unsealed. */
+  if (info->backend == &tb_backend_memfd &&
+      !seal_memfd(fd, info->size, error)) {
+    close(own);
+    return NULL;
+  }
+  tb_buffer *buffer = buffer_new(info->size, info->backend, info->flags);
+  if (!info->backend->import_fd(buffer, own, error)) {
     close(own);
     g_atomic_rc_box_release(buffer);
     return NULL;
   }
   return buffer_publish(buffer);
+}
+
+tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {
+  TbFdInfo info;
+  if (!tb_fd_inspect(fd, &info, error))
+    return NULL;
+  if (needed > info.size) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
+                "fd %d holds %" G_GUINT64_FORMAT " bytes but %" G_GUINT64_FORMAT
+                " are needed",
+                fd, info.size, needed);
+    return NULL;
+  }
+  return tb_buffer_adopt_fd(fd, &info, error);
 }
 
 int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error) {

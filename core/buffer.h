@@ -4,6 +4,9 @@
 
 #include "backend.h"
 
+/* Default alignment of allocations, and of image rows (what GPUs ask for). */
+#define TB_DEFAULT_ALIGNMENT 64u
+
 struct tb_buffer {
   uint64_t id;
   uint64_t size;
@@ -24,6 +27,19 @@ tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
 tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
                                  tb_destroy_notify destroy, void *user_data,
                                  GError **error);
+/* What the kernel says an fd is, found before anything is mapped. */
+typedef struct TbFdInfo {
+  const TbBackend *backend; /* memfd or dma-buf */
+  uint32_t flags;           /* TB_BUFFER_READ_ONLY */
+  uint64_t size;            /* bytes of the file */
+  uint64_t device, inode;   /* the file's identity: dups share it */
+} TbFdInfo;
+
+/* Classifies `fd` and finds its size, changing nothing. */
+gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error);
+/* A buffer over a dup of `fd`, which `info` describes (tb_fd_inspect); seals
+ * a memfd against shrinking first. */
+tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error);
 /* Imports a memfd or dma-buf (dup'd) whose size must hold `needed` bytes. */
 tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
 int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error);

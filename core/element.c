@@ -176,32 +176,37 @@ static void store_i64(tb_dtype dtype, uint8_t *p, int64_t v) {
 
 /* Float dtypes: rounds `v`; FALSE if a finite value overflows to inf. */
 static gboolean store_float(tb_dtype dtype, uint8_t *p, double v) {
+  uint8_t rounded[sizeof(double)];
   double stored;
   switch (dtype) {
   case TB_DTYPE_F16: {
     uint16_t bits = tb_f16_from_f64(v);
-    STORE(uint16_t, p, bits);
+    STORE(uint16_t, rounded, bits);
     stored = tb_f16_to_f64(bits);
     break;
   }
   case TB_DTYPE_BF16: {
     uint16_t bits = tb_bf16_from_f64(v);
-    STORE(uint16_t, p, bits);
+    STORE(uint16_t, rounded, bits);
     stored = tb_bf16_to_f64(bits);
     break;
   }
   case TB_DTYPE_F32: {
     float f = (float)v;
-    STORE(float, p, f);
+    STORE(float, rounded, f);
     stored = f;
     break;
   }
   default:
-    STORE(double, p, v);
+    STORE(double, rounded, v);
     stored = v;
     break;
   }
-  return isinf(stored) == isinf(v);
+  /* A refused value must leave the element as it was. */
+  if (isinf(stored) != isinf(v))
+    return FALSE;
+  memcpy(p, rounded, tb_dtype_size(dtype));
+  return TRUE;
 }
 
 /* Runs one element access between begin and end of CPU access. */

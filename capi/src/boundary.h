@@ -41,6 +41,16 @@ tb_status tb_fail_with(const char *function, GError *error);
     return TB_OK;                                                              \
   } while (0)
 
+/* Ends a call that makes an fd (-1 on failure), likewise. */
+#define TB_RETURN_FD(out_fd, made, error)                                      \
+  do {                                                                         \
+    int fd_ = (made);                                                          \
+    if (fd_ < 0)                                                               \
+      return tb_fail_with(__func__, error);                                    \
+    *(out_fd) = fd_;                                                           \
+    return TB_OK;                                                              \
+  } while (0)
+
 /* Ends a call: TB_OK, or the core error converted. */
 #define TB_RETURN(ok, error) return (ok) ? TB_OK : tb_fail_with(__func__, error)
 

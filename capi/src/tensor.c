@@ -34,7 +34,7 @@ tb_status tb_tensor_import_fd(tb_tensor **out, int fd, tb_dtype dtype,
     return tb_fail(__func__, TB_ERR_INVALID_ARGUMENT, "fd is %d", fd);
   GError *error = NULL;
   TB_RETURN_HANDLE(
-      out, tb_tensor_import(fd, dtype, ndim, shape, byte_offset, &error),
+      out, tb_tensor_open_fd(fd, dtype, ndim, shape, byte_offset, &error),
       error);
 }
 
@@ -42,11 +42,7 @@ tb_status tb_tensor_export_fd(int *out_fd, const tb_tensor *tensor) {
   TB_REQUIRE(out_fd);
   TB_REQUIRE(tensor);
   GError *error = NULL;
-  int fd = tb_buffer_dup_fd(tensor->buffer, &error);
-  if (fd < 0)
-    return tb_fail_with(__func__, error);
-  *out_fd = fd;
-  return TB_OK;
+  TB_RETURN_FD(out_fd, tb_buffer_dup_fd(tensor->buffer, &error), error);
 }
 
 tb_status tb_tensor_set_name(tb_tensor *tensor, const char *name) {

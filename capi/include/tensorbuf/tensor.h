@@ -49,12 +49,13 @@ TB_API tb_status tb_tensor_from_buffer(tb_tensor **out, tb_buffer *buffer,
  * fstat before anything is mapped. A memfd not yet sealed against shrinking
  * is sealed (F_SEAL_SHRINK), so no peer can truncate it under the mapping; a
  * file that cannot be sealed is refused. An fd opened read-only or sealed
- * against writing gives a read-only tensor.
+ * against writing gives a read-only tensor. A dma-buf whose exporter refuses
+ * mmap (device memory) still imports, as TB_MEMORY_DMA, and exports again;
+ * maps and element access of it give TB_ERR_UNSUPPORTED.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out/shape, negative fd),
  * TB_ERR_DTYPE, TB_ERR_SHAPE, TB_ERR_BAD_FD (closed fd, pipe, regular file,
  * directory, unsealable memfd), TB_ERR_OUT_OF_RANGE (offset + bytes beyond
- * the file), TB_ERR_UNSUPPORTED (dma-buf before DMA support),
- * TB_ERR_SYSTEM. */
+ * the file), TB_ERR_NO_MEMORY (too large to map), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_import_fd(tb_tensor **out, int fd, tb_dtype dtype,
                                      size_t ndim, const int64_t *shape,
                                      uint64_t byte_offset);

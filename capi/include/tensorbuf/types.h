@@ -44,7 +44,9 @@ typedef enum tb_memory {
   TB_MEMORY_AUTO = 0,     /* best available: DMA, then SHM, then HEAP */
   TB_MEMORY_HEAP = 1,     /* process-private, aligned; not shareable */
   TB_MEMORY_SHM = 2,      /* sealed memfd, shareable by fd */
-  TB_MEMORY_DMA = 3,      /* DMA-BUF (dma-heap or udmabuf) */
+  TB_MEMORY_DMA = 3,      /* DMA-BUF: the dma-heap TENSORBUF_DMA_HEAP names,
+                             then default_cma_region, linux,cma, reserved,
+                             system; else udmabuf over a sealed memfd */
   TB_MEMORY_CUDA = 4,     /* CUDA device memory, exportable as an fd */
   TB_MEMORY_CUDA_HOST = 5 /* SHM pinned for the GPU */
 } tb_memory;
