@@ -1,0 +1,233 @@
+/* Allocation and fd import against the floors: what the same bytes cost when
+ * asked of libc or of the kernel directly.
+ *
+ *   heap new+free      vs calloc+free (same contract: zeroed bytes), malloc
+ *                      +free (not zeroed: a lower bound) and an anonymous
+ *                      mmap+munmap (the mechanism tensorbuf uses)
+ *   heap new+write+free vs calloc+write+free: the full cost once every page
+ *                      has been touched, since the kernel zeroes lazily;
+ *                      also against anonymous mmap+write+munmap, and with
+ *                      TB_ALLOC_HUGE_PAGES
+ *   shm new+free       vs memfd_create+ftruncate+mmap+munmap+close
+ *   shm import_fd+map  vs fstat+mmap+munmap of the same fd */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <tensorbuf/tensorbuf.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct alloc_context {
+  const bench_frame *frame;
+  size_t bytes;
+  tb_alloc_options options;
+  int fd; /* import: an exported SHM tensor's fd */
+} alloc_context;
+
+static void tensor_new_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    tb_tensor *tensor;
+    bench_check(
+        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
+        "tb_tensor_new");
+    tb_tensor_unref(tensor);
+  }
+}
+
+static void tensor_new_write_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    tb_tensor *tensor;
+    tb_map *map;
+    bench_check(
+        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
+        "tb_tensor_new");
+    bench_check(tb_tensor_map(&map, tensor, TB_MAP_WRITE), "tb_tensor_map");
+    bench_write_pages(tb_map_data(map), c->bytes);
+    tb_map_free(map);
+    tb_tensor_unref(tensor);
+  }
+}
+
+static void malloc_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = malloc(c->bytes);
+    bench_check_system(data != NULL, "malloc");
+    bench_keep(data);
+    free(data);
+  }
+}
+
+static void calloc_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = calloc(1, c->bytes);
+    bench_check_system(data != NULL, "calloc");
+    bench_keep(data);
+    free(data);
+  }
+}
+
+static void calloc_write_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = calloc(1, c->bytes);
+    bench_check_system(data != NULL, "calloc");
+    bench_write_pages(data, c->bytes);
+    free(data);
+  }
+}
+
+static void anonymous_mmap_munmap(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bench_check_system(data != MAP_FAILED, "mmap");
+    munmap(data, c->bytes);
+  }
+}
+
+static void anonymous_mmap_write_munmap(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bench_check_system(data != MAP_FAILED, "mmap");
+    bench_write_pages(data, c->bytes);
+    munmap(data, c->bytes);
+  }
+}
+
+static void memfd_floor(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    int fd = memfd_create("bench-floor", MFD_CLOEXEC);
+    bench_check_system(fd >= 0, "memfd_create");
+    bench_check_system(ftruncate(fd, (off_t)c->bytes) == 0, "ftruncate");
+    void *data =
+        mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    bench_check_system(data != MAP_FAILED, "mmap");
+    munmap(data, c->bytes);
+    close(fd);
+  }
+}
+
+static void tensor_import_map(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    tb_tensor *tensor;
+    tb_map *map;
+    bench_check(
+        tb_tensor_import_fd(&tensor, c->fd, TB_DTYPE_U8, 3, c->frame->shape, 0),
+        "tb_tensor_import_fd");
+    bench_check(tb_tensor_map(&map, tensor, TB_MAP_READ), "tb_tensor_map");
+    bench_keep(tb_map_data(map));
+    tb_map_free(map);
+    tb_tensor_unref(tensor);
+  }
+}
+
+static void fstat_mmap_floor(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    struct stat st;
+    bench_check_system(fstat(c->fd, &st) == 0, "fstat");
+    void *data = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                      MAP_SHARED, c->fd, 0);
+    bench_check_system(data != MAP_FAILED, "mmap");
+    munmap(data, (size_t)st.st_size);
+  }
+}
+
+/* Times `subject` against `peer_run` and records the pair; returns the
+ * subject's time (NAN if the filter skipped it). */
+static double compare(const char *what, const bench_frame *frame,
+                      const char *qualifier, bench_batch_fn subject,
+                      const char *peer_label, bench_batch_fn peer_run,
+                      alloc_context *context, const char *target) {
+  char name[128];
+  snprintf(name, sizeof name, "%s %s%s", what, frame->label, qualifier);
+  if (!bench_selected(name))
+    return NAN;
+  bench_op subject_op = {"tensorbuf", subject, context};
+  bench_op peer_op = {peer_label, peer_run, context};
+  bench_timing timing = bench_measure(&subject_op, &peer_op);
+  bench_report_time(name, timing.subject_ns, peer_label, timing.peer_ns,
+                    target);
+  return timing.subject_ns;
+}
+
+static void bench_heap(const bench_frame *frame) {
+  alloc_context context = {frame, bench_frame_bytes(frame),
+                           TB_ALLOC_OPTIONS_INIT, -1};
+  context.options.memory = TB_MEMORY_HEAP;
+  compare("heap new+free", frame, "", tensor_new_free, "calloc+free",
+          calloc_free, &context, NULL);
+  compare("heap new+free", frame, " vs malloc", tensor_new_free,
+          "malloc+free (not zeroed)", malloc_free, &context, NULL);
+  compare("heap new+free", frame, " vs mmap", tensor_new_free,
+          "anonymous mmap+munmap", anonymous_mmap_munmap, &context, NULL);
+  double full = compare("heap new+write+free", frame, "", tensor_new_write_free,
+                        "calloc+write+free", calloc_write_free, &context, NULL);
+  compare("heap new+write+free", frame, " vs mmap", tensor_new_write_free,
+          "anonymous mmap+write+munmap", anonymous_mmap_write_munmap, &context,
+          NULL);
+  /* The seed zero-fills eagerly, so its new+free compares with ours
+   * including the first write of every page. */
+  if (frame == &bench_frames[1])
+    bench_report_against_seed("seed: heap new+write+free 1080p", full, 150e3);
+  if (frame == &bench_frames[2])
+    bench_report_against_seed("seed: heap new+write+free 4K", full, 1.7e6);
+
+  /* Transparent huge pages: one fault per 2 MiB instead of per 4 KiB. */
+  context.options.flags = TB_ALLOC_HUGE_PAGES;
+  compare("heap new+write+free", frame, " huge pages", tensor_new_write_free,
+          "calloc+write+free", calloc_write_free, &context, NULL);
+}
+
+static void bench_shm(const bench_frame *frame) {
+  alloc_context context = {frame, bench_frame_bytes(frame),
+                           TB_ALLOC_OPTIONS_INIT, -1};
+  context.options.memory = TB_MEMORY_SHM;
+  double created = compare("shm new+free", frame, "", tensor_new_free,
+                           "memfd_create+ftruncate+mmap+munmap+close",
+                           memfd_floor, &context, "<= 1.5x");
+
+  tb_tensor *exported;
+  bench_check(
+      tb_tensor_new(&exported, TB_DTYPE_U8, 3, frame->shape, &context.options),
+      "tb_tensor_new");
+  bench_check(tb_tensor_export_fd(&context.fd, exported),
+              "tb_tensor_export_fd");
+  double imported =
+      compare("shm import_fd+map", frame, "", tensor_import_map,
+              "fstat+mmap+munmap", fstat_mmap_floor, &context, NULL);
+  close(context.fd);
+  tb_tensor_unref(exported);
+
+  if (frame == &bench_frames[1]) {
+    bench_report_against_seed("seed: shm new+free 1080p", created, 12.2e3);
+    bench_report_against_seed("seed: shm import_fd+map 1080p", imported, 5.9e3);
+  }
+}
+
+int main(void) {
+  bench_begin("bench_alloc");
+  if (!tb_memory_available(TB_MEMORY_SHM))
+    fprintf(stderr, "bench_alloc: SHM (memfd) is not available here; "
+                    "skipping its benchmarks\n");
+  for (size_t i = 0; i < BENCH_FRAME_COUNT; i++) {
+    bench_heap(&bench_frames[i]);
+    if (tb_memory_available(TB_MEMORY_SHM))
+      bench_shm(&bench_frames[i]);
+  }
+  return bench_end();
+}
