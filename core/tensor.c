@@ -1,5 +1,6 @@
 /* Tensors: creation, validation of shapes and strides, views, metadata. */
 #include "tensor.h"
+#include "image.h"
 
 #include <math.h>
 #include <string.h>
@@ -40,6 +41,8 @@ static void tensor_clear(gpointer data) {
   tb_buffer_unref(tensor->buffer);
   g_free(tensor->name);
   quantization_free(tensor->quantization);
+  tb_lease_drop(tensor->lease);
+  tb_image_free(tensor->image);
   tb_live_add(-1);
 }
 
@@ -67,7 +70,7 @@ static gboolean check_shape(tb_dtype dtype, size_t ndim, const int64_t *shape,
     return FALSE;
   }
   uint64_t numel = 1;
-  gboolean overflow = FALSE;
+  gboolean overflow = FALSE, empty = FALSE;
   for (size_t i = 0; i < ndim; i++) {
     if (shape[i] < 0) {
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_SHAPE,
@@ -75,11 +78,13 @@ static gboolean check_shape(tb_dtype dtype, size_t ndim, const int64_t *shape,
                   shape[i]);
       return FALSE;
     }
+    empty |= shape[i] == 0;
     overflow |= !tb_mul_u64(numel, (uint64_t)shape[i], &numel);
   }
   uint64_t bytes;
-  /* A zero dim makes any product 0, so an overflow then is harmless. */
-  if (numel != 0 &&
+  /* A zero dim makes any product 0, so an overflow then is harmless. Ask the
+   * dims, not the product: one that overflows can wrap to exactly 0. */
+  if (!empty &&
       (overflow || !tb_mul_u64(numel, elem, &bytes) || bytes > INT64_MAX)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_SHAPE,
                 "shape has more than 2^63 bytes of %s elements",
@@ -95,15 +100,17 @@ static void row_major_strides(size_t ndim, const int64_t *shape,
   int64_t stride = 1;
   for (size_t i = ndim; i-- > 0;) {
     strides[i] = stride;
-    stride *= shape[i] > 0 ? shape[i] : 1;
+    /* Only the dims of an empty tensor (whose strides are never followed)
+     * can overflow this: {0, INT64_MAX, INT64_MAX} is a valid shape. */
+    if (__builtin_mul_overflow(stride, shape[i] > 0 ? shape[i] : 1, &stride))
+      stride = 0;
   }
 }
 
 /* Byte range [lo, hi) that the elements of a non-empty layout touch,
  * relative to element 0. FALSE if it does not fit in int64. */
-static gboolean layout_extent(size_t elem, size_t ndim, const int64_t *shape,
-                              const int64_t *strides, int64_t *lo,
-                              int64_t *hi) {
+gboolean tb_layout_extent(size_t elem, size_t ndim, const int64_t *shape,
+                          const int64_t *strides, int64_t *lo, int64_t *hi) {
   int64_t low = 0, high = 0;
   for (size_t i = 0; i < ndim; i++) {
     int64_t reach;
@@ -165,17 +172,18 @@ tb_tensor *tb_tensor_view(tb_buffer *buffer, uint64_t offset, tb_dtype dtype,
                 offset, buffer->size);
     return NULL;
   }
+  /* Outside the block: tensor_build below reads the strides it points to. */
+  int64_t row_major[TB_MAX_DIMS];
   if (numel > 0) {
     int64_t lo = 0, hi = 0;
-    int64_t row_major[TB_MAX_DIMS];
     if (strides == NULL) {
       row_major_strides(ndim, shape, row_major);
       strides = row_major;
     }
-    gboolean fits =
-        layout_extent(tb_dtype_size(dtype), ndim, shape, strides, &lo, &hi) &&
-        (lo >= 0 || (uint64_t)-lo <= offset) &&
-        (uint64_t)hi <= buffer->size - offset;
+    gboolean fits = tb_layout_extent(tb_dtype_size(dtype), ndim, shape, strides,
+                                     &lo, &hi) &&
+                    (lo >= 0 || -(uint64_t)lo <= offset) &&
+                    (uint64_t)hi <= buffer->size - offset;
     if (!fits) {
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
                   "shape and strides at byte_offset %" G_GUINT64_FORMAT
@@ -189,9 +197,9 @@ tb_tensor *tb_tensor_view(tb_buffer *buffer, uint64_t offset, tb_dtype dtype,
   return tensor_build(buffer, offset, dtype, ndim, shape, strides);
 }
 
-tb_tensor *tb_tensor_import(int fd, tb_dtype dtype, size_t ndim,
-                            const int64_t *shape, uint64_t offset,
-                            GError **error) {
+tb_tensor *tb_tensor_open_fd(int fd, tb_dtype dtype, size_t ndim,
+                             const int64_t *shape, uint64_t offset,
+                             GError **error) {
   uint64_t numel, needed;
   if (!check_shape(dtype, ndim, shape, &numel, error))
     return NULL;
@@ -268,12 +276,12 @@ bool tb_tensor_shares_memory(const tb_tensor *a, const tb_tensor *b) {
   if (a == NULL || b == NULL || a->buffer != b->buffer ||
       tb_tensor_numel(a) == 0 || tb_tensor_numel(b) == 0)
     return false;
-  int64_t alo, ahi, blo, bhi;
+  int64_t alo = 0, ahi = 0, blo = 0, bhi = 0; /* for gcc -O2 -Werror */
   /* Both layouts were checked to fit when the tensors were made. */
-  layout_extent(tb_dtype_size(a->dtype), a->ndim, a->shape, a->strides, &alo,
-                &ahi);
-  layout_extent(tb_dtype_size(b->dtype), b->ndim, b->shape, b->strides, &blo,
-                &bhi);
+  tb_layout_extent(tb_dtype_size(a->dtype), a->ndim, a->shape, a->strides, &alo,
+                   &ahi);
+  tb_layout_extent(tb_dtype_size(b->dtype), b->ndim, b->shape, b->strides, &blo,
+                   &bhi);
   int64_t ao = (int64_t)a->offset, bo = (int64_t)b->offset;
   return ao + alo < bo + bhi && bo + blo < ao + ahi;
 }
@@ -286,11 +294,28 @@ void tb_tensor_rename(tb_tensor *tensor, const char *name) {
 
 /* ---- views -------------------------------------------------------------- */
 
+/* A view keeps the name but never the image metadata (tensor->image stays
+ * NULL): the planes' geometry describes the source's shape, not the view's. */
 static tb_tensor *view_of(const tb_tensor *src, uint64_t offset, size_t ndim,
                           const int64_t *shape, const int64_t *strides) {
   tb_tensor *tensor =
       tensor_build(src->buffer, offset, src->dtype, ndim, shape, strides);
   tensor->name = g_strdup(src->name);
+  tensor->lease = tb_lease_hold(src->lease);
+  return tensor;
+}
+
+tb_tensor *tb_tensor_like(const tb_tensor *prototype, tb_buffer *buffer) {
+  tb_tensor *tensor =
+      tensor_build(buffer, prototype->offset, prototype->dtype, prototype->ndim,
+                   prototype->shape, prototype->strides);
+  tensor->name = g_strdup(prototype->name);
+  const TbQuantization *q = prototype->quantization;
+  if (q != NULL)
+    tensor->quantization =
+        quantization_new(q->axis, q->count, q->scales, q->zero_points, 1);
+  if (prototype->image != NULL)
+    tensor->image = tb_image_copy_onto(prototype->image, buffer);
   return tensor;
 }
 
@@ -370,13 +395,19 @@ tb_tensor *tb_tensor_sliced(const tb_tensor *tensor, size_t axis, int64_t start,
   int64_t shape[TB_MAX_DIMS], strides[TB_MAX_DIMS];
   memcpy(shape, tensor->shape, sizeof shape);
   memcpy(strides, tensor->strides, sizeof strides);
-  int64_t count = (stop - start + step - 1) / step;
+  /* Not (stop - start + step - 1) / step, which overflows for a huge step. */
+  int64_t count = stop == start ? 0 : (stop - start - 1) / step + 1;
   uint64_t offset = tensor->offset;
-  if (count > 0) /* element `start` exists, so this stays inside the buffer */
+  /* Then element `start` exists, so this stays inside the buffer; in an
+   * empty tensor another dim is 0 and its strides may be anything. */
+  if (count > 0 && tb_tensor_numel(tensor) > 0)
     offset += (uint64_t)(start * strides[axis] *
                          (int64_t)tb_dtype_size(tensor->dtype));
   shape[axis] = count;
-  strides[axis] *= step;
+  /* This overflows only where the stride is never followed (count <= 1, or
+   * an empty tensor): keep the old one then. */
+  if (__builtin_mul_overflow(strides[axis], step, &strides[axis]))
+    strides[axis] = tensor->strides[axis];
   tb_tensor *view = view_of(tensor, offset, tensor->ndim, shape, strides);
   const TbQuantization *q = tensor->quantization;
   if (q != NULL && q->axis != (int64_t)axis)

@@ -3,6 +3,7 @@
 #define TB_TENSOR_INTERNAL_H
 
 #include "buffer.h"
+#include "tensorbuf/pool.h"
 
 typedef struct TbQuantization {
   int64_t axis; /* -1: per-tensor */
@@ -10,6 +11,30 @@ typedef struct TbQuantization {
   double *scales;
   int64_t *zero_points;
 } TbQuantization;
+
+/* A lease ties tensors to something that wants to know when the last of
+ * them is gone: a pool slot (to recycle its buffer) or a tensor received
+ * from a channel (to send the release back). Every view of a leased tensor
+ * holds the lease too. */
+typedef struct TbLease TbLease;
+struct TbLease {
+  gatomicrefcount holders;
+  void (*release)(TbLease *lease); /* runs when the last holder lets go */
+  tb_pool *pool;                   /* the pool behind a slot lease, or NULL */
+};
+
+static inline TbLease *tb_lease_hold(TbLease *lease) {
+  if (lease != NULL)
+    g_atomic_ref_count_inc(&lease->holders);
+  return lease;
+}
+
+static inline void tb_lease_drop(TbLease *lease) {
+  if (lease != NULL && g_atomic_ref_count_dec(&lease->holders))
+    lease->release(lease);
+}
+
+typedef struct TbImage TbImage; /* image.h */
 
 struct tb_tensor {
   tb_buffer *buffer;
@@ -20,6 +45,8 @@ struct tb_tensor {
   int64_t strides[TB_MAX_DIMS]; /* elements */
   char *name;
   TbQuantization *quantization; /* NULL: not quantized */
+  TbLease *lease;               /* NULL unless pooled or received */
+  TbImage *image;               /* NULL: not an image */
 };
 
 tb_tensor *tb_tensor_create(tb_dtype dtype, size_t ndim, const int64_t *shape,
@@ -27,14 +54,23 @@ tb_tensor *tb_tensor_create(tb_dtype dtype, size_t ndim, const int64_t *shape,
 tb_tensor *tb_tensor_view(tb_buffer *buffer, uint64_t offset, tb_dtype dtype,
                           size_t ndim, const int64_t *shape,
                           const int64_t *strides, GError **error);
-tb_tensor *tb_tensor_import(int fd, tb_dtype dtype, size_t ndim,
-                            const int64_t *shape, uint64_t offset,
-                            GError **error);
+tb_tensor *tb_tensor_open_fd(int fd, tb_dtype dtype, size_t ndim,
+                             const int64_t *shape, uint64_t offset,
+                             GError **error);
+/* A tensor laid out like `prototype` (dtype, shape, strides, offset, name,
+ * quantization, image) over `buffer`, which must be at least as large; an
+ * image prototype must have every plane in its own buffer. */
+tb_tensor *tb_tensor_like(const tb_tensor *prototype, tb_buffer *buffer);
 tb_tensor *tb_tensor_reshaped(const tb_tensor *tensor, size_t ndim,
                               const int64_t *shape, GError **error);
 tb_tensor *tb_tensor_sliced(const tb_tensor *tensor, size_t axis, int64_t start,
                             int64_t stop, int64_t step, GError **error);
 void tb_tensor_rename(tb_tensor *tensor, const char *name);
+/* Byte range [lo, hi) that the elements of a non-empty layout (strides in
+ * elements of `elem` bytes) touch, relative to element 0. FALSE if it does not
+ * fit in int64. */
+gboolean tb_layout_extent(size_t elem, size_t ndim, const int64_t *shape,
+                          const int64_t *strides, int64_t *lo, int64_t *hi);
 /* Whether an integer dtype can hold `value` (bool: 0 and 1). */
 gboolean tb_int_in_range(tb_dtype dtype, int64_t value);
 gboolean tb_tensor_quantize(tb_tensor *tensor, int64_t axis, size_t count,

@@ -27,7 +27,10 @@ extern "C" {
   X(TB_ERR_BAD_FD, -8, "file descriptor of the wrong kind or size")            \
   X(TB_ERR_READ_ONLY, -9, "memory is read-only")                               \
   X(TB_ERR_LAYOUT, -10, "tensor layout does not allow this operation")         \
-  X(TB_ERR_VERSION, -11, "unknown options struct version")
+  X(TB_ERR_VERSION, -11, "unknown options struct version")                   \
+  X(TB_ERR_TIMEOUT, -12, "timed out")                                          \
+  X(TB_ERR_CLOSED, -13, "the peer closed the connection")                      \
+  X(TB_ERR_PROTOCOL, -14, "malformed or unexpected message from the peer")
 
 typedef enum tb_status_code {
 #define TB_STATUS_ENUM_(name, value, text) name = value,

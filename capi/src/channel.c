@@ -1,0 +1,159 @@
+/* Channel, listener, pool and descriptor entry points. */
+#include "channel.h"
+#include "boundary.h"
+
+#include <string.h>
+#include <unistd.h>
+
+G_STATIC_ASSERT(TB_DESCRIPTOR_MAX_FDS == TB_WIRE_MAX_BUFFERS);
+
+tb_status tb_channel_pair(tb_channel **out_a, tb_channel **out_b) {
+  TB_REQUIRE(out_a);
+  TB_REQUIRE(out_b);
+  GError *error = NULL;
+  tb_channel *a, *b;
+  if (!tb_channel_make_pair(&a, &b, &error))
+    return tb_fail_with(__func__, error);
+  *out_a = a;
+  *out_b = b;
+  return TB_OK;
+}
+
+tb_status tb_listener_listen(tb_listener **out, const char *path) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(path);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_listener_open(path, &error), error);
+}
+
+tb_status tb_listener_accept(tb_channel **out, tb_listener *listener,
+                             int timeout_ms) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(listener);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_listener_take(listener, timeout_ms, &error), error);
+}
+
+tb_status tb_channel_connect(tb_channel **out, const char *path,
+                             int timeout_ms) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(path);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_channel_dial(path, timeout_ms, &error), error);
+}
+
+tb_status tb_channel_from_fd(tb_channel **out, int fd) {
+  TB_REQUIRE(out);
+  if (fd < 0)
+    return tb_fail(__func__, TB_ERR_INVALID_ARGUMENT, "fd is %d", fd);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_channel_adopt_fd(fd, &error), error);
+}
+
+tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
+                          uint32_t flags) {
+  TB_REQUIRE(channel);
+  TB_REQUIRE(tensor);
+  GError *error = NULL;
+  TB_RETURN(tb_channel_put(channel, tensor, flags, &error), error);
+}
+
+tb_status tb_channel_recv(tb_tensor **out, tb_channel *channel,
+                          int timeout_ms) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(channel);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_channel_take(channel, timeout_ms, &error), error);
+}
+
+tb_status tb_channel_send_fence(tb_channel *channel, tb_fence *fence) {
+  TB_REQUIRE(channel);
+  TB_REQUIRE(fence);
+  GError *error = NULL;
+  TB_RETURN(tb_channel_put_fence(channel, fence, &error), error);
+}
+
+tb_status tb_channel_recv_fence(tb_fence **out, tb_channel *channel,
+                                int timeout_ms) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(channel);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_channel_take_fence(channel, timeout_ms, &error),
+                   error);
+}
+
+tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity, size_t *length,
+                           int *fds, size_t *nfds, const tb_tensor *tensor,
+                           uint32_t flags) {
+  TB_REQUIRE_ARRAY(descriptor, capacity);
+  TB_REQUIRE(length);
+  TB_REQUIRE(fds);
+  TB_REQUIRE(nfds);
+  TB_REQUIRE(tensor);
+  GError *error = NULL;
+  int made[TB_WIRE_MAX_BUFFERS];
+  size_t nmade = 0;
+  g_autoptr(GVariant) message =
+      tb_tensor_describe(tensor, flags, made, &nmade, &error);
+  if (message == NULL)
+    return tb_fail_with(__func__, error);
+  g_variant_ref_sink(message);
+  size_t size = g_variant_get_size(message);
+  tb_status status = TB_OK;
+  if (!tb_wire_check_size(message, &error))
+    status = tb_fail_with(__func__, error);
+  else if (size > capacity)
+    status = tb_fail(__func__, TB_ERR_OUT_OF_RANGE,
+                     "capacity is %zu; the descriptor needs %zu bytes",
+                     capacity, size);
+  if (status != TB_OK) {
+    for (size_t i = 0; i < nmade; i++)
+      close(made[i]);
+    *length = size;
+    return status;
+  }
+  memcpy(descriptor, g_variant_get_data(message), size);
+  memcpy(fds, made, nmade * sizeof *made);
+  *length = size;
+  *nfds = nmade;
+  return TB_OK;
+}
+
+tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
+                           size_t length, const int *fds, size_t nfds) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(descriptor);
+  TB_REQUIRE_ARRAY(fds, nfds);
+  if (length > TB_WIRE_MAX_BYTES)
+    return tb_fail(__func__, TB_ERR_PROTOCOL,
+                   "length is %zu; descriptors are at most %u bytes", length,
+                   TB_WIRE_MAX_BYTES);
+  GError *error = NULL;
+  TbWireKind kind;
+  g_autoptr(GVariant) message = tb_wire_open(descriptor, length, &kind, &error);
+  if (message == NULL)
+    return tb_fail_with(__func__, error);
+  if (kind != TB_WIRE_TENSOR)
+    return tb_fail(__func__, TB_ERR_PROTOCOL,
+                   "descriptor is a '%c' message, not a tensor", kind);
+  TbWireImported imported[TB_WIRE_MAX_BUFFERS];
+  size_t nimported;
+  TB_RETURN_HANDLE(out,
+                   tb_wire_parse_tensor(message, fds, nfds, NULL, NULL,
+                                        imported, &nimported, &error),
+                   error);
+}
+
+tb_status tb_pool_new(tb_pool **out, const tb_tensor *prototype, size_t count) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(prototype);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_pool_create(prototype, count, &error), error);
+}
+
+tb_status tb_pool_acquire(tb_tensor **out, tb_pool *pool, int timeout_ms) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(pool);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_pool_take(pool, timeout_ms, &error), error);
+}

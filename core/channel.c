@@ -1,0 +1,681 @@
+/* Channels: tensors, fences and releases over a Unix seqpacket socket.
+ *
+ * Sender state: the ids of buffers already sent (so a recycled buffer goes
+ * without fd), and the leases of pooled tensors the peer still holds, by
+ * token. Receiver state: the buffers received, by the sender's id (so a
+ * recycled buffer is not mapped again), and messages read ahead while
+ * pumping releases. */
+#include "channel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+/* Fds accepted in one message; more are closed and the message refused. */
+#define TB_WIRE_MAX_FDS 8
+
+typedef struct TbMessage {
+  GVariant *body;
+  TbWireKind kind;
+  int fds[TB_WIRE_MAX_FDS];
+  size_t nfds;
+} TbMessage;
+
+struct tb_channel {
+  atomic_int refs;
+  int fd;
+  GMutex lock;        /* the tables and the inbox */
+  GMutex read_lock;   /* one reader of the socket at a time */
+  GHashTable *sent;   /* our buffer id -> GINT_TO_POINTER(1 rw, 2 ro) */
+  GHashTable *cache;  /* sender's buffer id -> tb_buffer */
+  GHashTable *leases; /* token -> TbLease held for the peer */
+  uint64_t next_token;
+  GQueue inbox;     /* TbMessage read ahead */
+  GPtrArray *pools; /* pools that watch us (strong) */
+};
+
+/* A received pooled tensor: dropping it sends the release back. */
+typedef struct TbRemoteLease {
+  TbLease lease; /* first */
+  tb_channel *channel;
+  uint64_t token;
+} TbRemoteLease;
+
+static void message_free(TbMessage *message) {
+  for (size_t i = 0; i < message->nfds; i++)
+    close(message->fds[i]);
+  if (message->body != NULL)
+    g_variant_unref(message->body);
+  g_free(message);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TbMessage, message_free)
+
+static tb_channel *channel_wrap(int fd) {
+  tb_channel *channel = g_new0(tb_channel, 1);
+  atomic_init(&channel->refs, 1);
+  channel->fd = fd;
+  g_mutex_init(&channel->lock);
+  g_mutex_init(&channel->read_lock);
+  channel->sent =
+      g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+  channel->cache = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
+                                         (GDestroyNotify)tb_buffer_unref);
+  channel->leases = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
+                                          (GDestroyNotify)tb_lease_drop);
+  channel->next_token = 1;
+  g_queue_init(&channel->inbox);
+  channel->pools =
+      g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
+  tb_live_add(1);
+  return channel;
+}
+
+static uint64_t *id_key(uint64_t id) { return g_memdup2(&id, sizeof id); }
+
+tb_channel *tb_channel_ref(tb_channel *channel) {
+  if (channel != NULL)
+    atomic_fetch_add(&channel->refs, 1);
+  return channel;
+}
+
+tb_channel *tb_channel_try_ref(tb_channel *channel) {
+  int refs = atomic_load(&channel->refs);
+  do {
+    if (refs == 0)
+      return NULL;
+  } while (!atomic_compare_exchange_weak(&channel->refs, &refs, refs + 1));
+  return channel;
+}
+
+/* Gives back every lease the peer held: it can no longer release them. */
+static void drop_peer_leases(tb_channel *channel) {
+  g_mutex_lock(&channel->lock);
+  GHashTable *leases = g_steal_pointer(&channel->leases);
+  channel->leases = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
+                                          (GDestroyNotify)tb_lease_drop);
+  g_mutex_unlock(&channel->lock);
+  g_hash_table_unref(leases); /* outside the lock: releases take pool locks */
+}
+
+void tb_channel_unref(tb_channel *channel) {
+  if (channel == NULL || atomic_fetch_sub(&channel->refs, 1) != 1)
+    return;
+  for (guint i = 0; i < channel->pools->len; i++)
+    tb_pool_unwatch(channel->pools->pdata[i], channel);
+  g_hash_table_unref(channel->leases);
+  g_ptr_array_unref(channel->pools);
+  g_hash_table_unref(channel->sent);
+  g_hash_table_unref(channel->cache);
+  g_queue_clear_full(&channel->inbox, (GDestroyNotify)message_free);
+  close(channel->fd);
+  g_mutex_clear(&channel->lock);
+  g_mutex_clear(&channel->read_lock);
+  g_free(channel);
+  tb_live_add(-1);
+}
+
+int tb_channel_fd(const tb_channel *channel) {
+  return channel != NULL ? channel->fd : -1;
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+static int seqpacket_socket(GError **error) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "socket");
+  return fd;
+}
+
+gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "socketpair");
+    return FALSE;
+  }
+  *a = channel_wrap(fds[0]);
+  *b = channel_wrap(fds[1]);
+  return TRUE;
+}
+
+tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
+  int type = 0, domain = 0;
+  socklen_t length = sizeof type;
+  gboolean is_socket =
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 &&
+      (length = sizeof domain,
+       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0);
+  if (!is_socket || type != SOCK_SEQPACKET || domain != AF_UNIX) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_BAD_FD,
+                "fd %d is not a Unix seqpacket socket", fd);
+    return NULL;
+  }
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (own < 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "dup of fd %d", fd);
+    return NULL;
+  }
+  return channel_wrap(own);
+}
+
+struct tb_listener {
+  int fd;
+  char *path; /* the file to remove, or NULL for abstract names */
+};
+
+static gboolean socket_address(const char *path, struct sockaddr_un *address,
+                               socklen_t *length, GError **error) {
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof address->sun_path) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "path \"%s\" must have 1 to %zu bytes", path,
+                sizeof address->sun_path - 1);
+    return FALSE;
+  }
+  memset(address, 0, sizeof *address);
+  address->sun_family = AF_UNIX;
+  memcpy(address->sun_path, path, n);
+  if (path[0] == '@')
+    address->sun_path[0] = '\0'; /* abstract: no file, gone with the socket */
+  *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+                        (path[0] == '@' ? 0 : 1));
+  return TRUE;
+}
+
+tb_listener *tb_listener_open(const char *path, GError **error) {
+  struct sockaddr_un address;
+  socklen_t length;
+  if (!socket_address(path, &address, &length, error))
+    return NULL;
+  int fd = seqpacket_socket(error);
+  if (fd < 0)
+    return NULL;
+  if (bind(fd, (struct sockaddr *)&address, length) != 0 ||
+      listen(fd, 16) != 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "listening on \"%s\"",
+                        path);
+    close(fd);
+    return NULL;
+  }
+  tb_listener *listener = g_new0(tb_listener, 1);
+  listener->fd = fd;
+  listener->path = path[0] == '@' ? NULL : g_strdup(path);
+  return listener;
+}
+
+/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. */
+static gboolean wait_readable(int fd, int timeout_ms, const char *what,
+                              GError **error) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int ready;
+  do
+    ready = poll(&p, 1, timeout_ms);
+  while (ready < 0 && errno == EINTR);
+  if (ready < 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "poll");
+    return FALSE;
+  }
+  if (ready == 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT, "no %s within %d ms",
+                what, timeout_ms);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
+                             GError **error) {
+  if (!wait_readable(listener->fd, timeout_ms, "connection", error))
+    return NULL;
+  int fd = accept4(listener->fd, NULL, NULL, SOCK_CLOEXEC);
+  if (fd < 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "accept");
+    return NULL;
+  }
+  return channel_wrap(fd);
+}
+
+int tb_listener_fd(const tb_listener *listener) {
+  return listener != NULL ? listener->fd : -1;
+}
+
+void tb_listener_free(tb_listener *listener) {
+  if (listener == NULL)
+    return;
+  close(listener->fd);
+  if (listener->path != NULL)
+    unlink(listener->path);
+  g_free(listener->path);
+  g_free(listener);
+}
+
+tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
+  struct sockaddr_un address;
+  socklen_t length;
+  if (!socket_address(path, &address, &length, error))
+    return NULL;
+  gint64 deadline =
+      g_get_monotonic_time() + (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
+  for (;;) {
+    int fd = seqpacket_socket(error);
+    if (fd < 0)
+      return NULL;
+    if (connect(fd, (struct sockaddr *)&address, length) == 0)
+      return channel_wrap(fd);
+    int errnum = errno;
+    close(fd);
+    /* A listener that does not exist yet may be starting up: retry. */
+    gboolean retry = errnum == ENOENT || errnum == ECONNREFUSED;
+    if (!retry) {
+      tb_set_system_error(error, TB_TENSOR_ERROR, errnum,
+                          "connecting to \"%s\"", path);
+      return NULL;
+    }
+    if (timeout_ms >= 0 && g_get_monotonic_time() >= deadline) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                  "nothing listened on \"%s\" within %d ms", path, timeout_ms);
+      return NULL;
+    }
+    g_usleep(2 * G_TIME_SPAN_MILLISECOND);
+  }
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+static gboolean send_message(tb_channel *channel, GVariant *message,
+                             const int *fds, size_t nfds, GError **error) {
+  g_autoptr(GVariant) owned = g_variant_ref_sink(message);
+  if (!tb_wire_check_size(owned, error))
+    return FALSE;
+  struct iovec iov = {.iov_base = (void *)g_variant_get_data(owned),
+                      .iov_len = g_variant_get_size(owned)};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    msg.msg_control = control.space;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+  }
+  ssize_t sent;
+  do
+    sent = sendmsg(channel->fd, &msg, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent >= 0)
+    return TRUE;
+  if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                "the peer closed the channel");
+  else
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "sendmsg");
+  return FALSE;
+}
+
+/* Reads one message. Every fd that arrives is owned by the message (and
+ * closed with it), whatever else is wrong with it. */
+static TbMessage *read_message(tb_channel *channel, int timeout_ms,
+                               GError **error) {
+  if (!wait_readable(channel->fd, timeout_ms, "message", error))
+    return NULL;
+  g_autofree uint8_t *bytes = g_malloc(TB_WIRE_MAX_BYTES);
+  struct iovec iov = {.iov_base = bytes, .iov_len = TB_WIRE_MAX_BYTES};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.space,
+                       .msg_controllen = sizeof control.space};
+  ssize_t received;
+  do
+    received = recvmsg(channel->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  while (received < 0 && errno == EINTR);
+  if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                "no message within %d ms", timeout_ms);
+    return NULL;
+  }
+  if (received < 0 && errno != ECONNRESET) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "recvmsg");
+    return NULL;
+  }
+  g_autoptr(TbMessage) message = g_new0(TbMessage, 1);
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n && message->nfds < TB_WIRE_MAX_FDS; i++)
+      memcpy(&message->fds[message->nfds++], CMSG_DATA(c) + i * sizeof(int),
+             sizeof(int));
+  }
+  if (received <= 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                "the peer closed the channel");
+    drop_peer_leases(channel);
+    return NULL;
+  }
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "a message over %u bytes or %d fds was refused",
+                TB_WIRE_MAX_BYTES, TB_WIRE_MAX_FDS);
+    return NULL;
+  }
+  message->body = tb_wire_open(bytes, (size_t)received, &message->kind, error);
+  return message->body != NULL ? g_steal_pointer(&message) : NULL;
+}
+
+static void handle_release(tb_channel *channel, TbMessage *message) {
+  uint64_t key = tb_wire_lease(message->body);
+  g_mutex_lock(&channel->lock);
+  gpointer stolen_key = NULL, lease = NULL;
+  gboolean found =
+      g_hash_table_steal_extended(channel->leases, &key, &stolen_key, &lease);
+  g_mutex_unlock(&channel->lock);
+  if (found) {
+    g_free(stolen_key);
+    tb_lease_drop(lease);
+  }
+}
+
+/* The next message of `kind`, from the inbox or the socket; releases that
+ * arrive meanwhile are handled. */
+static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
+                               int timeout_ms, GError **error) {
+  gint64 deadline = g_get_monotonic_time() +
+                    (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
+  g_mutex_lock(&channel->read_lock);
+  TbMessage *message = NULL;
+  for (;;) {
+    g_mutex_lock(&channel->lock);
+    message = g_queue_pop_head(&channel->inbox);
+    g_mutex_unlock(&channel->lock);
+    if (message == NULL) {
+      int left_ms = timeout_ms;
+      if (timeout_ms > 0)
+        left_ms = (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
+      message = read_message(channel, left_ms, error);
+    }
+    if (message == NULL || message->kind != TB_WIRE_RELEASE)
+      break;
+    handle_release(channel, message);
+    message_free(message);
+  }
+  g_mutex_unlock(&channel->read_lock);
+  if (message != NULL && message->kind != kind) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "expected a '%c' message; a '%c' message arrived", kind,
+                message->kind);
+    g_clear_pointer(&message, message_free);
+  }
+  return message;
+}
+
+void tb_channel_pump(tb_channel *channel) {
+  if (!g_mutex_trylock(&channel->read_lock))
+    return; /* another thread is reading and handles releases itself */
+  TbMessage *message;
+  while ((message = read_message(channel, 0, NULL)) != NULL) {
+    if (message->kind == TB_WIRE_RELEASE) {
+      handle_release(channel, message);
+      message_free(message);
+    } else {
+      g_mutex_lock(&channel->lock);
+      g_queue_push_tail(&channel->inbox, message);
+      g_mutex_unlock(&channel->lock);
+    }
+  }
+  g_mutex_unlock(&channel->read_lock);
+}
+
+/* ---- tensors ------------------------------------------------------------ */
+
+/* Makes the buffer's fd refuse writable mappings from now on, for a
+ * read-only share; the sender's existing mapping keeps writing. */
+static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
+  if (buffer->backend != &tb_backend_memfd)
+    return TRUE; /* dma-bufs cannot be sealed: the receiver enforces it */
+  if (fcntl(buffer->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) != 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+                "cannot seal this shared memory against writing for a "
+                "read-only share: %s",
+                g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean check_send_flags(uint32_t flags, GError **error) {
+  if (flags & ~TB_SEND_READ_ONLY) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "flags is 0x%x; unknown bits 0x%x", flags,
+                flags & ~TB_SEND_READ_ONLY);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Dups the fds of the buffers marked in `with_fd` (sealing them first for a
+ * read-only share) and numbers them in `fd_index` (-1 for the others). On
+ * failure nothing is left open. */
+static gboolean attach_fds(tb_buffer *const *buffers, const gboolean *with_fd,
+                           size_t n, gboolean read_only, int32_t *fd_index,
+                           int *fds, size_t *nfds, GError **error) {
+  *nfds = 0;
+  for (size_t i = 0; i < n; i++) {
+    fd_index[i] = -1;
+    if (!with_fd[i])
+      continue;
+    int fd = -1;
+    if (buffers[i]->fd < 0)
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+                  "%s memory has no fd to send; allocate with memory shm",
+                  buffers[i]->backend->name);
+    else if (!read_only || seal_read_only(buffers[i], error))
+      fd = tb_buffer_dup_fd(buffers[i], error);
+    if (fd < 0) {
+      for (size_t j = 0; j < *nfds; j++)
+        close(fds[j]);
+      return FALSE;
+    }
+    fd_index[i] = (int32_t)*nfds;
+    fds[(*nfds)++] = fd;
+  }
+  return TRUE;
+}
+
+GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
+                             size_t *nfds, GError **error) {
+  if (!check_send_flags(flags, error))
+    return NULL;
+  tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
+  gboolean with_fd[TB_WIRE_MAX_BUFFERS];
+  int32_t fd_index[TB_WIRE_MAX_BUFFERS];
+  size_t n = tb_tensor_collect_buffers(tensor, buffers);
+  gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
+  for (size_t i = 0; i < n; i++)
+    with_fd[i] = TRUE;
+  if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
+    return NULL;
+  return tb_wire_tensor(tensor, buffers, fd_index, n, read_only, 0, NULL, 0);
+}
+
+/* Ids of buffers sent earlier that have died, for the peer to forget. */
+static GArray *collect_dead(tb_channel *channel) {
+  GArray *dead = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+  GHashTableIter iter;
+  gpointer key;
+  g_hash_table_iter_init(&iter, channel->sent);
+  while (g_hash_table_iter_next(&iter, &key, NULL)) {
+    if (!tb_buffer_alive(*(uint64_t *)key)) {
+      g_array_append_val(dead, *(uint64_t *)key);
+      g_hash_table_iter_remove(&iter);
+    }
+  }
+  return dead;
+}
+
+/* What a sent-table entry says about a buffer the peer holds. */
+enum { SENT_NEVER = 0, SENT_WRITABLE = 1, SENT_READ_ONLY = 2 };
+
+gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
+                        GError **error) {
+  if (!check_send_flags(flags, error))
+    return FALSE;
+  gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
+  tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
+  gboolean with_fd[TB_WIRE_MAX_BUFFERS];
+  int32_t fd_index[TB_WIRE_MAX_BUFFERS];
+  int fds[TB_WIRE_MAX_BUFFERS];
+  size_t nfds, n = tb_tensor_collect_buffers(tensor, buffers);
+
+  g_mutex_lock(&channel->lock);
+  for (size_t i = 0; i < n; i++) {
+    int state =
+        GPOINTER_TO_INT(g_hash_table_lookup(channel->sent, &buffers[i]->id));
+    /* The fd goes the first time, and again when a share turns read-only
+     * (the peer's old mapping could write). */
+    with_fd[i] = state == SENT_NEVER || (read_only && state == SENT_WRITABLE);
+  }
+  g_autoptr(GArray) forget = collect_dead(channel);
+  uint64_t token = tensor->lease != NULL ? channel->next_token++ : 0;
+  g_mutex_unlock(&channel->lock);
+
+  if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
+    return FALSE;
+  GVariant *message =
+      tb_wire_tensor(tensor, buffers, fd_index, n, read_only, token,
+                     (const uint64_t *)(void *)forget->data, forget->len);
+  if (token != 0) { /* held before sending: the release may come at once */
+    g_mutex_lock(&channel->lock);
+    g_hash_table_insert(channel->leases, id_key(token),
+                        tb_lease_hold(tensor->lease));
+    g_mutex_unlock(&channel->lock);
+  }
+  gboolean sent = send_message(channel, message, fds, nfds, error);
+  for (size_t i = 0; i < nfds; i++)
+    close(fds[i]);
+
+  g_mutex_lock(&channel->lock);
+  for (size_t i = 0; sent && i < n; i++)
+    if (with_fd[i])
+      g_hash_table_insert(
+          channel->sent, id_key(buffers[i]->id),
+          GINT_TO_POINTER(read_only ? SENT_READ_ONLY : SENT_WRITABLE));
+  if (!sent && token != 0)
+    g_hash_table_remove(channel->leases, &token);
+  tb_pool *pool = tensor->lease != NULL ? tensor->lease->pool : NULL;
+  gboolean watch =
+      sent && pool != NULL && !g_ptr_array_find(channel->pools, pool, NULL);
+  if (watch)
+    g_ptr_array_add(channel->pools, tb_pool_ref(pool));
+  g_mutex_unlock(&channel->lock);
+  if (watch)
+    tb_pool_watch(pool, channel);
+  return sent;
+}
+
+static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
+  tb_channel *channel = data;
+  g_mutex_lock(&channel->lock);
+  tb_buffer *buffer =
+      tb_buffer_ref(g_hash_table_lookup(channel->cache, &sender_id));
+  g_mutex_unlock(&channel->lock);
+  if (buffer == NULL)
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "message refers to buffer %" G_GUINT64_FORMAT
+                ", which was never sent with its fd",
+                sender_id);
+  return buffer;
+}
+
+static void remote_release(TbLease *lease) {
+  TbRemoteLease *remote = (TbRemoteLease *)lease;
+  /* A peer that is gone has already taken its buffers back. */
+  send_message(remote->channel, tb_wire_release(remote->token), NULL, 0, NULL);
+  tb_channel_unref(remote->channel);
+  g_free(remote);
+}
+
+static void forget_buffers(tb_channel *channel, GVariant *message) {
+  size_t n;
+  const uint64_t *ids = tb_wire_forget(message, &n);
+  g_mutex_lock(&channel->lock);
+  for (size_t i = 0; i < n; i++)
+    g_hash_table_remove(channel->cache, &ids[i]);
+  g_mutex_unlock(&channel->lock);
+}
+
+tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
+                           GError **error) {
+  g_autoptr(TbMessage) message =
+      next_message(channel, TB_WIRE_TENSOR, timeout_ms, error);
+  if (message == NULL)
+    return NULL;
+  forget_buffers(channel, message->body);
+  TbWireImported imported[TB_WIRE_MAX_BUFFERS];
+  size_t nimported = 0;
+  tb_tensor *tensor =
+      tb_wire_parse_tensor(message->body, message->fds, message->nfds,
+                           cache_lookup, channel, imported, &nimported, error);
+  if (tensor == NULL)
+    return NULL;
+  g_mutex_lock(&channel->lock);
+  for (size_t i = 0; i < nimported; i++)
+    g_hash_table_replace(channel->cache, id_key(imported[i].sender_id),
+                         tb_buffer_ref(imported[i].buffer));
+  g_mutex_unlock(&channel->lock);
+  uint64_t token = tb_wire_lease(message->body);
+  if (token != 0) {
+    TbRemoteLease *remote = g_new0(TbRemoteLease, 1);
+    g_atomic_ref_count_init(&remote->lease.holders);
+    remote->lease.release = remote_release;
+    remote->channel = tb_channel_ref(channel);
+    remote->token = token;
+    tensor->lease = &remote->lease;
+  }
+  return tensor;
+}
+
+/* ---- fences ------------------------------------------------------------- */
+
+gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
+                              GError **error) {
+  int fd = tb_fence_dup_fd(fence, error);
+  if (fd < 0)
+    return FALSE;
+  gboolean sent = send_message(channel, tb_wire_fence(), &fd, 1, error);
+  close(fd);
+  return sent;
+}
+
+tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
+                                GError **error) {
+  g_autoptr(TbMessage) message =
+      next_message(channel, TB_WIRE_FENCE, timeout_ms, error);
+  if (message == NULL)
+    return NULL;
+  if (message->nfds != 1) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "a fence message came with %zu fds; expected 1", message->nfds);
+    return NULL;
+  }
+  return tb_fence_open(message->fds[0], error);
+}

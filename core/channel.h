@@ -1,0 +1,31 @@
+/* Channels and listeners. */
+#ifndef TB_CHANNEL_INTERNAL_H
+#define TB_CHANNEL_INTERNAL_H
+
+#include "descriptor.h"
+#include "fence.h"
+#include "pool.h"
+
+gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error);
+tb_channel *tb_channel_adopt_fd(int fd, GError **error);
+tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error);
+tb_listener *tb_listener_open(const char *path, GError **error);
+tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
+                             GError **error);
+gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
+                        GError **error);
+tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms, GError **error);
+gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
+                              GError **error);
+tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
+                                GError **error);
+
+/* A tensor message for a transport of the caller's, with every buffer's fd
+ * (up to TB_WIRE_MAX_BUFFERS, dup'd into `fds`: the caller closes them).
+ * Floating. */
+GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
+                             size_t *nfds, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_channel, tb_channel_unref)
+
+#endif

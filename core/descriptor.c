@@ -1,0 +1,418 @@
+/* Tensor descriptions and channel messages on the wire (see descriptor.h).
+ * Builders use the typed constructors, never format strings, and parsers
+ * read children by position: both run on every handoff. */
+#include "descriptor.h"
+
+#include <string.h>
+
+/* The message types. Changing one changes the protocol: bump the version. */
+#define TB_WIRE_TENSOR_TYPE "(uya(it)utaxaxbmsm(xadax)m(uuua(utt))tat)"
+#define TB_WIRE_FENCE_TYPE "(uy)"
+#define TB_WIRE_RELEASE_TYPE "(uyt)"
+
+/* Positions of the tensor message's fields. */
+enum {
+  FIELD_BUFFERS = 2, /* a(it): (fd index or -1 = cached, sender's buffer id) */
+  FIELD_DTYPE,
+  FIELD_OFFSET,
+  FIELD_SHAPE,
+  FIELD_STRIDES,
+  FIELD_READ_ONLY,
+  FIELD_NAME,  /* ms */
+  FIELD_QUANT, /* m(xadax): axis, scales, zero points */
+  FIELD_IMAGE, /* m(uuua(utt)): format, width, height, planes (buffer index,
+                  offset, stride) */
+  FIELD_LEASE,
+  FIELD_FORGET,
+  FIELD_COUNT
+};
+
+/* The release message's lease field. */
+#define FIELD_RELEASE_LEASE 2
+
+/* Every message's first two fields: (u version, y kind). */
+static void set_header(GVariant **fields, TbWireKind kind) {
+  fields[0] = g_variant_new_uint32(TB_WIRE_VERSION);
+  fields[1] = g_variant_new_byte((guchar)kind);
+}
+
+static GVariant *int64_array(const int64_t *values, size_t count) {
+  return g_variant_new_fixed_array(G_VARIANT_TYPE_INT64, values, count,
+                                   sizeof *values);
+}
+
+static GVariant *pair(GVariant *a, GVariant *b) {
+  GVariant *fields[] = {a, b};
+  return g_variant_new_tuple(fields, 2);
+}
+
+size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
+                                 tb_buffer *buffers[TB_WIRE_MAX_BUFFERS]) {
+  size_t n = 0;
+  buffers[n++] = tensor->buffer;
+  const TbImage *image = tensor->image;
+  for (size_t p = 0; image != NULL && p < image->nplanes; p++) {
+    size_t i = 0;
+    while (i < n && buffers[i] != image->planes[p].buffer)
+      i++;
+    if (i == n)
+      buffers[n++] = image->planes[p].buffer;
+  }
+  return n;
+}
+
+static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
+                             size_t nbuffers) {
+  GVariant *planes[TB_IMAGE_MAX_PLANES];
+  for (size_t p = 0; p < image->nplanes; p++) {
+    uint32_t index = 0;
+    while (index < nbuffers && buffers[index] != image->planes[p].buffer)
+      index++;
+    GVariant *plane[] = {g_variant_new_uint32(index),
+                         g_variant_new_uint64(image->planes[p].offset),
+                         g_variant_new_uint64(image->planes[p].stride)};
+    planes[p] = g_variant_new_tuple(plane, 3);
+  }
+  GVariant *fields[] = {
+      g_variant_new_uint32(image->format), g_variant_new_uint32(image->width),
+      g_variant_new_uint32(image->height),
+      g_variant_new_array(G_VARIANT_TYPE("(utt)"), planes, image->nplanes)};
+  return g_variant_new_tuple(fields, G_N_ELEMENTS(fields));
+}
+
+GVariant *tb_wire_tensor(const tb_tensor *t, tb_buffer *const *buffers,
+                         const int32_t *fd_index, size_t nbuffers,
+                         gboolean read_only, uint64_t lease,
+                         const uint64_t *forget, size_t nforget) {
+  GVariant *fields[FIELD_COUNT];
+  set_header(fields, TB_WIRE_TENSOR);
+  GVariant *entries[TB_WIRE_MAX_BUFFERS];
+  for (size_t i = 0; i < nbuffers; i++)
+    entries[i] = pair(g_variant_new_int32(fd_index[i]),
+                      g_variant_new_uint64(buffers[i]->id));
+  fields[FIELD_BUFFERS] =
+      g_variant_new_array(G_VARIANT_TYPE("(it)"), entries, nbuffers);
+  fields[FIELD_DTYPE] = g_variant_new_uint32(t->dtype);
+  fields[FIELD_OFFSET] = g_variant_new_uint64(t->offset);
+  fields[FIELD_SHAPE] = int64_array(t->shape, t->ndim);
+  fields[FIELD_STRIDES] = int64_array(t->strides, t->ndim);
+  fields[FIELD_READ_ONLY] = g_variant_new_boolean(read_only);
+  fields[FIELD_NAME] = g_variant_new_maybe(
+      G_VARIANT_TYPE_STRING,
+      t->name != NULL ? g_variant_new_string(t->name) : NULL);
+  const TbQuantization *q = t->quantization;
+  GVariant *quant = NULL;
+  if (q != NULL) {
+    GVariant *parts[] = {g_variant_new_int64(q->axis),
+                         g_variant_new_fixed_array(G_VARIANT_TYPE_DOUBLE,
+                                                   q->scales, q->count,
+                                                   sizeof(double)),
+                         int64_array(q->zero_points, q->count)};
+    quant = g_variant_new_tuple(parts, G_N_ELEMENTS(parts));
+  }
+  fields[FIELD_QUANT] = g_variant_new_maybe(G_VARIANT_TYPE("(xadax)"), quant);
+  fields[FIELD_IMAGE] = g_variant_new_maybe(
+      G_VARIANT_TYPE("(uuua(utt))"),
+      t->image != NULL ? image_field(t->image, buffers, nbuffers) : NULL);
+  fields[FIELD_LEASE] = g_variant_new_uint64(lease);
+  fields[FIELD_FORGET] = g_variant_new_fixed_array(
+      G_VARIANT_TYPE_UINT64, forget, nforget, sizeof *forget);
+  return g_variant_new_tuple(fields, FIELD_COUNT);
+}
+
+GVariant *tb_wire_fence(void) {
+  GVariant *fields[2];
+  set_header(fields, TB_WIRE_FENCE);
+  return g_variant_new_tuple(fields, 2);
+}
+
+GVariant *tb_wire_release(uint64_t lease) {
+  GVariant *fields[3];
+  set_header(fields, TB_WIRE_RELEASE);
+  fields[FIELD_RELEASE_LEASE] = g_variant_new_uint64(lease);
+  return g_variant_new_tuple(fields, 3);
+}
+
+gboolean tb_wire_check_size(GVariant *message, GError **error) {
+  gsize size = g_variant_get_size(message);
+  if (size <= TB_WIRE_MAX_BYTES)
+    return TRUE;
+  g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
+              "the description takes %zu bytes; a receiver accepts at most %u "
+              "(is the tensor's name that long?)",
+              (size_t)size, TB_WIRE_MAX_BYTES);
+  return FALSE;
+}
+
+GVariant *tb_wire_open(const uint8_t *bytes, size_t length, TbWireKind *kind,
+                       GError **error) {
+  /* (u version, y kind) are at fixed offsets 0 and 4 of every message. */
+  uint32_t version = 0;
+  if (length >= 5)
+    memcpy(&version, bytes, sizeof version);
+  version = GUINT32_FROM_LE(version);
+  if (length < 5 || version != TB_WIRE_VERSION) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "a %zu-byte message of version %u; this library speaks "
+                "version %u",
+                length, version, TB_WIRE_VERSION);
+    return NULL;
+  }
+  const char *type;
+  switch (bytes[4]) {
+  case TB_WIRE_TENSOR:
+    type = TB_WIRE_TENSOR_TYPE;
+    break;
+  case TB_WIRE_FENCE:
+    type = TB_WIRE_FENCE_TYPE;
+    break;
+  case TB_WIRE_RELEASE:
+    type = TB_WIRE_RELEASE_TYPE;
+    break;
+  default:
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "message kind 0x%02x is not one this library knows", bytes[4]);
+    return NULL;
+  }
+  g_autoptr(GBytes) data = g_bytes_new(bytes, length);
+  g_autoptr(GVariant) message = g_variant_ref_sink(
+      g_variant_new_from_bytes(G_VARIANT_TYPE(type), data, FALSE));
+  if (!g_variant_is_normal_form(message)) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "a %zu-byte '%c' message is not a well-formed %s", length,
+                bytes[4], type);
+    return NULL;
+  }
+  *kind = (TbWireKind)bytes[4];
+  return g_steal_pointer(&message);
+}
+
+uint64_t tb_wire_lease(GVariant *message) {
+  gsize field = g_variant_n_children(message) == FIELD_COUNT
+                    ? FIELD_LEASE
+                    : FIELD_RELEASE_LEASE;
+  g_autoptr(GVariant) lease = g_variant_get_child_value(message, field);
+  return g_variant_get_uint64(lease);
+}
+
+const uint64_t *tb_wire_forget(GVariant *message, size_t *count) {
+  g_autoptr(GVariant) forget = g_variant_get_child_value(message, FIELD_FORGET);
+  gsize n;
+  /* The data belongs to `message`, which outlives this child. */
+  const uint64_t *ids = g_variant_get_fixed_array(forget, &n, sizeof *ids);
+  *count = n;
+  return ids;
+}
+
+/* ---- parsing a tensor message ---------------------------------------------
+ * Each helper reads one field; the message's type is already checked, so
+ * only values need checking. */
+
+static GVariant *field(GVariant *message, gsize index) {
+  return g_variant_get_child_value(message, index);
+}
+
+static gboolean read_dims(GVariant *message, gsize index, const char *what,
+                          int64_t *values, size_t *count, GError **error) {
+  g_autoptr(GVariant) array = field(message, index);
+  gsize n;
+  const int64_t *elements =
+      g_variant_get_fixed_array(array, &n, sizeof(int64_t));
+  if (n > TB_MAX_DIMS) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the description's %s has %zu entries; at most %d", what,
+                (size_t)n, TB_MAX_DIMS);
+    return FALSE;
+  }
+  if (n > 0)
+    memcpy(values, elements, n * sizeof *values);
+  *count = n;
+  return TRUE;
+}
+
+/* Resolves the message's buffers: each named fd exactly once, the rest from
+ * the cache. Indices are all checked before any fd is imported. */
+static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
+                                TbWireBufferLookup lookup, void *cache,
+                                tb_buffer **buffers, size_t *nbuffers,
+                                TbWireImported *imported, size_t *nimported,
+                                GError **error) {
+  g_autoptr(GVariant) list = field(message, FIELD_BUFFERS);
+  size_t n = g_variant_n_children(list);
+  int32_t index[TB_WIRE_MAX_BUFFERS];
+  uint64_t id[TB_WIRE_MAX_BUFFERS];
+  gboolean used[TB_WIRE_MAX_BUFFERS] = {FALSE};
+  size_t nused = 0;
+  if (n == 0 || n > TB_WIRE_MAX_BUFFERS) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the description names %zu buffers; 1 to %d", n,
+                TB_WIRE_MAX_BUFFERS);
+    return FALSE;
+  }
+  for (size_t i = 0; i < n; i++) {
+    g_autoptr(GVariant) entry = g_variant_get_child_value(list, i);
+    g_autoptr(GVariant) fd_value = g_variant_get_child_value(entry, 0);
+    g_autoptr(GVariant) id_value = g_variant_get_child_value(entry, 1);
+    index[i] = g_variant_get_int32(fd_value);
+    id[i] = g_variant_get_uint64(id_value);
+    if (index[i] < -1 || index[i] >= (int32_t)nfds ||
+        (index[i] >= 0 && used[index[i]])) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "buffer %zu names fd %d of the %zu that came", i, index[i],
+                  nfds);
+      return FALSE;
+    }
+    if (index[i] >= 0) {
+      used[index[i]] = TRUE;
+      nused++;
+    }
+  }
+  if (nused != nfds) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "%zu fds came with the message but it names %zu", nfds, nused);
+    return FALSE;
+  }
+  *nimported = 0;
+  for (*nbuffers = 0; *nbuffers < n; (*nbuffers)++) {
+    size_t i = *nbuffers;
+    if (index[i] >= 0) {
+      /* Sizes are checked against what the description needs below. */
+      buffers[i] = tb_buffer_import(fds[index[i]], 0, error);
+      if (buffers[i] != NULL)
+        imported[(*nimported)++] = (TbWireImported){id[i], buffers[i]};
+    } else if (lookup != NULL) {
+      buffers[i] = lookup(cache, id[i], error);
+    } else {
+      buffers[i] = NULL;
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "the description refers to a cached buffer, but there is "
+                  "no cache here");
+    }
+    if (buffers[i] == NULL)
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* The image field, if any, made into the tensor: its layout follows from
+ * the planes and must agree with the description's. */
+static tb_tensor *parse_image(GVariant *image, tb_buffer **buffers,
+                              size_t nbuffers, tb_dtype dtype, GError **error) {
+  g_autoptr(GVariant) format = g_variant_get_child_value(image, 0);
+  g_autoptr(GVariant) width = g_variant_get_child_value(image, 1);
+  g_autoptr(GVariant) height = g_variant_get_child_value(image, 2);
+  g_autoptr(GVariant) planes = g_variant_get_child_value(image, 3);
+  size_t nplanes = g_variant_n_children(planes);
+  tb_buffer *plane_buffers[TB_IMAGE_MAX_PLANES];
+  uint64_t offsets[TB_IMAGE_MAX_PLANES], strides[TB_IMAGE_MAX_PLANES];
+  if (nplanes > TB_IMAGE_MAX_PLANES) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the image has %zu planes; at most %d", nplanes,
+                TB_IMAGE_MAX_PLANES);
+    return NULL;
+  }
+  for (size_t p = 0; p < nplanes; p++) {
+    g_autoptr(GVariant) plane = g_variant_get_child_value(planes, p);
+    g_autoptr(GVariant) index = g_variant_get_child_value(plane, 0);
+    g_autoptr(GVariant) offset = g_variant_get_child_value(plane, 1);
+    g_autoptr(GVariant) stride = g_variant_get_child_value(plane, 2);
+    uint32_t i = g_variant_get_uint32(index);
+    if (i >= nbuffers) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "image plane %zu names buffer %u of %zu", p, i, nbuffers);
+      return NULL;
+    }
+    plane_buffers[p] = buffers[i];
+    offsets[p] = g_variant_get_uint64(offset);
+    strides[p] = g_variant_get_uint64(stride);
+  }
+  return tb_image_from_buffers(
+      g_variant_get_uint32(width), g_variant_get_uint32(height),
+      (tb_pixel_format)g_variant_get_uint32(format), dtype, nplanes,
+      plane_buffers, offsets, strides, error);
+}
+
+static gboolean same_layout(const tb_tensor *t, uint64_t offset, size_t ndim,
+                            const int64_t *shape, const int64_t *strides) {
+  return t->offset == offset && t->ndim == ndim &&
+         memcmp(t->shape, shape, ndim * sizeof *shape) == 0 &&
+         memcmp(t->strides, strides, ndim * sizeof *strides) == 0;
+}
+
+static gboolean parse_quantization(GVariant *message, tb_tensor *tensor,
+                                   GError **error) {
+  g_autoptr(GVariant) maybe = field(message, FIELD_QUANT);
+  g_autoptr(GVariant) quant = g_variant_get_maybe(maybe);
+  if (quant == NULL)
+    return TRUE;
+  g_autoptr(GVariant) axis = g_variant_get_child_value(quant, 0);
+  g_autoptr(GVariant) scales = g_variant_get_child_value(quant, 1);
+  g_autoptr(GVariant) zero_points = g_variant_get_child_value(quant, 2);
+  gsize count, zero_count;
+  const double *s = g_variant_get_fixed_array(scales, &count, sizeof(double));
+  const int64_t *z =
+      g_variant_get_fixed_array(zero_points, &zero_count, sizeof(int64_t));
+  if (count == 0 || count != zero_count) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "quantization has %zu scales and %zu zero points",
+                (size_t)count, (size_t)zero_count);
+    return FALSE;
+  }
+  /* tb_tensor_quantize range-checks everything against the tensor. */
+  return tb_tensor_quantize(tensor, g_variant_get_int64(axis), count, s, z,
+                            error);
+}
+
+tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
+                                TbWireBufferLookup lookup, void *cache,
+                                TbWireImported *imported, size_t *nimported,
+                                GError **error) {
+  int64_t shape[TB_MAX_DIMS], strides[TB_MAX_DIMS];
+  size_t ndim, nstrides;
+  if (!read_dims(message, FIELD_SHAPE, "shape", shape, &ndim, error) ||
+      !read_dims(message, FIELD_STRIDES, "strides", strides, &nstrides, error))
+    return NULL;
+  if (nstrides != ndim) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the description has %zu dims but %zu strides", ndim, nstrides);
+    return NULL;
+  }
+  tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
+  size_t nbuffers = 0;
+  gboolean resolved =
+      resolve_buffers(message, fds, nfds, lookup, cache, buffers, &nbuffers,
+                      imported, nimported, error);
+  g_autoptr(tb_tensor) tensor = NULL;
+  g_autoptr(GVariant) dtype_value = field(message, FIELD_DTYPE);
+  g_autoptr(GVariant) offset_value = field(message, FIELD_OFFSET);
+  g_autoptr(GVariant) image_maybe = field(message, FIELD_IMAGE);
+  g_autoptr(GVariant) image = g_variant_get_maybe(image_maybe);
+  tb_dtype dtype = (tb_dtype)g_variant_get_uint32(dtype_value);
+  uint64_t offset = g_variant_get_uint64(offset_value);
+  if (resolved && image != NULL) {
+    tensor = parse_image(image, buffers, nbuffers, dtype, error);
+    if (tensor != NULL && !same_layout(tensor, offset, ndim, shape, strides)) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "the description's shape and strides are not its image's");
+      g_clear_pointer(&tensor, tb_tensor_unref);
+    }
+  } else if (resolved) {
+    /* tb_tensor_view checks dtype, dims and that every element the strides
+     * reach lies inside the buffer. */
+    tensor =
+        tb_tensor_view(buffers[0], offset, dtype, ndim, shape, strides, error);
+  }
+  g_autoptr(GVariant) read_only = field(message, FIELD_READ_ONLY);
+  for (size_t i = 0; i < *nimported && tensor != NULL; i++)
+    if (g_variant_get_boolean(read_only)) /* just imported: ours alone */
+      imported[i].buffer->flags |= TB_BUFFER_READ_ONLY;
+  for (size_t i = 0; i < nbuffers; i++)
+    tb_buffer_unref(buffers[i]); /* the tensor holds what it needs */
+  if (tensor == NULL || !parse_quantization(message, tensor, error))
+    return NULL;
+  g_autoptr(GVariant) name_maybe = field(message, FIELD_NAME);
+  g_autoptr(GVariant) name = g_variant_get_maybe(name_maybe);
+  if (name != NULL)
+    tensor->name = g_variant_dup_string(name, NULL);
+  return g_steal_pointer(&tensor);
+}

@@ -1,0 +1,75 @@
+/* Wire descriptions of tensors and channel messages.
+ *
+ * Every message is a GVariant tuple in normal form whose first two fields
+ * are (u version, y kind): fixed-size, so the kind can be read before the
+ * whole message is typed. Fields are found by position, not by name: a
+ * dictionary lookup walks the serialised data and made a tensor message cost
+ * ~45 µs to parse (bench/bench_handoff), a tuple costs a few. What arrives
+ * from a peer is untrusted: parsing checks normal form, the exact type, every
+ * range, and the sizes against the fds, before anything is mapped. */
+#ifndef TB_DESCRIPTOR_H
+#define TB_DESCRIPTOR_H
+
+#include "image.h"
+
+#define TB_WIRE_VERSION 1u
+/* Largest message accepted; a descriptor is a few hundred bytes. */
+#define TB_WIRE_MAX_BYTES 65536u
+/* Most buffers (and so fds) a tensor message names: one per image plane. */
+#define TB_WIRE_MAX_BUFFERS TB_IMAGE_MAX_PLANES
+
+typedef enum TbWireKind {
+  TB_WIRE_TENSOR = 'T',
+  TB_WIRE_FENCE = 'F',
+  TB_WIRE_RELEASE = 'R',
+} TbWireKind;
+
+/* The distinct buffers a tensor's bytes live in: its own first, then those
+ * of its image planes that differ. Gives the count. */
+size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
+                                 tb_buffer *buffers[TB_WIRE_MAX_BUFFERS]);
+
+/* A tensor message: `fd_index[i]` is the position of buffers[i]'s fd among
+ * the message's fds, or -1 when the receiver has it cached. `lease` is 0 or
+ * the token the receiver sends back in a release; `forget` lists buffer ids
+ * the receiver may drop from its cache. Floating. */
+GVariant *tb_wire_tensor(const tb_tensor *tensor, tb_buffer *const *buffers,
+                         const int32_t *fd_index, size_t nbuffers,
+                         gboolean read_only, uint64_t lease,
+                         const uint64_t *forget, size_t nforget);
+GVariant *tb_wire_fence(void);
+GVariant *tb_wire_release(uint64_t lease);
+
+/* Refuses a message larger than a receiver accepts. */
+gboolean tb_wire_check_size(GVariant *message, GError **error);
+
+/* Checks a received message (length, version, kind, exact type, normal
+ * form) and returns it with its kind. */
+GVariant *tb_wire_open(const uint8_t *bytes, size_t length, TbWireKind *kind,
+                       GError **error);
+
+/* Fields of opened messages. */
+uint64_t tb_wire_lease(GVariant *message); /* tensor or release message */
+/* The ids a tensor message says to forget (a borrowed array). */
+const uint64_t *tb_wire_forget(GVariant *message, size_t *count);
+
+/* Finds a cached buffer by the sender's id (a new reference), or fails. */
+typedef tb_buffer *(*TbWireBufferLookup)(void *cache, uint64_t sender_id,
+                                         GError **error);
+
+/* A buffer that arrived with its fd, for the receiver to cache. */
+typedef struct TbWireImported {
+  uint64_t sender_id;
+  tb_buffer *buffer; /* borrowed from the tensor */
+} TbWireImported;
+
+/* Builds the tensor a tensor message describes. `fds` are borrowed (each is
+ * imported by dup); every one must be named by exactly one buffer. On
+ * success `imported` (room for TB_WIRE_MAX_BUFFERS) lists the buffers that
+ * came with fds. `lookup` may be NULL: then cached references are refused. */
+tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
+                                TbWireBufferLookup lookup, void *cache,
+                                TbWireImported *imported, size_t *nimported,
+                                GError **error);
+
+#endif
