@@ -1,0 +1,205 @@
+"""Sharing between processes: channels that carry tensors and fences,
+listeners, timeline fences and pools of recycled tensors.
+
+Waiting calls take a timeout in seconds (None: no limit), release the GIL
+while they wait, and return None (False for Fence.wait) when it passes.
+"""
+
+import math
+
+from . import tensorbuf_core as _core
+from .tensor import Tensor
+
+__all__ = ["Channel", "Fence", "Listener", "Pool", "export_tensor", "import_tensor"]
+
+
+def _timeout(seconds, per_second, most):
+    """A C timeout in units of 1/per_second (None: -1, no limit), rounded up
+    so that a short wait never becomes a poll."""
+    if seconds is None:
+        return -1
+    if seconds < 0:
+        raise _core.InvalidArgumentError(
+            f"timeout is {seconds}; give seconds >= 0, or None for no limit")
+    return min(math.ceil(seconds * per_second), most)
+
+
+def _milliseconds(seconds):
+    return _timeout(seconds, 1000, 2**31 - 1)
+
+
+def _until_timeout(wait, *args):
+    """wait(*args), or None if it timed out."""
+    try:
+        return wait(*args)
+    except _core.TimeoutError:
+        return None
+
+
+class _Handle:
+    """An object owning one handle of tensorbuf_core."""
+
+    __slots__ = ("_handle", "__weakref__")
+
+    @classmethod
+    def _wrap_handle(cls, handle):
+        wrapper = cls.__new__(cls)
+        wrapper._handle = handle
+        return wrapper
+
+
+class Fence(_Handle):
+    """A timeline across processes: a 64-bit counter that only rises.
+
+    ``Fence(value=0)`` makes one; ``Fence.import_fd(fd)`` opens another
+    process's (from ``export_fd`` or a channel)."""
+
+    __slots__ = ()
+
+    def __init__(self, value=0):
+        self._handle = _core.tb_fence_new(value)
+
+    @classmethod
+    def import_fd(cls, fd):
+        return cls._wrap_handle(_core.tb_fence_import_fd(fd))
+
+    def export_fd(self):
+        """A new fd for the fence; the caller closes it."""
+        return _core.tb_fence_export_fd(self._handle)
+
+    @property
+    def value(self):
+        return _core.tb_fence_value(self._handle)
+
+    def signal(self, value):
+        """Raises the counter to ``value`` and wakes the waiters it satisfies."""
+        _core.tb_fence_signal(self._handle, value)
+
+    def wait(self, value, timeout=None):
+        """Whether the counter reached ``value`` within ``timeout`` seconds."""
+        nanoseconds = _timeout(timeout, 1_000_000_000, 2**63 - 1)
+        try:
+            _core.tb_fence_wait(self._handle, value, nanoseconds)
+        except _core.TimeoutError:
+            return False
+        return True
+
+    def __repr__(self):
+        return f"tensorbuf.Fence(value={self.value})"
+
+
+class Channel(_Handle):
+    """A Unix socket connection that carries tensors (their fds and
+    description; the bytes are not copied) and fences.
+
+    ``Channel.pair()`` gives two connected ends; ``Channel.connect(path)``
+    reaches a ``Listener``; ``Channel.from_fd(fd)`` takes a connected
+    seqpacket socket (dup'd)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def pair(cls):
+        a, b = _core.tb_channel_pair()
+        return cls._wrap_handle(a), cls._wrap_handle(b)
+
+    @classmethod
+    def connect(cls, path, timeout=None):
+        """Connects, retrying while the listener does not exist yet; None if
+        ``timeout`` passes."""
+        handle = _until_timeout(_core.tb_channel_connect, path, _milliseconds(timeout))
+        return None if handle is None else cls._wrap_handle(handle)
+
+    @classmethod
+    def from_fd(cls, fd):
+        return cls._wrap_handle(_core.tb_channel_from_fd(fd))
+
+    @property
+    def fd(self):
+        """The socket, for an event loop (readable: a message waits)."""
+        return _core.tb_channel_fd(self._handle)
+
+    def send(self, tensor, *, read_only=False):
+        """Sends an SHM (or DMA) tensor; read_only=True makes the receiver's
+        copy of the handle read-only."""
+        _core.tb_channel_send(self._handle, tensor._handle,
+                              _core.TB_SEND_READ_ONLY if read_only else 0)
+
+    def recv(self, timeout=None):
+        """The next tensor, or None if ``timeout`` passes."""
+        handle = _until_timeout(_core.tb_channel_recv, self._handle,
+                                _milliseconds(timeout))
+        return None if handle is None else Tensor._wrap_handle(handle)
+
+    def send_fence(self, fence):
+        _core.tb_channel_send_fence(self._handle, fence._handle)
+
+    def recv_fence(self, timeout=None):
+        """The next fence, or None if ``timeout`` passes."""
+        handle = _until_timeout(_core.tb_channel_recv_fence, self._handle,
+                                _milliseconds(timeout))
+        return None if handle is None else Fence._wrap_handle(handle)
+
+    def __repr__(self):
+        return f"<tensorbuf.Channel fd={self.fd}>"
+
+
+class Listener(_Handle):
+    """Listens on a Unix socket path ("@name" for an abstract name); the
+    file it creates goes with it."""
+
+    __slots__ = ()
+
+    def __init__(self, path):
+        self._handle = _core.tb_listener_listen(path)
+
+    @property
+    def fd(self):
+        return _core.tb_listener_fd(self._handle)
+
+    def accept(self, timeout=None):
+        """The next connection as a Channel, or None if ``timeout`` passes."""
+        handle = _until_timeout(_core.tb_listener_accept, self._handle,
+                                _milliseconds(timeout))
+        return None if handle is None else Channel._wrap_handle(handle)
+
+
+class Pool(_Handle):
+    """``count`` tensors laid out like ``prototype``, recycled: a tensor
+    returns to the pool when its last reference (here or, after a send, in
+    the receiving process) goes."""
+
+    __slots__ = ()
+
+    def __init__(self, prototype, count):
+        self._handle = _core.tb_pool_new(prototype._handle, count)
+
+    def acquire(self, timeout=None):
+        """A free tensor (its bytes are what its last user left), or None if
+        ``timeout`` passes."""
+        handle = _until_timeout(_core.tb_pool_acquire, self._handle,
+                                _milliseconds(timeout))
+        return None if handle is None else Tensor._wrap_handle(handle)
+
+    @property
+    def available(self):
+        return _core.tb_pool_available(self._handle)
+
+    def __len__(self):
+        return _core.tb_pool_size(self._handle)
+
+    def __repr__(self):
+        return f"<tensorbuf.Pool {self.available}/{len(self)} free>"
+
+
+def export_tensor(tensor, *, read_only=False):
+    """The tensor's description and new fds, for a transport of your own
+    (D-Bus, Wayland, ...): (bytes, [fd, ...]); the caller closes the fds."""
+    return _core.tb_tensor_export(tensor._handle,
+                                  _core.TB_SEND_READ_ONLY if read_only else 0)
+
+
+def import_tensor(descriptor, fds):
+    """The tensor an ``export_tensor`` result describes (the fds are dup'd:
+    close yours)."""
+    return Tensor._wrap_handle(_core.tb_tensor_import(descriptor, list(fds)))
