@@ -71,6 +71,19 @@ static TbDlpackExport *export_new(tb_tensor *tensor, gboolean read_only,
                 "memory is not implemented yet");
     return NULL;
   }
+  /* DLPack allows negative strides, but PyTorch aborts the process on one
+   * (seen with torch 2.11) and ONNX Runtime refuses them: a clean refusal
+   * here is better than a crash there. */
+  for (size_t i = 0; i < tensor->ndim; i++) {
+    if (tensor->strides[i] < 0 && tensor->shape[i] > 1) {
+      g_set_error(error, TB_DLPACK_ERROR, TB_ERR_LAYOUT,
+                  "strides[%zu] is %" G_GINT64_FORMAT
+                  "; DLPack consumers do not take negative strides: export a "
+                  "copy instead",
+                  i, tensor->strides[i]);
+      return NULL;
+    }
+  }
   uint32_t access = read_only ? TB_MAP_READ : TB_MAP_READ | TB_MAP_WRITE;
   if (!tb_tensor_begin_access(tensor, access, error))
     return NULL;

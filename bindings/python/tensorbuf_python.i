@@ -1143,10 +1143,14 @@ static PyObject *tb_py_tensor_base_dlpack(tb_py_tensor_base *self,
                   ? tb_py_to_dlpack(tensor, versioned, minor, false, false)
                   : NULL;
   }
-  if (capsule == NULL && !versioned) {
-    /* The protocol's error for what a legacy capsule cannot express. */
+  if (capsule == NULL) {
+    /* The protocol's error for what cannot be exported: a negative stride,
+     * or read-only memory in a legacy capsule, which cannot say so. */
+    PyObject *layout = tb_py_error_class(TB_ERR_LAYOUT);
     PyObject *read_only = tb_py_error_class(TB_ERR_READ_ONLY);
-    if (read_only != NULL && PyErr_ExceptionMatches(read_only)) {
+    if ((layout != NULL && PyErr_ExceptionMatches(layout)) ||
+        (!versioned && read_only != NULL &&
+         PyErr_ExceptionMatches(read_only))) {
       PyObject *type, *value, *traceback;
       PyErr_Fetch(&type, &value, &traceback);
       PyObject *text = value != NULL ? PyObject_Str(value) : NULL;

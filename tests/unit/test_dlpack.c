@@ -185,22 +185,40 @@ static void export_keeps_view_strides(void **state) {
   tb_tensor_unref(tensor);
 }
 
-static void export_keeps_negative_and_zero_strides(void **state) {
+static void export_keeps_zero_strides(void **state) {
   (void)state;
   int32_t values[] = {10, 11, 12, 13};
   tb_buffer *buffer = NULL;
   TB_ASSERT_OK(tb_buffer_wrap(&buffer, values, sizeof values, 0, NULL, NULL));
-  /* Reversed rows of a broadcast: element [i, j] is values[3 - i]. */
-  const int64_t shape[] = {4, 5}, strides[] = {-1, 0};
+  /* A broadcast column: element [i, j] is values[i]. */
+  const int64_t shape[] = {4, 5}, strides[] = {1, 0};
   tb_tensor *tensor = NULL;
-  TB_ASSERT_OK(tb_tensor_from_buffer(&tensor, buffer, 3 * sizeof *values,
-                                     TB_DTYPE_I32, 2, shape, strides));
+  TB_ASSERT_OK(tb_tensor_from_buffer(&tensor, buffer, 0, TB_DTYPE_I32, 2,
+                                     shape, strides));
   tb_dlpack_managed_tensor_versioned *managed = NULL;
   TB_ASSERT_OK(tb_tensor_to_dlpack(&managed, tensor, 0));
-  assert_ptr_equal(managed->dl_tensor.data, &values[3]);
-  assert_int_equal(managed->dl_tensor.byte_offset, 0);
+  assert_ptr_equal(managed->dl_tensor.data, &values[0]);
   assert_dims(&managed->dl_tensor, 2, shape, strides);
   managed->deleter(managed);
+  tb_tensor_unref(tensor);
+  tb_buffer_unref(buffer);
+}
+
+static void export_refuses_negative_strides(void **state) {
+  (void)state;
+  int32_t values[] = {10, 11, 12, 13};
+  tb_buffer *buffer = NULL;
+  TB_ASSERT_OK(tb_buffer_wrap(&buffer, values, sizeof values, 0, NULL, NULL));
+  const int64_t shape[] = {4}, strides[] = {-1};
+  tb_tensor *tensor = NULL;
+  TB_ASSERT_OK(tb_tensor_from_buffer(&tensor, buffer, 3 * sizeof *values,
+                                     TB_DTYPE_I32, 1, shape, strides));
+  tb_dlpack_managed_tensor_versioned *managed =
+      TB_SENTINEL(tb_dlpack_managed_tensor_versioned);
+  TB_ASSERT_STATUS(tb_tensor_to_dlpack(&managed, tensor, 0), TB_ERR_LAYOUT);
+  assert_ptr_equal(managed, TB_SENTINEL(tb_dlpack_managed_tensor_versioned));
+  tb_dlpack_managed_tensor *legacy = TB_SENTINEL(tb_dlpack_managed_tensor);
+  TB_ASSERT_STATUS(tb_tensor_to_dlpack_legacy(&legacy, tensor), TB_ERR_LAYOUT);
   tb_tensor_unref(tensor);
   tb_buffer_unref(buffer);
 }
@@ -817,7 +835,8 @@ int main(void) {
       TB_TEST(export_keeps_the_memory_after_the_tensor_goes),
       TB_TEST(export_shares_the_bytes),
       TB_TEST(export_keeps_view_strides),
-      TB_TEST(export_keeps_negative_and_zero_strides),
+      TB_TEST(export_keeps_zero_strides),
+      TB_TEST(export_refuses_negative_strides),
       TB_TEST(export_of_empty_and_scalar_tensors),
       TB_TEST(export_marks_read_only_memory),
       TB_TEST(export_read_only_on_request),

@@ -108,7 +108,8 @@ typedef struct tb_dlpack_managed_tensor_versioned {
  * calls `deleter(self)` exactly once; the deleter may be called from any
  * thread and needs no lock. dl_tensor.data
  * is the address of element 0 (NULL for an empty tensor), byte_offset is 0,
- * strides are always set (in elements; negative and zero strides are kept),
+ * strides are always set (in elements; zero strides are kept, negative ones
+ * refused: PyTorch aborts on them and other consumers reject them),
  * the device is the CPU. Every tb_dtype has a DLPack type: bool is
  * kDLBool/8, bf16 is kDLBfloat/16. */
 
@@ -116,7 +117,8 @@ typedef struct tb_dlpack_managed_tensor_versioned {
  * result has TB_DLPACK_FLAG_READ_ONLY set when the tensor is read-only or the
  * flag asked for it; it is never IS_COPIED.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out or tensor, unknown flags),
- * TB_ERR_UNSUPPORTED (memory without CPU access), TB_ERR_NO_MEMORY. */
+ * TB_ERR_LAYOUT (a negative stride), TB_ERR_UNSUPPORTED (memory without CPU
+ * access), TB_ERR_NO_MEMORY. */
 TB_API tb_status tb_tensor_to_dlpack(tb_dlpack_managed_tensor_versioned **out,
                                      tb_tensor *tensor, uint32_t flags);
 
@@ -124,7 +126,7 @@ TB_API tb_status tb_tensor_to_dlpack(tb_dlpack_managed_tensor_versioned **out,
  * legacy struct cannot say "read-only", so a read-only tensor is refused
  * rather than handed over as writable memory.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument), TB_ERR_READ_ONLY,
- * TB_ERR_UNSUPPORTED, TB_ERR_NO_MEMORY. */
+ * TB_ERR_LAYOUT, TB_ERR_UNSUPPORTED, TB_ERR_NO_MEMORY. */
 TB_API tb_status tb_tensor_to_dlpack_legacy(tb_dlpack_managed_tensor **out,
                                             tb_tensor *tensor);
 
