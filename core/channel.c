@@ -208,6 +208,7 @@ tb_listener *tb_listener_open(const char *path, GError **error) {
     return NULL;
   }
   tb_listener *listener = g_new0(tb_listener, 1);
+  tb_live_add(1);
   listener->fd = fd;
   listener->path = path[0] == '@' ? NULL : g_strdup(path);
   return listener;
@@ -257,6 +258,7 @@ void tb_listener_free(tb_listener *listener) {
     unlink(listener->path);
   g_free(listener->path);
   g_free(listener);
+  tb_live_add(-1);
 }
 
 tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
@@ -305,6 +307,7 @@ static gboolean send_message(tb_channel *channel, GVariant *message,
   } control;
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
   if (nfds > 0) {
+    memset(&control, 0, sizeof control); /* CMSG_SPACE's padding included */
     msg.msg_control = control.space;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
@@ -356,6 +359,10 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "recvmsg");
     return NULL;
   }
+  /* A reset (the peer closed with messages unread) fills in nothing: its
+   * control buffer holds no fds to take. */
+  if (received < 0)
+    msg.msg_controllen = 0;
   g_autoptr(TbMessage) message = g_new0(TbMessage, 1);
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
        c = CMSG_NXTHDR(&msg, c)) {
@@ -395,6 +402,9 @@ static void handle_release(tb_channel *channel, TbMessage *message) {
   }
 }
 
+static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
+                                      GError **error);
+
 /* The next message of `kind`, from the inbox or the socket; releases that
  * arrive meanwhile are handled. */
 static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
@@ -423,6 +433,11 @@ static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "expected a '%c' message; a '%c' message arrived", kind,
                 message->kind);
+    /* A tensor is still received, and dropped at once: the sender counts
+     * its buffers as held here (later sends refer to them without fds),
+     * and a pooled tensor's release must go back. */
+    if (message->kind == TB_WIRE_TENSOR)
+      tb_tensor_unref(tensor_from_message(channel, message, NULL));
     g_clear_pointer(&message, message_free);
   }
   return message;
@@ -452,6 +467,11 @@ void tb_channel_pump(tb_channel *channel) {
 static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
   if (buffer->backend != &tb_backend_memfd)
     return TRUE; /* dma-bufs cannot be sealed: the receiver enforces it */
+  /* Sealed by an earlier share: a peer may since have added F_SEAL_SEAL,
+   * which would refuse even a seal that is already there. */
+  int seals = fcntl(buffer->fd, F_GET_SEALS);
+  if (seals >= 0 && (seals & F_SEAL_FUTURE_WRITE))
+    return TRUE;
   if (fcntl(buffer->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) != 0) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
                 "cannot seal this shared memory against writing for a "
@@ -623,12 +643,10 @@ static void forget_buffers(tb_channel *channel, GVariant *message) {
   g_mutex_unlock(&channel->lock);
 }
 
-tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
-                           GError **error) {
-  g_autoptr(TbMessage) message =
-      next_message(channel, TB_WIRE_TENSOR, timeout_ms, error);
-  if (message == NULL)
-    return NULL;
+/* The tensor a tensor message describes: the buffers that came with fds go
+ * to the cache, and a lease goes back to the sender when it is dropped. */
+static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
+                                      GError **error) {
   forget_buffers(channel, message->body);
   TbWireImported imported[TB_WIRE_MAX_BUFFERS];
   size_t nimported = 0;
@@ -652,6 +670,13 @@ tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
     tensor->lease = &remote->lease;
   }
   return tensor;
+}
+
+tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
+                           GError **error) {
+  g_autoptr(TbMessage) message =
+      next_message(channel, TB_WIRE_TENSOR, timeout_ms, error);
+  return message != NULL ? tensor_from_message(channel, message, error) : NULL;
 }
 
 /* ---- fences ------------------------------------------------------------- */

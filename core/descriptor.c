@@ -249,6 +249,15 @@ static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
                 TB_WIRE_MAX_BUFFERS);
     return FALSE;
   }
+  /* Each buffer names at most one fd; this also keeps every index that
+   * passes the check below inside `used`. */
+  if (nfds > TB_WIRE_MAX_BUFFERS) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "%zu fds came with the message; a description names at "
+                "most %d",
+                nfds, TB_WIRE_MAX_BUFFERS);
+    return FALSE;
+  }
   for (size_t i = 0; i < n; i++) {
     g_autoptr(GVariant) entry = g_variant_get_child_value(list, i);
     g_autoptr(GVariant) fd_value = g_variant_get_child_value(entry, 0);

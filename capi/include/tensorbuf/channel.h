@@ -79,7 +79,8 @@ TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_CLOSED,
  * TB_ERR_PROTOCOL (malformed message, or a fence where a tensor was
  * expected), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that do not fit the
- * fd), TB_ERR_SYSTEM. */
+ * fd), TB_ERR_SHAPE and TB_ERR_DTYPE (a description whose values
+ * tb_tensor_import would refuse alike), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_recv(tb_tensor **out, tb_channel *channel,
                                  int timeout_ms);
 
@@ -99,7 +100,7 @@ TB_API tb_status tb_channel_recv_fence(tb_fence **out, tb_channel *channel,
  * closes the fds. flags: TB_SEND_READ_ONLY.
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_OUT_OF_RANGE (capacity too small;
  * *length says what is needed; or the description is over the 64 KiB that
- * tb_tensor_import accepts, *length untouched), TB_ERR_UNSUPPORTED (HEAP),
+ * tb_tensor_import accepts, *length its size), TB_ERR_UNSUPPORTED (HEAP),
  * TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity,
                                   size_t *length, int *fds, size_t *nfds,

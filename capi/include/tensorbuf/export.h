@@ -31,8 +31,9 @@ extern "C" {
 TB_API uint32_t tb_version_number(void);
 TB_API const char *tb_version_string(void);
 
-/* Number of live tb_buffer, tb_tensor and tb_map handles in the process, so a
- * binding's tests can check that they release everything. Thread-safe. */
+/* Number of live handles (buffers, tensors, maps, fences, pools, channels,
+ * listeners) in the process, so a binding's tests can check that they
+ * release everything. Thread-safe. */
 TB_API int64_t tb_live_objects(void);
 
 #ifdef __cplusplus
