@@ -50,17 +50,7 @@ static void image_new_free(void *context, uint64_t iterations) {
 }
 
 static void memfd_floor(void *context, uint64_t iterations) {
-  image_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    int fd = memfd_create("bench-floor", MFD_CLOEXEC);
-    bench_check_system(fd >= 0, "memfd_create");
-    bench_check_system(ftruncate(fd, (off_t)c->bytes) == 0, "ftruncate");
-    void *data =
-        mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    bench_check_system(data != MAP_FAILED, "mmap");
-    munmap(data, c->bytes);
-    close(fd);
-  }
+  bench_memfd_floor(((image_context *)context)->bytes, iterations);
 }
 
 static void plane_view(void *context, uint64_t iterations) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -286,4 +287,16 @@ int bench_end(void) {
     return EXIT_FAILURE;
   }
   return written ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+void bench_memfd_floor(size_t bytes, uint64_t iterations) {
+  for (uint64_t i = 0; i < iterations; i++) {
+    int fd = memfd_create("bench-floor", MFD_CLOEXEC);
+    bench_check_system(fd >= 0, "memfd_create");
+    bench_check_system(ftruncate(fd, (off_t)bytes) == 0, "ftruncate");
+    void *data = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    bench_check_system(data != MAP_FAILED, "mmap");
+    munmap(data, bytes);
+    close(fd);
+  }
 }

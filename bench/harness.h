@@ -97,4 +97,8 @@ static inline void bench_keep(const void *pointer) {
   __asm__ volatile("" : : "r"(pointer) : "memory");
 }
 
+/* The raw floor of a SHM allocation: memfd_create + ftruncate + mmap +
+ * munmap + close of `bytes`, `iterations` times. */
+void bench_memfd_floor(size_t bytes, uint64_t iterations);
+
 #endif /* TB_BENCH_HARNESS_H */
