@@ -506,10 +506,15 @@ TB_PY_INT64_ARRAY(nindex, index)
 }
 
 %typemap(in) (const uint8_t *descriptor, size_t length) (Py_buffer view = {0}) {
-  if (PyObject_GetBuffer($input, &view, PyBUF_C_CONTIGUOUS) < 0)
-    SWIG_fail;
-  $1 = view.buf;
-  $2 = (size_t)view.len;
+  if ($input != Py_None) {
+    if (PyObject_GetBuffer($input, &view, PyBUF_C_CONTIGUOUS) < 0)
+      SWIG_fail;
+    $1 = view.buf;
+    $2 = (size_t)view.len;
+  } else {
+    $1 = NULL;
+    $2 = 0;
+  }
 }
 %typemap(freearg) (const uint8_t *descriptor, size_t length) {
   if (view$argnum.obj != NULL)

@@ -137,7 +137,7 @@ tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
     return tb_fail(__func__, TB_ERR_PROTOCOL,
                    "descriptor is a '%c' message, not a tensor", kind);
   TbWireImported imported[TB_WIRE_MAX_BUFFERS];
-  size_t nimported;
+  size_t nimported = 0; /* unset when the fds are refused before import */
   TB_RETURN_HANDLE(out,
                    tb_wire_parse_tensor(message, fds, nfds, NULL, NULL,
                                         imported, &nimported, &error),

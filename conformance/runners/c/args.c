@@ -10,6 +10,8 @@ const FlagName map_flag_names[] = {
     {"read", TB_MAP_READ}, {"write", TB_MAP_WRITE}, {NULL, 0}};
 const FlagName buffer_flag_names[] = {{"read_only", TB_BUFFER_READ_ONLY},
                                       {NULL, 0}};
+const FlagName send_flag_names[] = {{"read_only", TB_SEND_READ_ONLY},
+                                    {NULL, 0}};
 static const FlagName alloc_flag_names[] = {{"huge_pages", TB_ALLOC_HUGE_PAGES},
                                             {NULL, 0}};
 
@@ -221,7 +223,13 @@ const char *arg_string(Step *s, const char *name) {
   JsonNode *node = arg_node(s, name);
   if (node == NULL || JSON_NODE_HOLDS_NULL(node))
     return NULL;
-  if (JSON_NODE_HOLDS_VALUE(node) &&
+  if (is_ref(node)) {
+    Value *v = bound(s, json_node_get_string(node));
+    if (v == NULL)
+      return NULL;
+    node = v->kind == VALUE_JSON ? v->json : NULL;
+  }
+  if (node != NULL && JSON_NODE_HOLDS_VALUE(node) &&
       json_node_get_value_type(node) == G_TYPE_STRING)
     return json_node_get_string(node);
   step_fail(s, "%s is not a string", name);
@@ -266,6 +274,17 @@ I64Array arg_u64_array(Step *s, const char *name) {
 }
 
 IntArray arg_int_array(Step *s, const char *name) {
+  JsonNode *node = arg_node(s, name);
+  if (node != NULL && is_ref(node)) {
+    Value *v = bound(s, json_node_get_string(node));
+    if (v == NULL || v->kind != VALUE_FDS) {
+      step_fail(s, "%s does not name a list of fds", name);
+      return (IntArray){NULL, 0};
+    }
+    IntArray list = {scratch_alloc(s, v->fds->len * sizeof(int)), v->fds->len};
+    memcpy(list.data, v->fds->data, list.len * sizeof(int));
+    return list;
+  }
   I64Array wide = arg_i64_array(s, name);
   IntArray a = {NULL, wide.len};
   if (wide.data == NULL)
@@ -503,4 +522,25 @@ void result_fd(Step *s, int fd) {
   s->result.kind = VALUE_FD;
   s->result.fd = fd;
   s->result.owned = true;
+}
+
+void result_member(Step *s, const char *name, Value member) {
+  if (s->result.kind != VALUE_OBJECT) {
+    s->result.kind = VALUE_OBJECT;
+    s->result.members =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, value_free);
+  }
+  g_hash_table_insert(s->result.members, g_strdup(name),
+                      g_memdup2(&member, sizeof member));
+}
+
+void value_free(gpointer value) {
+  Value *v = value;
+  if (v->json != NULL)
+    json_node_unref(v->json);
+  if (v->fds != NULL)
+    g_array_unref(v->fds);
+  if (v->members != NULL)
+    g_hash_table_unref(v->members);
+  g_free(v);
 }

@@ -38,6 +38,14 @@ static void finish_i64(Step *s, tb_status status, int64_t out) {
     step_fail(s, "the failed call wrote its out-parameter");
 }
 
+static void finish_fd(Step *s, tb_status status, int fd) {
+  finish_status(s, status);
+  if (status == TB_OK)
+    result_fd(s, fd);
+  else if (fd != SENTINEL_INT)
+    step_fail(s, "the failed call wrote its out-parameter");
+}
+
 static void finish_f64(Step *s, tb_status status, double out) {
   finish_status(s, status);
   if (status == TB_OK)
@@ -45,6 +53,14 @@ static void finish_f64(Step *s, tb_status status, double out) {
   else if (memcmp(&out, &(double){SENTINEL_F64}, sizeof out) != 0)
     step_fail(s, "the failed call wrote its out-parameter");
 }
+
+/* `release` consumes the handle `argument`: its variable is dead after. */
+#define RELEASING_CALL(call, argument, type, ctype, release)                   \
+  static void call_##call(Step *s) {                                           \
+    ctype *argument = arg_release(s, #argument, type);                         \
+    if (s->error == NULL)                                                      \
+      release(argument);                                                       \
+  }
 
 /* ---- library ------------------------------------------------------------- */
 
@@ -192,11 +208,7 @@ static void call_buffer_ref(Step *s) {
   if (s->error == NULL)
     result_handle(s, HANDLE_BUFFER, tb_buffer_ref(buffer), true);
 }
-static void call_buffer_unref(Step *s) {
-  tb_buffer *buffer = arg_release(s, "buffer", HANDLE_BUFFER);
-  if (s->error == NULL)
-    tb_buffer_unref(buffer);
-}
+RELEASING_CALL(buffer_unref, buffer, HANDLE_BUFFER, tb_buffer, tb_buffer_unref)
 static void call_buffer_size(Step *s) {
   tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
   if (s->error == NULL)
@@ -278,11 +290,7 @@ static void call_tensor_export_fd(Step *s) {
   int fd = SENTINEL_INT;
   tb_status status =
       tb_tensor_export_fd(out_wanted(s, "out_fd") ? &fd : NULL, tensor);
-  finish_status(s, status);
-  if (status == TB_OK)
-    result_fd(s, fd);
-  else if (fd != SENTINEL_INT)
-    step_fail(s, "the failed call wrote its out-parameter");
+  finish_fd(s, status, fd);
 }
 
 static void call_tensor_ref(Step *s) {
@@ -290,21 +298,20 @@ static void call_tensor_ref(Step *s) {
   if (s->error == NULL)
     result_handle(s, HANDLE_TENSOR, tb_tensor_ref(tensor), true);
 }
-static void call_tensor_unref(Step *s) {
-  tb_tensor *tensor = arg_release(s, "tensor", HANDLE_TENSOR);
-  if (s->error == NULL)
-    tb_tensor_unref(tensor);
-}
+RELEASING_CALL(tensor_unref, tensor, HANDLE_TENSOR, tb_tensor, tb_tensor_unref)
 
 /* ---- tensors: description ------------------------------------------------ */
 
-/* A getter of one tensor: decode it, then report `expr` with `report`. */
-#define TENSOR_GETTER(call, report, expr)                                      \
+/* A getter of one handle `argument` of C type `ctype`: decode it, then
+ * report with `report(s, ...)`. */
+#define HANDLE_GETTER(call, argument, type, ctype, report, ...)                \
   static void call_##call(Step *s) {                                           \
-    tb_tensor *tensor = arg_handle(s, "tensor", HANDLE_TENSOR);                \
+    ctype *argument = arg_handle(s, #argument, type);                          \
     if (s->error == NULL)                                                      \
-      report(s, expr);                                                         \
+      report(s, __VA_ARGS__);                                                  \
   }
+#define TENSOR_GETTER(call, report, expr)                                      \
+  HANDLE_GETTER(call, tensor, HANDLE_TENSOR, tb_tensor, report, expr)
 
 TENSOR_GETTER(tensor_dtype, result_string,
               dtype_result_name(tb_tensor_dtype(tensor)))
@@ -526,11 +533,7 @@ static void call_map_unmap(Step *s) {
   if (s->error == NULL)
     tb_map_unmap(map);
 }
-static void call_map_free(Step *s) {
-  tb_map *map = arg_release(s, "map", HANDLE_MAP);
-  if (s->error == NULL)
-    tb_map_free(map);
-}
+RELEASING_CALL(map_free, map, HANDLE_MAP, tb_map, tb_map_free)
 
 /* tb_map_data's portable form: the mapped tensor's bytes, as hex. */
 static void call_read_map(Step *s) {
@@ -725,12 +728,281 @@ static void call_image_export_plane_fd(Step *s) {
   int fd = SENTINEL_INT;
   tb_status status = tb_image_export_plane_fd(
       out_wanted(s, "out_fd") ? &fd : NULL, image, plane);
-  finish_status(s, status);
-  if (status == TB_OK)
-    result_fd(s, fd);
-  else if (fd != SENTINEL_INT)
-    step_fail(s, "the failed call wrote its out-parameter");
+  finish_fd(s, status, fd);
 }
+
+/* ---- channels and listeners ---------------------------------------------- */
+
+static Value handle_value(HandleType type, void *handle) {
+  return (Value){.kind = VALUE_HANDLE,
+                 .handle_type = type,
+                 .handle = handle,
+                 .owned = true};
+}
+
+static void call_channel_pair(Step *s) {
+  tb_channel *a = SENTINEL_PTR, *b = SENTINEL_PTR;
+  tb_status status = tb_channel_pair(out_wanted(s, "out_a") ? &a : NULL,
+                                     out_wanted(s, "out_b") ? &b : NULL);
+  finish_status(s, status);
+  if (status != TB_OK) {
+    if (a != SENTINEL_PTR || b != SENTINEL_PTR)
+      step_fail(s, "the failed call wrote an out-parameter");
+    return;
+  }
+  result_member(s, "out_a", handle_value(HANDLE_CHANNEL, a));
+  result_member(s, "out_b", handle_value(HANDLE_CHANNEL, b));
+}
+
+static void call_listener_listen(Step *s) {
+  const char *path = arg_string(s, "path");
+  if (s->error != NULL)
+    return;
+  tb_listener *out = SENTINEL_PTR;
+  tb_status status =
+      tb_listener_listen(out_wanted(s, "out") ? &out : NULL, path);
+  finish_handle(s, status, HANDLE_LISTENER, out);
+}
+
+static void call_listener_accept(Step *s) {
+  tb_listener *listener = arg_handle(s, "listener", HANDLE_LISTENER);
+  int timeout_ms = (int)arg_i64(s, "timeout_ms");
+  if (s->error != NULL)
+    return;
+  tb_channel *out = SENTINEL_PTR;
+  tb_status status = tb_listener_accept(out_wanted(s, "out") ? &out : NULL,
+                                        listener, timeout_ms);
+  finish_handle(s, status, HANDLE_CHANNEL, out);
+}
+
+HANDLE_GETTER(listener_fd, listener, HANDLE_LISTENER, tb_listener, result_i64,
+              tb_listener_fd(listener))
+RELEASING_CALL(listener_free, listener, HANDLE_LISTENER, tb_listener,
+               tb_listener_free)
+
+static void call_channel_connect(Step *s) {
+  const char *path = arg_string(s, "path");
+  int timeout_ms = (int)arg_i64(s, "timeout_ms");
+  if (s->error != NULL)
+    return;
+  tb_channel *out = SENTINEL_PTR;
+  tb_status status =
+      tb_channel_connect(out_wanted(s, "out") ? &out : NULL, path, timeout_ms);
+  finish_handle(s, status, HANDLE_CHANNEL, out);
+}
+
+static void call_channel_from_fd(Step *s) {
+  int fd = arg_fd(s, "fd");
+  if (s->error != NULL)
+    return;
+  tb_channel *out = SENTINEL_PTR;
+  tb_status status = tb_channel_from_fd(out_wanted(s, "out") ? &out : NULL, fd);
+  finish_handle(s, status, HANDLE_CHANNEL, out);
+}
+
+HANDLE_GETTER(channel_fd, channel, HANDLE_CHANNEL, tb_channel, result_i64,
+              tb_channel_fd(channel))
+HANDLE_GETTER(channel_ref, channel, HANDLE_CHANNEL, tb_channel, result_handle,
+              HANDLE_CHANNEL, tb_channel_ref(channel), true)
+RELEASING_CALL(channel_unref, channel, HANDLE_CHANNEL, tb_channel,
+               tb_channel_unref)
+
+static void call_channel_send(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  tb_tensor *tensor = arg_handle(s, "tensor", HANDLE_TENSOR);
+  uint32_t flags = arg_flags(s, "flags", send_flag_names);
+  if (s->error == NULL)
+    finish_status(s, tb_channel_send(channel, tensor, flags));
+}
+
+static void call_channel_recv(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  int timeout_ms = (int)arg_i64(s, "timeout_ms");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status =
+      tb_channel_recv(out_wanted(s, "out") ? &out : NULL, channel, timeout_ms);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
+static void call_channel_send_fence(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  tb_fence *fence = arg_handle(s, "fence", HANDLE_FENCE);
+  if (s->error == NULL)
+    finish_status(s, tb_channel_send_fence(channel, fence));
+}
+
+static void call_channel_recv_fence(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  int timeout_ms = (int)arg_i64(s, "timeout_ms");
+  if (s->error != NULL)
+    return;
+  tb_fence *out = SENTINEL_PTR;
+  tb_status status = tb_channel_recv_fence(out_wanted(s, "out") ? &out : NULL,
+                                           channel, timeout_ms);
+  finish_handle(s, status, HANDLE_FENCE, out);
+}
+
+/* ---- descriptors --------------------------------------------------------- */
+
+/* The descriptor buffer when a step gives no capacity: the most that
+ * tb_tensor_import accepts, so any descriptor fits. */
+#define DESCRIPTOR_CAPACITY 65536
+#define SENTINEL_SIZE ((size_t)0x5e5e5e5e)
+
+static void call_tensor_export(Step *s) {
+  const tb_tensor *tensor = arg_handle(s, "tensor", HANDLE_TENSOR);
+  uint32_t flags = arg_flags(s, "flags", send_flag_names);
+  size_t capacity = arg_length(s, "capacity", DESCRIPTOR_CAPACITY);
+  if (s->error != NULL)
+    return;
+  /* Everything starts as filler, so that any write can be seen. */
+  g_autofree uint8_t *descriptor = g_malloc(capacity + 1);
+  memset(descriptor, 0xa5, capacity + 1);
+  size_t length = SENTINEL_SIZE, nfds = SENTINEL_SIZE;
+  int fds[TB_DESCRIPTOR_MAX_FDS];
+  for (size_t i = 0; i < G_N_ELEMENTS(fds); i++)
+    fds[i] = SENTINEL_INT;
+  tb_status status =
+      tb_tensor_export(out_wanted(s, "descriptor") ? descriptor : NULL,
+                       capacity, out_wanted(s, "length") ? &length : NULL,
+                       out_wanted(s, "fds") ? fds : NULL,
+                       out_wanted(s, "nfds") ? &nfds : NULL, tensor, flags);
+  finish_status(s, status);
+  size_t written = status == TB_OK ? length : 0;
+  size_t nwritten = status == TB_OK ? nfds : 0;
+  if (written > capacity || nwritten > TB_DESCRIPTOR_MAX_FDS) {
+    step_fail(s, "it reports %zu bytes and %zu fds", length, nfds);
+    return; /* nothing sensible to close */
+  }
+  for (size_t i = written; i <= capacity; i++) {
+    if (descriptor[i] != 0xa5) {
+      step_fail(s, "byte %zu of descriptor was written", i);
+      break;
+    }
+  }
+  for (size_t i = nwritten; i < G_N_ELEMENTS(fds); i++) {
+    if (fds[i] != SENTINEL_INT)
+      step_fail(s, "fds[%zu] was written", i);
+  }
+  if (status != TB_OK) {
+    /* *length may say what was needed, and then it must be more. */
+    bool length_ok = length == SENTINEL_SIZE ||
+                     (status == TB_ERR_OUT_OF_RANGE && length > capacity);
+    if (!length_ok || nfds != SENTINEL_SIZE)
+      step_fail(s, "the failed call wrote length %zu, nfds %zu", length, nfds);
+    return;
+  }
+  result_hex(s, descriptor, length);
+  Value hex = s->result;
+  s->result = (Value){.kind = VALUE_NONE};
+  result_member(s, "descriptor", hex);
+  GArray *list = g_array_sized_new(FALSE, FALSE, sizeof(int), (guint)nfds);
+  g_array_append_vals(list, fds, (guint)nfds);
+  result_member(s, "fds",
+                (Value){.kind = VALUE_FDS, .fds = list, .owned = true});
+}
+
+static void call_tensor_import(Step *s) {
+  Bytes descriptor = arg_bytes(s, "descriptor");
+  size_t length = arg_length(s, "length", descriptor.len);
+  IntArray fds = arg_int_array(s, "fds");
+  size_t nfds = arg_length(s, "nfds", fds.len);
+  if (descriptor.data != NULL && length > descriptor.len)
+    step_fail(s, "length is larger than descriptor");
+  if (fds.data != NULL && nfds > fds.len)
+    step_fail(s, "nfds is larger than fds");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status = tb_tensor_import(out_wanted(s, "out") ? &out : NULL,
+                                      descriptor.data, length, fds.data, nfds);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
+/* ---- fences -------------------------------------------------------------- */
+
+static void call_fence_new(Step *s) {
+  uint64_t initial = arg_u64(s, "initial");
+  if (s->error != NULL)
+    return;
+  tb_fence *out = SENTINEL_PTR;
+  tb_status status = tb_fence_new(out_wanted(s, "out") ? &out : NULL, initial);
+  finish_handle(s, status, HANDLE_FENCE, out);
+}
+
+static void call_fence_import_fd(Step *s) {
+  int fd = arg_fd(s, "fd");
+  if (s->error != NULL)
+    return;
+  tb_fence *out = SENTINEL_PTR;
+  tb_status status = tb_fence_import_fd(out_wanted(s, "out") ? &out : NULL, fd);
+  finish_handle(s, status, HANDLE_FENCE, out);
+}
+
+static void call_fence_export_fd(Step *s) {
+  const tb_fence *fence = arg_handle(s, "fence", HANDLE_FENCE);
+  if (s->error != NULL)
+    return;
+  int fd = SENTINEL_INT;
+  tb_status status =
+      tb_fence_export_fd(out_wanted(s, "out_fd") ? &fd : NULL, fence);
+  finish_fd(s, status, fd);
+}
+
+HANDLE_GETTER(fence_ref, fence, HANDLE_FENCE, tb_fence, result_handle,
+              HANDLE_FENCE, tb_fence_ref(fence), true)
+RELEASING_CALL(fence_unref, fence, HANDLE_FENCE, tb_fence, tb_fence_unref)
+HANDLE_GETTER(fence_value, fence, HANDLE_FENCE, tb_fence, result_u64,
+              tb_fence_value(fence))
+
+static void call_fence_signal(Step *s) {
+  tb_fence *fence = arg_handle(s, "fence", HANDLE_FENCE);
+  uint64_t value = arg_u64(s, "value");
+  if (s->error == NULL)
+    finish_status(s, tb_fence_signal(fence, value));
+}
+
+static void call_fence_wait(Step *s) {
+  tb_fence *fence = arg_handle(s, "fence", HANDLE_FENCE);
+  uint64_t value = arg_u64(s, "value");
+  int64_t timeout_ns = arg_i64(s, "timeout_ns");
+  if (s->error == NULL)
+    finish_status(s, tb_fence_wait(fence, value, timeout_ns));
+}
+
+/* ---- pools --------------------------------------------------------------- */
+
+static void call_pool_new(Step *s) {
+  const tb_tensor *prototype = arg_handle(s, "prototype", HANDLE_TENSOR);
+  size_t count = (size_t)arg_u64(s, "count");
+  if (s->error != NULL)
+    return;
+  tb_pool *out = SENTINEL_PTR;
+  tb_status status =
+      tb_pool_new(out_wanted(s, "out") ? &out : NULL, prototype, count);
+  finish_handle(s, status, HANDLE_POOL, out);
+}
+
+static void call_pool_acquire(Step *s) {
+  tb_pool *pool = arg_handle(s, "pool", HANDLE_POOL);
+  int timeout_ms = (int)arg_i64(s, "timeout_ms");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status =
+      tb_pool_acquire(out_wanted(s, "out") ? &out : NULL, pool, timeout_ms);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
+HANDLE_GETTER(pool_available, pool, HANDLE_POOL, tb_pool, result_u64,
+              tb_pool_available(pool))
+HANDLE_GETTER(pool_size, pool, HANDLE_POOL, tb_pool, result_u64,
+              tb_pool_size(pool))
+HANDLE_GETTER(pool_ref, pool, HANDLE_POOL, tb_pool, result_handle, HANDLE_POOL,
+              tb_pool_ref(pool), true)
+RELEASING_CALL(pool_unref, pool, HANDLE_POOL, tb_pool, tb_pool_unref)
 
 /* ---- file descriptors and the environment -------------------------------- */
 
@@ -805,6 +1077,21 @@ static void open_path(Step *s, const char *path, int flags) {
     result_fd(s, fd);
 }
 static void call_open_devnull(Step *s) { open_path(s, "/dev/null", O_RDWR); }
+static void call_reopen_read_only(Step *s) {
+  int fd = arg_fd(s, "fd");
+  if (s->error != NULL)
+    return;
+  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+  open_path(s, path, O_RDONLY);
+}
+
+/* An abstract socket name no other process uses: the pid and a count. */
+static void call_make_socket_name(Step *s) {
+  static unsigned count;
+  g_autofree char *name =
+      g_strdup_printf("@tensorbuf-conf-%d-%u", (int)getpid(), ++count);
+  result_string(s, name);
+}
 static void call_open_directory(Step *s) {
   open_path(s, "/", O_RDONLY | O_DIRECTORY);
 }
@@ -938,11 +1225,43 @@ static const Call calls[] = {
     CALL(image_plane_buffer_id),
     CALL(image_plane),
     CALL(image_export_plane_fd),
+    CALL(channel_pair),
+    CALL(listener_listen),
+    CALL(listener_accept),
+    CALL(listener_fd),
+    CALL(listener_free),
+    CALL(channel_connect),
+    CALL(channel_from_fd),
+    CALL(channel_fd),
+    CALL(channel_ref),
+    CALL(channel_unref),
+    CALL(channel_send),
+    CALL(channel_recv),
+    CALL(channel_send_fence),
+    CALL(channel_recv_fence),
+    CALL(tensor_export),
+    CALL(tensor_import),
+    CALL(fence_new),
+    CALL(fence_import_fd),
+    CALL(fence_export_fd),
+    CALL(fence_ref),
+    CALL(fence_unref),
+    CALL(fence_value),
+    CALL(fence_signal),
+    CALL(fence_wait),
+    CALL(pool_new),
+    CALL(pool_acquire),
+    CALL(pool_available),
+    CALL(pool_size),
+    CALL(pool_ref),
+    CALL(pool_unref),
     CALL(make_memfd),
     CALL(make_pipe),
     CALL(make_tmpfile),
     CALL(open_devnull),
     CALL(open_directory),
+    CALL(reopen_read_only),
+    CALL(make_socket_name),
     CALL(close_fd),
     CALL(set_env),
 };
@@ -956,11 +1275,24 @@ CallFunc call_lookup(const char *call) {
 }
 
 void value_release(Value *v) {
+  if (v->kind == VALUE_OBJECT) {
+    GHashTableIter iter;
+    gpointer member;
+    g_hash_table_iter_init(&iter, v->members);
+    while (g_hash_table_iter_next(&iter, NULL, &member))
+      value_release(member);
+    return;
+  }
   if (!v->owned)
     return;
   v->owned = false;
   if (v->kind == VALUE_FD) {
     close(v->fd);
+    return;
+  }
+  if (v->kind == VALUE_FDS) {
+    for (guint i = 0; i < v->fds->len; i++)
+      close(g_array_index(v->fds, int, i));
     return;
   }
   switch (v->handle_type) {
@@ -972,6 +1304,18 @@ void value_release(Value *v) {
     break;
   case HANDLE_BUFFER:
     tb_buffer_unref(v->handle);
+    break;
+  case HANDLE_CHANNEL:
+    tb_channel_unref(v->handle);
+    break;
+  case HANDLE_LISTENER:
+    tb_listener_free(v->handle);
+    break;
+  case HANDLE_FENCE:
+    tb_fence_unref(v->handle);
+    break;
+  case HANDLE_POOL:
+    tb_pool_unref(v->handle);
     break;
   }
 }

@@ -19,13 +19,6 @@ void step_fail(Step *s, const char *format, ...) {
   va_end(args);
 }
 
-static void value_free(gpointer data) {
-  Value *v = data;
-  if (v->json != NULL)
-    json_node_unref(v->json);
-  g_free(v);
-}
-
 static char *describe(const Value *v) {
   switch (v->kind) {
   case VALUE_NONE:
@@ -36,6 +29,10 @@ static char *describe(const Value *v) {
     return g_strdup_printf("handle %p", v->handle);
   case VALUE_FD:
     return g_strdup_printf("fd %d", v->fd);
+  case VALUE_FDS:
+    return g_strdup_printf("%u fds", v->fds->len);
+  case VALUE_OBJECT:
+    return g_strdup("an object of handles or fds");
   }
   return NULL;
 }
@@ -178,6 +175,11 @@ static void check_expectation(Step *s, JsonObject *expect) {
     step_fail(s, "expects a value, but the call gives none");
     return;
   }
+  if ((value != NULL || unlike != NULL) &&
+      (s->result.kind == VALUE_OBJECT || s->result.kind == VALUE_FDS)) {
+    step_fail(s, "a result that owns handles or fds is bound, not compared");
+    return;
+  }
   if (value != NULL && !result_matches(s, value, approx)) {
     g_autofree char *got = describe(&s->result);
     g_autofree char *text = json_to_string(value, FALSE);
@@ -190,6 +192,65 @@ static void check_expectation(Step *s, JsonObject *expect) {
 }
 
 /* ---- running a case ------------------------------------------------------ */
+
+/* Releases what `v` owns and frees its storage. */
+static void value_discard(Value v) {
+  Value *copy = g_memdup2(&v, sizeof v);
+  value_release(copy);
+  value_free(copy);
+}
+
+/* Binds `name` to the value (taking what it owns; *v is left empty). */
+static void bind_value(Step *s, const char *name, Value *v) {
+  if (v->kind == VALUE_NONE)
+    step_fail(s, "binds %s, but the call gives no result", name);
+  else if (g_hash_table_contains(s->kase->vars, name))
+    step_fail(s, "%s is already bound", name);
+  else {
+    g_hash_table_insert(s->kase->vars, g_strdup(name), g_memdup2(v, sizeof *v));
+    *v = (Value){.kind = VALUE_NONE};
+  }
+}
+
+/* "bind": {"member": "name", ...}: each member of an object result becomes
+ * a variable of its own. */
+static void bind_members(Step *s, JsonObject *names) {
+  g_autoptr(GList) keys = json_object_get_members(names);
+  for (GList *k = keys; k != NULL && s->error == NULL; k = k->next) {
+    JsonNode *name_node = json_object_get_member(names, k->data);
+    const char *name =
+        JSON_NODE_HOLDS_VALUE(name_node) &&
+                json_node_get_value_type(name_node) == G_TYPE_STRING
+            ? json_node_get_string(name_node)
+            : NULL;
+    if (name == NULL) {
+      step_fail(s, "bind: member %s is not given a name",
+                (const char *)k->data);
+      return;
+    }
+    Value member = {.kind = VALUE_NONE};
+    gpointer key = NULL, found = NULL;
+    if (s->result.kind == VALUE_OBJECT &&
+        g_hash_table_steal_extended(s->result.members, k->data, &key, &found)) {
+      member = *(Value *)found;
+      g_free(key);
+      g_free(found);
+    } else if (s->result.kind == VALUE_JSON &&
+               JSON_NODE_HOLDS_OBJECT(s->result.json) &&
+               json_object_has_member(json_node_get_object(s->result.json),
+                                      k->data)) {
+      member.kind = VALUE_JSON;
+      member.json = json_node_copy(json_object_get_member(
+          json_node_get_object(s->result.json), k->data));
+    } else {
+      step_fail(s, "binds member %s, which the result lacks",
+                (const char *)k->data);
+      return;
+    }
+    bind_value(s, name, &member);
+    value_discard(member); /* empty if bound; released if not */
+  }
+}
 
 /* Runs one step; NULL on success, else why it failed (caller frees). */
 static char *run_step(Case *kase, JsonObject *step) {
@@ -215,25 +276,20 @@ static char *run_step(Case *kase, JsonObject *step) {
                               ? json_node_get_object(expect)
                               : NULL);
   }
-  const char *bind =
-      json_object_get_string_member_with_default(step, "bind", NULL);
+  JsonNode *bind = json_object_get_member(step, "bind");
   bool succeeded = !s.fallible || s.status == TB_OK;
   if (s.error == NULL && bind != NULL && succeeded) {
-    if (s.result.kind == VALUE_NONE)
-      step_fail(&s, "binds %s, but the call gives no result", bind);
-    else if (g_hash_table_contains(kase->vars, bind))
-      step_fail(&s, "%s is already bound", bind);
-    else {
-      g_hash_table_insert(kase->vars, g_strdup(bind),
-                          g_memdup2(&s.result, sizeof s.result));
-      s.result.kind = VALUE_NONE; /* the variable owns it now */
-    }
+    if (JSON_NODE_HOLDS_OBJECT(bind))
+      bind_members(&s, json_node_get_object(bind));
+    else if (!JSON_NODE_HOLDS_VALUE(bind) ||
+             json_node_get_value_type(bind) != G_TYPE_STRING)
+      step_fail(&s, "bind is neither a name nor an object of names");
+    else if (s.result.kind == VALUE_OBJECT)
+      step_fail(&s, "the result owns several things: bind its members");
+    else
+      bind_value(&s, json_node_get_string(bind), &s.result);
   }
-  if (s.result.kind != VALUE_NONE) {
-    value_release(&s.result); /* an unbound result is released at once */
-    if (s.result.json != NULL)
-      json_node_unref(s.result.json);
-  }
+  value_discard(s.result); /* what is left unbound is released at once */
   g_ptr_array_free(s.scratch, TRUE);
   return s.error;
 }

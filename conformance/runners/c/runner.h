@@ -8,13 +8,24 @@
 #include <stdbool.h>
 #include <tensorbuf/tensorbuf.h>
 
-typedef enum HandleType { HANDLE_BUFFER, HANDLE_TENSOR, HANDLE_MAP } HandleType;
+typedef enum HandleType {
+  HANDLE_BUFFER,
+  HANDLE_TENSOR,
+  HANDLE_MAP,
+  HANDLE_CHANNEL,
+  HANDLE_LISTENER,
+  HANDLE_FENCE,
+  HANDLE_POOL,
+} HandleType;
 
 typedef enum ValueKind {
   VALUE_NONE,   /* no result (a call that only returns a status) */
   VALUE_JSON,   /* numbers, booleans, strings, null, objects */
-  VALUE_HANDLE, /* a buffer, tensor or map pointer (NULL allowed) */
+  VALUE_HANDLE, /* a pointer of one of the handle types (NULL allowed) */
   VALUE_FD,     /* a file descriptor */
+  VALUE_FDS,    /* a list of file descriptors (tensor_export's fds) */
+  VALUE_OBJECT, /* named members that own handles or fds (channel_pair,
+                   tensor_export): bound member by member, never compared */
 } ValueKind;
 
 typedef struct Value {
@@ -23,7 +34,9 @@ typedef struct Value {
   HandleType handle_type;
   void *handle;
   int fd;
-  /* The case holds a reference (handle) or the fd (fd): the runner releases
+  GArray *fds;         /* VALUE_FDS: the ints */
+  GHashTable *members; /* VALUE_OBJECT: member name -> Value* */
+  /* The case holds a reference (handle) or the fd(s): the runner releases
    * it at the end of the case unless a step did. */
   bool owned;
 } Value;
@@ -86,6 +99,7 @@ typedef struct FlagName {
 
 extern const FlagName map_flag_names[];
 extern const FlagName buffer_flag_names[];
+extern const FlagName send_flag_names[];
 
 JsonNode *arg_node(Step *s, const char *name); /* NULL when omitted */
 bool arg_is_null(Step *s, const char *name);   /* given as null */
@@ -93,11 +107,13 @@ int64_t arg_i64(Step *s, const char *name);
 uint64_t arg_u64(Step *s, const char *name);
 double arg_f64(Step *s, const char *name);
 bool arg_bool(Step *s, const char *name, bool fallback);
+/* A string, NULL for null or omitted, or the string a "$var" is bound to. */
 const char *arg_string(Step *s, const char *name);
 I64Array arg_i64_array(Step *s, const char *name);
 /* uint64_t values (decimal strings up to 2^64 - 1) as their bit patterns. */
 I64Array arg_u64_array(Step *s, const char *name);
-IntArray arg_int_array(Step *s, const char *name); /* fds: "$fd" or numbers */
+/* fds: an array of "$fd" or numbers, or "$fds" naming a bound fd list. */
+IntArray arg_int_array(Step *s, const char *name);
 F64Array arg_f64_array(Step *s, const char *name);
 Bytes arg_bytes(Step *s, const char *name);
 /* An explicit length, or `implied` when omitted. */
@@ -133,6 +149,11 @@ void result_string(Step *s, const char *v); /* NULL gives null */
 void result_hex(Step *s, const void *data, size_t len);
 void result_handle(Step *s, HandleType type, void *handle, bool owned);
 void result_fd(Step *s, int fd);
+/* Adds a member to a VALUE_OBJECT result; it takes what `member` owns. */
+void result_member(Step *s, const char *name, Value member);
+
+/* Frees a value's storage (after value_release, for what it owned). */
+void value_free(gpointer value);
 
 /* ---- calls (calls.c) ----------------------------------------------------- */
 

@@ -40,17 +40,14 @@ typedef enum Kind {
   K_FORMAT, /* tb_pixel_format, by name */
   K_LAYOUT, /* tb_pixel_layout (returned), by name */
   K_STRING,
-  K_TENSOR, /* a handle the call borrows (or, returned, lends) */
-  K_BUFFER,
-  K_MAP,
-  K_NEW_TENSOR, /* a returned handle that owns a reference */
-  K_NEW_BUFFER,
-  K_DROP_TENSOR, /* an argument whose reference the call consumes */
-  K_DROP_BUFFER,
-  K_DROP_MAP,
-  K_OUT_TENSOR, /* out-parameters: the step's result */
-  K_OUT_BUFFER,
-  K_OUT_MAP,
+  /* Handles, written "<handle type>" with a prefix (see handle_types):
+   * "tensor" a handle the call borrows (or, returned, lends), "new_tensor"
+   * a returned handle that owns a reference, "drop_tensor" an argument
+   * whose reference the call consumes, "out_tensor" an out-parameter. */
+  K_HANDLE,
+  K_NEW_HANDLE,
+  K_DROP_HANDLE,
+  K_OUT_HANDLE, /* out-parameters (to K_OUT_FDS): the step's result */
   K_OUT_I64,
   K_OUT_F64,
   K_OUT_FD,
@@ -58,36 +55,61 @@ typedef enum Kind {
   K_OUT_MEMORY,
   K_OUT_FORMAT,
   K_OUT_OPTS,
-  K_OUT_BYTES, /* a byte array the call fills; sized by its length */
-  K_I64S,      /* const int64_t * / const double * arrays */
+  K_OUT_BYTES,  /* a byte array the call fills; sized by its length */
+  K_OUT_WIRE,   /* a descriptor the call writes: sized by its capacity, as
+                   long as its count says */
+  K_OUT_FDS,    /* fds the call writes (at most 4), as many as its count */
+  K_OUT_COUNT,  /* the size_t count of the out array `of`: not a result */
+  K_OUT_NEEDED, /* a count that TB_ERR_OUT_OF_RANGE sets to what is needed */
+  K_I64S,       /* const int64_t * / const double * arrays */
   K_F64S,
-  K_INTS,   /* const int * (fds) */
-  K_BYTES,  /* const void *, from hex */
-  K_LENGTH, /* the length of the array `of`; defaults to its length */
-  K_OPTS,   /* const tb_alloc_options *, from an object */
+  K_INTS,     /* const int * (fds) */
+  K_BYTES,    /* const void *, from hex */
+  K_LENGTH,   /* the length of the array `of`; defaults to its length */
+  K_CAPACITY, /* the size of the out array `of`; defaults to 65536 */
+  K_OPTS,     /* const tb_alloc_options *, from an object */
   K_MAP_FLAGS,
   K_BUFFER_FLAGS,
+  K_SEND_FLAGS,
   K_DESTROY,   /* tb_destroy_notify: this runner's closure */
   K_USER_DATA, /* its user_data: the wrapped block */
   K_ADDRESS,   /* a returned void * */
 } Kind;
 
+/* The handle types: a tag that marks what a variable holds, and the call
+ * that releases one. */
+typedef struct HandleType {
+  const char *name;
+  char tag;
+  const char *release;
+} HandleType;
+
+static const HandleType handle_types[] = {
+    {"tensor", 't', "tensor_unref"},    {"buffer", 'b', "buffer_unref"},
+    {"map", 'm', "map_free"},           {"channel", 'c', "channel_unref"},
+    {"listener", 'l', "listener_free"}, {"fence", 'e', "fence_unref"},
+    {"pool", 'p', "pool_unref"},
+};
+
 typedef struct Param {
   char *name;
   Kind kind;
-  char *of; /* K_LENGTH: its array; arrays: the length that sizes them */
+  char handle; /* K_*HANDLE: the handle type's tag */
+  char *of;    /* lengths, counts: their array; arrays: what sizes them */
 } Param;
 
 #define MAX_PARAMS 8
 typedef struct Signature {
   char *name; /* without "tb_" */
   Kind ret;
+  char ret_handle; /* a handle result: its type's tag */
   Param params[MAX_PARAMS];
 } Signature;
 
 /* Every call, as "<return> <name>(<type> <parameter>, ...)" with the C
  * parameter names (without the tb_ prefix). A type's "(x)" names the length
- * parameter that sizes an array, or the array a length belongs to. */
+ * or capacity parameter that sizes an array, or the array a length, capacity
+ * or count belongs to. */
 static const char *const signature_table[] = {
     "u32 version_number()",
     "string version_string()",
@@ -191,6 +213,41 @@ static const char *const signature_table[] = {
     "u64 image_plane_buffer_id(tensor tensor, size plane)",
     "status image_plane(out_tensor out, tensor image, size plane)",
     "status image_export_plane_fd(out_fd out_fd, tensor image, size plane)",
+    "status channel_pair(out_channel out_a, out_channel out_b)",
+    "status listener_listen(out_listener out, string path)",
+    "status listener_accept(out_channel out, listener listener, "
+    "int timeout_ms)",
+    "int listener_fd(listener listener)",
+    "void listener_free(drop_listener listener)",
+    "status channel_connect(out_channel out, string path, int timeout_ms)",
+    "status channel_from_fd(out_channel out, int fd)",
+    "int channel_fd(channel channel)",
+    "new_channel channel_ref(channel channel)",
+    "void channel_unref(drop_channel channel)",
+    "status channel_send(channel channel, tensor tensor, send_flags flags)",
+    "status channel_recv(out_tensor out, channel channel, int timeout_ms)",
+    "status channel_send_fence(channel channel, fence fence)",
+    "status channel_recv_fence(out_fence out, channel channel, "
+    "int timeout_ms)",
+    "status tensor_export(out_wire(capacity) descriptor, "
+    "capacity(descriptor) capacity, out_needed(descriptor) length, "
+    "out_fds fds, out_count(fds) nfds, tensor tensor, send_flags flags)",
+    "status tensor_import(out_tensor out, bytes(length) descriptor, "
+    "length(descriptor) length, ints(nfds) fds, length(fds) nfds)",
+    "status fence_new(out_fence out, u64 initial)",
+    "status fence_import_fd(out_fence out, int fd)",
+    "status fence_export_fd(out_fd out_fd, fence fence)",
+    "new_fence fence_ref(fence fence)",
+    "void fence_unref(drop_fence fence)",
+    "u64 fence_value(fence fence)",
+    "status fence_signal(fence fence, u64 value)",
+    "status fence_wait(fence fence, u64 value, i64 timeout_ns)",
+    "status pool_new(out_pool out, tensor prototype, size count)",
+    "status pool_acquire(out_tensor out, pool pool, int timeout_ms)",
+    "size pool_available(pool pool)",
+    "size pool_size(pool pool)",
+    "new_pool pool_ref(pool pool)",
+    "void pool_unref(drop_pool pool)",
 };
 
 static const char *const kind_names[] = {
@@ -208,17 +265,6 @@ static const char *const kind_names[] = {
     [K_FORMAT] = "format",
     [K_LAYOUT] = "layout",
     [K_STRING] = "string",
-    [K_TENSOR] = "tensor",
-    [K_BUFFER] = "buffer",
-    [K_MAP] = "map",
-    [K_NEW_TENSOR] = "new_tensor",
-    [K_NEW_BUFFER] = "new_buffer",
-    [K_DROP_TENSOR] = "drop_tensor",
-    [K_DROP_BUFFER] = "drop_buffer",
-    [K_DROP_MAP] = "drop_map",
-    [K_OUT_TENSOR] = "out_tensor",
-    [K_OUT_BUFFER] = "out_buffer",
-    [K_OUT_MAP] = "out_map",
     [K_OUT_I64] = "out_i64",
     [K_OUT_F64] = "out_f64",
     [K_OUT_FD] = "out_fd",
@@ -227,14 +273,20 @@ static const char *const kind_names[] = {
     [K_OUT_FORMAT] = "out_format",
     [K_OUT_OPTS] = "out_opts",
     [K_OUT_BYTES] = "out_bytes",
+    [K_OUT_WIRE] = "out_wire",
+    [K_OUT_FDS] = "out_fds",
+    [K_OUT_COUNT] = "out_count",
+    [K_OUT_NEEDED] = "out_needed",
     [K_I64S] = "i64s",
     [K_F64S] = "f64s",
     [K_INTS] = "ints",
     [K_BYTES] = "bytes",
     [K_LENGTH] = "length",
+    [K_CAPACITY] = "capacity",
     [K_OPTS] = "opts",
     [K_MAP_FLAGS] = "map_flags",
     [K_BUFFER_FLAGS] = "buffer_flags",
+    [K_SEND_FLAGS] = "send_flags",
     [K_DESTROY] = "destroy",
     [K_USER_DATA] = "user_data",
     [K_ADDRESS] = "address",
@@ -242,12 +294,31 @@ static const char *const kind_names[] = {
 
 static Signature signatures[G_N_ELEMENTS(signature_table)];
 
-/* "type" or "type(of)" to its kind; exits on a typo in the table. */
-static Kind parse_kind(const char *type, char **of) {
+/* "type" or "type(of)" to its kind (and a handle type's tag in *handle);
+ * exits on a typo in the table. */
+static Kind parse_kind(const char *type, char **of, char *handle) {
   g_auto(GStrv) parts = g_strsplit_set(type, "()", -1);
   *of = parts[1] != NULL ? g_strdup(parts[1]) : NULL;
+  static const struct {
+    const char *prefix;
+    Kind kind;
+  } handle_kinds[] = {{"new_", K_NEW_HANDLE},
+                      {"drop_", K_DROP_HANDLE},
+                      {"out_", K_OUT_HANDLE},
+                      {"", K_HANDLE}};
+  for (size_t k = 0; k < G_N_ELEMENTS(handle_kinds); k++) {
+    const char *rest = parts[0] + strlen(handle_kinds[k].prefix);
+    if (!g_str_has_prefix(parts[0], handle_kinds[k].prefix))
+      continue;
+    for (size_t h = 0; h < G_N_ELEMENTS(handle_types); h++) {
+      if (g_str_equal(rest, handle_types[h].name)) {
+        *handle = handle_types[h].tag;
+        return handle_kinds[k].kind;
+      }
+    }
+  }
   for (size_t k = 0; k < G_N_ELEMENTS(kind_names); k++) {
-    if (g_str_equal(parts[0], kind_names[k]))
+    if (kind_names[k] != NULL && g_str_equal(parts[0], kind_names[k]))
       return (Kind)k;
   }
   fprintf(stderr, "conformance[ffi]: unknown type \"%s\"\n", type);
@@ -265,13 +336,14 @@ static void parse_signatures(void) {
     char *space = strchr(head, ' ');
     *space = '\0';
     char *ignored;
-    sig->ret = parse_kind(head, &ignored);
+    sig->ret = parse_kind(head, &ignored, &sig->ret_handle);
     sig->name = g_strdup(space + 1);
     g_auto(GStrv) params = g_strsplit(body, ", ", MAX_PARAMS);
     for (int p = 0; p < MAX_PARAMS && params[p] != NULL && *params[p]; p++) {
       char *split = strrchr(params[p], ' ');
       *split = '\0';
-      sig->params[p].kind = parse_kind(params[p], &sig->params[p].of);
+      sig->params[p].kind =
+          parse_kind(params[p], &sig->params[p].of, &sig->params[p].handle);
       sig->params[p].name = g_strdup(split + 1);
     }
   }
@@ -284,6 +356,7 @@ typedef struct Flag {
 } Flag;
 static const Flag map_flags[] = {{"read", 0x1}, {"write", 0x2}, {0}};
 static const Flag buffer_flags[] = {{"read_only", 0x1}, {0}};
+static const Flag send_flags[] = {{"read_only", 0x1}, {0}};
 static const Flag alloc_flags[] = {{"huge_pages", 0x1}, {0}};
 static const Flag seals[] = {{"seal", F_SEAL_SEAL},
                              {"shrink", F_SEAL_SHRINK},
@@ -292,7 +365,12 @@ static const Flag seals[] = {{"seal", F_SEAL_SEAL},
                              {"future_write", F_SEAL_FUTURE_WRITE},
                              {0}};
 #define TB_OK 0
+#define TB_ERR_OUT_OF_RANGE (-4)
 #define TB_ERR_SYSTEM (-6)
+/* TB_DESCRIPTOR_MAX_FDS, and the descriptor buffer when a step gives no
+ * capacity: the most that tb_tensor_import accepts. */
+#define DESCRIPTOR_MAX_FDS 4
+#define DESCRIPTOR_CAPACITY 65536
 
 /* tb_alloc_options: {uint32 version, uint32 memory, uint64 alignment,
  * const char *name, uint32 flags}, laid out by libffi. */
@@ -329,6 +407,7 @@ static ffi_type *ffi_type_of(Kind kind) {
   case K_U32:
   case K_MAP_FLAGS:
   case K_BUFFER_FLAGS:
+  case K_SEND_FLAGS:
     return &ffi_type_uint32;
   case K_I64:
     return &ffi_type_sint64;
@@ -336,6 +415,7 @@ static ffi_type *ffi_type_of(Kind kind) {
     return &ffi_type_uint64;
   case K_SIZE:
   case K_LENGTH:
+  case K_CAPACITY:
     return sizeof(size_t) == 8 ? &ffi_type_uint64 : &ffi_type_uint32;
   case K_F64:
     return &ffi_type_double;
@@ -431,19 +511,29 @@ static int64_t live_objects(void) { return helper("live_objects").i64; }
 
 /* ---- case state ---------------------------------------------------------- */
 
-/* A bound name. Handles are JSON strings "@<address>", so comparing two
- * handles is comparing strings. */
+/* A step's result, and a bound name. Handles are JSON strings
+ * "@<address>", so comparing two handles is comparing strings. */
 typedef struct Var {
-  JsonNode *value;
-  char release; /* what the case must do at its end: 't', 'b', 'm' unref/free,
-                   'f' close, 0 nothing */
+  JsonNode *value; /* NULL: the call gives none */
+  char release;    /* what the case must do at its end: a handle type's tag
+                      (release the handle), 'f' close fd, 'F' close fds, 0
+                      nothing */
   void *handle;
   int fd;
+  GArray *fds;
+  /* A result of several out-parameters: name -> Var*, each owning its
+   * part; `value` is then an object of their values. */
+  GHashTable *members;
 } Var;
 
 static void var_free(gpointer data) {
   Var *var = data;
-  json_node_unref(var->value);
+  if (var->value != NULL)
+    json_node_unref(var->value);
+  if (var->fds != NULL)
+    g_array_unref(var->fds);
+  if (var->members != NULL)
+    g_hash_table_unref(var->members);
   g_free(var);
 }
 
@@ -463,23 +553,40 @@ typedef struct Run {
 } Run;
 
 static void release(Var *var) {
-  Slot ignored;
-  void *values[] = {&var->handle};
-  switch (var->release) {
-  case 't':
-    ffi_invoke(signature("tensor_unref"), values, &ignored);
-    break;
-  case 'b':
-    ffi_invoke(signature("buffer_unref"), values, &ignored);
-    break;
-  case 'm':
-    ffi_invoke(signature("map_free"), values, &ignored);
-    break;
-  case 'f':
+  if (var->members != NULL) {
+    GHashTableIter iter;
+    gpointer member;
+    g_hash_table_iter_init(&iter, var->members);
+    while (g_hash_table_iter_next(&iter, NULL, &member))
+      release(member);
+  }
+  if (var->release == 'f')
     close(var->fd);
-    break;
+  for (guint i = 0; var->release == 'F' && i < var->fds->len; i++)
+    close(g_array_index(var->fds, int, i));
+  for (size_t h = 0; h < G_N_ELEMENTS(handle_types); h++) {
+    if (var->release == handle_types[h].tag) {
+      Slot ignored;
+      void *values[] = {&var->handle};
+      ffi_invoke(signature(handle_types[h].release), values, &ignored);
+    }
   }
   var->release = 0;
+}
+
+/* Whether releasing the var would release anything. */
+static bool owns(Var *var) {
+  if (var->release != 0)
+    return true;
+  GHashTableIter iter;
+  gpointer member;
+  if (var->members != NULL) {
+    g_hash_table_iter_init(&iter, var->members);
+    while (g_hash_table_iter_next(&iter, NULL, &member))
+      if (owns(member))
+        return true;
+  }
+  return false;
 }
 
 /* ---- decoding arguments -------------------------------------------------- */
@@ -581,8 +688,10 @@ static int to_enum(Step *s, JsonNode *n, const char *parser, const char *what) {
   return value;
 }
 
-/* Lower-case hex to bytes (g_free'd by the caller). */
+/* Lower-case hex, or a "$name" bound to it, to bytes (g_free'd by the
+ * caller). */
 static uint8_t *to_bytes(Step *s, JsonNode *n, const char *what, size_t *len) {
+  n = deref(s, n, NULL);
   const char *text = is_text(n) ? json_node_get_string(n) : "";
   size_t digits = strlen(text);
   uint8_t *bytes = g_malloc(digits / 2 + 1);
@@ -642,7 +751,7 @@ static void *keep(Call *c, void *p) {
 }
 
 static bool is_out(Kind kind) {
-  return kind >= K_OUT_TENSOR && kind <= K_OUT_BYTES;
+  return kind >= K_OUT_HANDLE && kind <= K_OUT_NEEDED;
 }
 
 /* Fills one argument that does not depend on another. */
@@ -659,9 +768,14 @@ static void decode(Step *s, Call *c, int i) {
     if (p->kind == K_OUT_OPTS && slot->ptr != NULL)
       slot->ptr =
           memset(keep(c, g_malloc(opts_type.size)), 0xa5, opts_type.size);
+    if (p->kind == K_OUT_FDS && slot->ptr != NULL) {
+      /* Room for twice the most the call writes, poisoned like the rest. */
+      c->lengths[i] = 2 * DESCRIPTOR_MAX_FDS * sizeof(int);
+      slot->ptr = memset(keep(c, g_malloc(c->lengths[i])), 0xa5, c->lengths[i]);
+    }
     return;
   }
-  if (n == NULL && p->kind != K_LENGTH && p->kind < K_TENSOR)
+  if (n == NULL && p->kind != K_LENGTH && p->kind < K_HANDLE)
     fail(s, "argument %s is missing", p->name);
   Var *var = NULL;
   switch (p->kind) {
@@ -701,30 +815,33 @@ static void decode(Step *s, Call *c, int i) {
   case K_BUFFER_FLAGS:
     slot->u32 = n != NULL ? to_flags(s, n, buffer_flags, p->name) : 0;
     break;
-  case K_STRING:
-    slot->ptr = given ? (void *)json_node_get_string(n) : NULL;
-    if (given && !is_text(n))
+  case K_SEND_FLAGS:
+    if (n != NULL)
+      slot->u32 = to_flags(s, n, send_flags, p->name);
+    break;
+  case K_STRING: {
+    JsonNode *text = given ? deref(s, n, NULL) : NULL;
+    slot->ptr = is_text(text) ? (void *)json_node_get_string(text) : NULL;
+    if (given && !is_text(text))
       fail(s, "%s is not a string", p->name);
     break;
-  case K_TENSOR:
-  case K_DROP_TENSOR:
-    slot->ptr = n != NULL ? to_handle(s, n, 't', &var, p->name) : NULL;
-    break;
-  case K_BUFFER:
-  case K_DROP_BUFFER:
-    slot->ptr = n != NULL ? to_handle(s, n, 'b', &var, p->name) : NULL;
-    break;
-  case K_MAP:
-  case K_DROP_MAP:
-    slot->ptr = n != NULL ? to_handle(s, n, 'm', &var, p->name) : NULL;
+  }
+  case K_HANDLE:
+  case K_DROP_HANDLE:
+    slot->ptr = n != NULL ? to_handle(s, n, p->handle, &var, p->name) : NULL;
     break;
   case K_I64S:
   case K_F64S:
   case K_INTS: {
     slot->ptr = NULL;
-    if (!given)
+    JsonNode *list = given ? deref(s, n, NULL) : NULL;
+    if (list == NULL)
       break;
-    JsonArray *array = json_node_get_array(n);
+    if (!JSON_NODE_HOLDS_ARRAY(list)) {
+      fail(s, "%s is not an array", p->name);
+      break;
+    }
+    JsonArray *array = json_node_get_array(list);
     c->lengths[i] = json_array_get_length(array);
     double *f = keep(c, g_new0(double, c->lengths[i] + 1));
     int64_t *v = (int64_t *)f;
@@ -782,7 +899,7 @@ static void decode(Step *s, Call *c, int i) {
   default: /* K_LENGTH and K_USER_DATA depend on others: see finish_args */
     break;
   }
-  if (var != NULL && p->kind >= K_DROP_TENSOR && p->kind <= K_DROP_MAP)
+  if (var != NULL && p->kind == K_DROP_HANDLE)
     c->dropped = var;
 }
 
@@ -791,12 +908,14 @@ static void finish_args(Step *s, Call *c) {
   const Signature *sig = c->sig;
   for (int i = 0; i < MAX_PARAMS && sig->params[i].name; i++) {
     const Param *p = &sig->params[i];
-    if (p->kind != K_LENGTH)
+    if (p->kind != K_LENGTH && p->kind != K_CAPACITY)
       continue;
     JsonNode *n = json_object_get_member(s->args, p->name);
     int of = param_index(sig, p->of);
     if (n != NULL)
       c->lengths[i] = (size_t)to_integer(s, n, p->name);
+    else if (p->kind == K_CAPACITY)
+      c->lengths[i] = DESCRIPTOR_CAPACITY;
     else if (sig->params[of].kind == K_OUT_BYTES) /* default: nbytes */
       c->lengths[i] =
           helper("tensor_nbytes", &c->slots[param_index(sig, "tensor")]).u64;
@@ -807,7 +926,8 @@ static void finish_args(Step *s, Call *c) {
   for (int i = 0; i < MAX_PARAMS && sig->params[i].name; i++) {
     const Param *p = &sig->params[i];
     int length = p->of != NULL ? param_index(sig, p->of) : -1;
-    if (p->kind == K_OUT_BYTES && c->slots[i].ptr != NULL) {
+    if ((p->kind == K_OUT_BYTES || p->kind == K_OUT_WIRE) &&
+        c->slots[i].ptr != NULL) {
       size_t size = c->lengths[length];
       c->slots[i].ptr = memset(keep(c, g_malloc(size + 1)), 0xa5, size + 1);
       c->lengths[i] = size;
@@ -832,13 +952,6 @@ static void finish_args(Step *s, Call *c) {
 }
 
 /* ---- results ------------------------------------------------------------- */
-
-typedef struct Result {
-  JsonNode *value; /* NULL: the call gives none */
-  char release;
-  void *handle;
-  int fd;
-} Result;
 
 static JsonNode *int_node(int64_t v) {
   JsonNode *n = json_node_new(JSON_NODE_VALUE);
@@ -871,10 +984,21 @@ static char *hex(const uint8_t *bytes, size_t len) {
   return g_string_free(text, FALSE);
 }
 
+/* The value an out count gives for the out array `i` (its `of`). */
+static size_t count_of(Call *c, int i) {
+  for (int j = 0; j < MAX_PARAMS && c->sig->params[j].name; j++) {
+    const Param *p = &c->sig->params[j];
+    if ((p->kind == K_OUT_COUNT || p->kind == K_OUT_NEEDED) &&
+        g_str_equal(p->of, c->sig->params[i].name))
+      return sizeof(size_t) == 8 ? (size_t)c->outs[j].u64 : c->outs[j].u32;
+  }
+  return 0;
+}
+
 /* The JSON form of a value of `kind` held in `slot` (returned or pointed
  * at by an out-parameter); owned handles and fds also go to `r`. */
-static JsonNode *encode(Call *c, Kind kind, int i, const Slot *slot,
-                        Result *r) {
+static JsonNode *encode(Call *c, Kind kind, char handle, int i,
+                        const Slot *slot, Var *r) {
   switch (kind) {
   case K_INT:
     return int_node(slot->sword);
@@ -919,18 +1043,12 @@ static JsonNode *encode(Call *c, Kind kind, int i, const Slot *slot,
     r->release = 'f';
     r->fd = slot->i32;
     return int_node(slot->i32);
-  case K_TENSOR: /* borrowed */
+  case K_HANDLE: /* borrowed */
     return handle_node(slot->ptr);
-  case K_NEW_TENSOR:
-  case K_OUT_TENSOR:
-  case K_NEW_BUFFER:
-  case K_OUT_BUFFER:
-  case K_OUT_MAP:
+  case K_NEW_HANDLE:
+  case K_OUT_HANDLE:
     r->handle = slot->ptr;
-    r->release = slot->ptr == NULL                              ? 0
-                 : kind == K_NEW_TENSOR || kind == K_OUT_TENSOR ? 't'
-                 : kind == K_OUT_MAP                            ? 'm'
-                                                                : 'b';
+    r->release = slot->ptr != NULL ? handle : 0;
     return handle_node(slot->ptr);
   case K_OUT_OPTS: {
     const uint8_t *o = c->slots[i].ptr;
@@ -958,21 +1076,43 @@ static JsonNode *encode(Call *c, Kind kind, int i, const Slot *slot,
         hex(c->slots[i].ptr, MIN(nbytes, (uint64_t)c->lengths[i]));
     return text_node(text);
   }
+  case K_OUT_WIRE: {
+    g_autofree char *text =
+        hex(c->slots[i].ptr, MIN(count_of(c, i), c->lengths[i]));
+    return text_node(text);
+  }
+  case K_OUT_FDS: {
+    size_t n = MIN(count_of(c, i), c->lengths[i] / sizeof(int));
+    r->release = 'F';
+    r->fds = g_array_sized_new(FALSE, FALSE, sizeof(int), (guint)n);
+    g_array_append_vals(r->fds, c->slots[i].ptr, (guint)n);
+    JsonArray *list = json_array_sized_new((guint)n);
+    for (size_t k = 0; k < n; k++)
+      json_array_add_int_element(list, g_array_index(r->fds, int, k));
+    JsonNode *node = json_node_new(JSON_NODE_ARRAY);
+    json_node_take_array(node, list);
+    return node;
+  }
   default:
     return NULL;
   }
 }
 
-/* Whether a failed call left every out-parameter as it was. */
-static bool outs_untouched(Call *c) {
+/* Whether a failed call left every out-parameter as it was (but the
+ * count that says what was needed, which TB_ERR_OUT_OF_RANGE sets). */
+static bool outs_untouched(Call *c, int status) {
   Slot poison;
   memset(&poison, 0xa5, sizeof poison);
   for (int i = 0; i < MAX_PARAMS && c->sig->params[i].name; i++) {
     Kind kind = c->sig->params[i].kind;
     const uint8_t *p = c->slots[i].ptr;
-    size_t size = kind == K_OUT_OPTS    ? opts_type.size
-                  : kind == K_OUT_BYTES ? c->lengths[i]
-                                        : sizeof poison;
+    size_t size =
+        kind == K_OUT_OPTS ? opts_type.size
+        : kind == K_OUT_BYTES || kind == K_OUT_WIRE || kind == K_OUT_FDS
+            ? c->lengths[i]
+            : sizeof poison;
+    if (kind == K_OUT_NEEDED && status == TB_ERR_OUT_OF_RANGE)
+      continue;
     for (size_t k = 0; is_out(kind) && p != NULL && k < size; k++) {
       if (p[k] != 0xa5)
         return false;
@@ -982,8 +1122,8 @@ static bool outs_untouched(Call *c) {
 }
 
 /* Makes the call: its status in *status, its result in r. */
-static void call_library(Step *s, const Signature *sig, Result *r,
-                         bool *fallible, int *status) {
+static void call_library(Step *s, const Signature *sig, Var *r, bool *fallible,
+                         int *status) {
   Call c = {.sig = sig, .keep = g_ptr_array_new_with_free_func(g_free)};
   for (int i = 0; i < MAX_PARAMS && sig->params[i].name; i++)
     decode(s, &c, i);
@@ -1000,29 +1140,37 @@ static void call_library(Step *s, const Signature *sig, Result *r,
       c.dropped->release = 0; /* the call consumed the reference */
       c.dropped->handle = NULL;
     }
+    /* The out-parameters that make the result (counts are the lengths of
+     * the arrays they count). */
     int outs[MAX_PARAMS], nouts = 0;
     for (int i = 0; i < MAX_PARAMS && sig->params[i].name; i++) {
-      if (is_out(sig->params[i].kind))
+      Kind k = sig->params[i].kind;
+      if (is_out(k) && k != K_OUT_COUNT && k != K_OUT_NEEDED)
         outs[nouts++] = i;
     }
     if (*status != TB_OK) {
-      if (!outs_untouched(&c))
+      if (!outs_untouched(&c, *status))
         fail(s, "the failed call wrote an out-parameter");
     } else if (nouts == 1) {
-      int i = outs[0];
-      Kind k = sig->params[i].kind;
-      r->value = encode(
-          &c, k, i, k == K_OUT_OPTS || k == K_OUT_BYTES ? NULL : &c.outs[i], r);
+      const Param *p = &sig->params[outs[0]];
+      r->value = encode(&c, p->kind, p->handle, outs[0], &c.outs[outs[0]], r);
     } else if (nouts > 1) {
+      /* An object of the values; each member owns its part. */
       JsonObject *obj = json_object_new();
-      for (int k = 0; k < nouts; k++)
-        json_object_set_member(obj, sig->params[outs[k]].name,
-                               encode(&c, sig->params[outs[k]].kind, outs[k],
-                                      &c.outs[outs[k]], r));
+      r->members =
+          g_hash_table_new_full(g_str_hash, g_str_equal, NULL, var_free);
+      for (int k = 0; k < nouts; k++) {
+        const Param *p = &sig->params[outs[k]];
+        Var *member = g_new0(Var, 1);
+        member->value =
+            encode(&c, p->kind, p->handle, outs[k], &c.outs[outs[k]], member);
+        json_object_set_member(obj, p->name, json_node_copy(member->value));
+        g_hash_table_insert(r->members, p->name, member);
+      }
       r->value = json_node_new(JSON_NODE_OBJECT);
       json_node_take_object(r->value, obj);
     } else if (sig->ret != K_VOID && sig->ret != K_STATUS) {
-      r->value = encode(&c, sig->ret, -1, &ret, r);
+      r->value = encode(&c, sig->ret, sig->ret_handle, -1, &ret, r);
     }
   }
   g_ptr_array_free(c.keep, TRUE);
@@ -1030,13 +1178,13 @@ static void call_library(Step *s, const Signature *sig, Result *r,
 
 /* ---- pseudo-steps -------------------------------------------------------- */
 
-static void give_fd(Result *r, int fd) {
+static void give_fd(Var *r, int fd) {
   r->value = int_node(fd);
   r->release = 'f';
   r->fd = fd;
 }
 
-static void make_memfd(Step *s, Result *r) {
+static void make_memfd(Step *s, Var *r) {
   JsonObject *a = s->args;
   JsonNode *size = json_object_get_member(a, "size");
   JsonNode *data = json_object_get_member(a, "data");
@@ -1075,7 +1223,7 @@ static void make_memfd(Step *s, Result *r) {
   give_fd(r, fd);
 }
 
-static void make_pipe(Step *s, Result *r) {
+static void make_pipe(Step *s, Var *r) {
   int ends[2];
   if (pipe2(ends, O_CLOEXEC) != 0) {
     fail(s, "pipe2: %s", g_strerror(errno));
@@ -1085,7 +1233,7 @@ static void make_pipe(Step *s, Result *r) {
   give_fd(r, ends[0]);
 }
 
-static void make_tmpfile(Step *s, Result *r) {
+static void make_tmpfile(Step *s, Var *r) {
   JsonNode *size = json_object_get_member(s->args, "size");
   off_t length = size != NULL ? (off_t)to_integer(s, size, "size") : 0;
   const char *dir = g_getenv("TMPDIR") != NULL ? g_getenv("TMPDIR") : "/tmp";
@@ -1100,21 +1248,41 @@ static void make_tmpfile(Step *s, Result *r) {
     close(fd);
 }
 
-static void open_fixed(Step *s, Result *r, const char *path, int flags) {
+static void open_fixed(Step *s, Var *r, const char *path, int flags) {
   int fd = open(path, flags | O_CLOEXEC);
   if (fd < 0)
     fail(s, "open %s: %s", path, g_strerror(errno));
   else
     give_fd(r, fd);
 }
-static void open_devnull(Step *s, Result *r) {
+static void open_devnull(Step *s, Var *r) {
   open_fixed(s, r, "/dev/null", O_RDWR);
 }
-static void open_directory(Step *s, Result *r) {
+static void open_directory(Step *s, Var *r) {
   open_fixed(s, r, "/", O_RDONLY | O_DIRECTORY);
 }
 
-static void close_fd(Step *s, Result *r) {
+static void reopen_read_only(Step *s, Var *r) {
+  JsonNode *n = json_object_get_member(s->args, "fd");
+  int fd = n != NULL ? (int)to_integer(s, n, "fd") : -1;
+  if (n == NULL)
+    fail(s, "argument fd is missing");
+  if (s->error != NULL)
+    return;
+  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+  open_fixed(s, r, path, O_RDONLY);
+}
+
+/* An abstract socket name no other process uses: the pid and a count. */
+static void make_socket_name(Step *s, Var *r) {
+  (void)s;
+  static unsigned count;
+  g_autofree char *name =
+      g_strdup_printf("@tensorbuf-conf-%d-%u", (int)getpid(), ++count);
+  r->value = text_node(name);
+}
+
+static void close_fd(Step *s, Var *r) {
   (void)r;
   JsonNode *n = json_object_get_member(s->args, "fd");
   Var *var = NULL;
@@ -1127,7 +1295,7 @@ static void close_fd(Step *s, Result *r) {
     var->release = 0;
 }
 
-static void set_env(Step *s, Result *r) {
+static void set_env(Step *s, Var *r) {
   (void)r;
   const char *name =
       json_object_get_string_member_with_default(s->args, "name", NULL);
@@ -1145,7 +1313,7 @@ static void set_env(Step *s, Result *r) {
     unsetenv(name);
 }
 
-static void count_live(Step *s, Result *r) {
+static void count_live(Step *s, Var *r) {
   r->value = int_node(live_objects() - s->run->live_start);
 }
 
@@ -1161,7 +1329,7 @@ static uint8_t *mapped(Step *s, uint64_t *nbytes) {
   return helper("map_data", &map).ptr;
 }
 
-static void read_map(Step *s, Result *r) {
+static void read_map(Step *s, Var *r) {
   uint64_t nbytes = 0;
   uint8_t *data = mapped(s, &nbytes);
   if (s->error != NULL)
@@ -1170,7 +1338,7 @@ static void read_map(Step *s, Result *r) {
   r->value = text_node(text);
 }
 
-static void write_map(Step *s, Result *r) {
+static void write_map(Step *s, Var *r) {
   (void)r;
   uint64_t nbytes = 0;
   uint8_t *data = mapped(s, &nbytes);
@@ -1185,7 +1353,7 @@ static void write_map(Step *s, Result *r) {
 
 typedef struct Pseudo {
   const char *name;
-  void (*run)(Step *s, Result *r);
+  void (*run)(Step *s, Var *r);
 } Pseudo;
 
 static const Pseudo pseudo_steps[] = {
@@ -1194,6 +1362,8 @@ static const Pseudo pseudo_steps[] = {
     {"make_tmpfile", make_tmpfile},
     {"open_devnull", open_devnull},
     {"open_directory", open_directory},
+    {"reopen_read_only", reopen_read_only},
+    {"make_socket_name", make_socket_name},
     {"close_fd", close_fd},
     {"set_env", set_env},
     {"live_objects", count_live},
@@ -1254,7 +1424,7 @@ static bool same(JsonNode *want, JsonNode *got, double approx) {
 }
 
 static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
-                  int status, Result *r) {
+                  int status, Var *r) {
   const char *want =
       expect != NULL
           ? json_object_get_string_member_with_default(expect, "status", NULL)
@@ -1295,6 +1465,10 @@ static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
       fail(s, "expects a value, but the call gives none");
       return;
     }
+    if ((r->members != NULL && owns(r)) || r->release == 'F') {
+      fail(s, "a result that owns handles or fds is bound, not compared");
+      return;
+    }
     JsonNode *target = deref(s, n, NULL);
     if (target == NULL)
       return;
@@ -1308,6 +1482,51 @@ static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
 
 /* ---- cases --------------------------------------------------------------- */
 
+/* Binds `name` to `var`, which the case then owns; FALSE if it cannot. */
+static bool bind_var(Step *s, const char *name, Var *var) {
+  if (var->value == NULL)
+    fail(s, "binds %s, but the call gives no result", name);
+  else if (g_hash_table_contains(s->run->vars, name))
+    fail(s, "%s is already bound", name);
+  else
+    g_hash_table_insert(s->run->vars, g_strdup(name), var);
+  return s->error == NULL;
+}
+
+/* The member `key` of an object result, taken out of it; NULL if none. */
+static Var *take_member(Var *result, const char *key) {
+  gpointer member = NULL;
+  if (result->members != NULL &&
+      g_hash_table_steal_extended(result->members, key, NULL, &member))
+    return member;
+  if (result->value == NULL || !JSON_NODE_HOLDS_OBJECT(result->value) ||
+      !json_object_has_member(json_node_get_object(result->value), key))
+    return NULL;
+  Var *copy = g_new0(Var, 1);
+  copy->value = json_node_copy(
+      json_object_get_member(json_node_get_object(result->value), key));
+  return copy;
+}
+
+/* "bind": {"member": "name", ...}: each member of an object result becomes
+ * a variable of its own. */
+static void bind_members(Step *s, Var *result, JsonObject *names) {
+  GList *keys = json_object_get_members(names);
+  for (GList *k = keys; k != NULL && s->error == NULL; k = k->next) {
+    JsonNode *name = json_object_get_member(names, k->data);
+    Var *member = is_text(name) ? take_member(result, k->data) : NULL;
+    if (!is_text(name))
+      fail(s, "bind: member %s is not given a name", (const char *)k->data);
+    else if (member == NULL)
+      fail(s, "binds member %s, which the result lacks", (const char *)k->data);
+    else if (!bind_var(s, json_node_get_string(name), member)) {
+      release(member);
+      var_free(member);
+    }
+  }
+  g_list_free(keys);
+}
+
 /* Runs one step; its error (or NULL). */
 static char *run_step(Run *run, JsonObject *step) {
   const char *call =
@@ -1319,7 +1538,7 @@ static char *run_step(Run *run, JsonObject *step) {
             .args = args != NULL && JSON_NODE_HOLDS_OBJECT(args)
                         ? json_node_get_object(args)
                         : none};
-  Result r = {0};
+  Var r = {0};
   bool fallible = false;
   int status = TB_OK;
   const Signature *sig = signature(call);
@@ -1338,24 +1557,19 @@ static char *run_step(Run *run, JsonObject *step) {
     check(&s, call, expect != NULL ? json_node_get_object(expect) : NULL,
           fallible, status, &r);
 
-  const char *bind =
-      json_object_get_string_member_with_default(step, "bind", NULL);
-  Var *var = g_new0(Var, 1);
-  var->value = r.value != NULL ? r.value : json_node_new(JSON_NODE_NULL);
-  var->release = r.release;
-  var->handle = r.handle;
-  var->fd = r.fd;
+  JsonNode *bind = json_object_get_member(step, "bind");
+  Var *var = g_memdup2(&r, sizeof r);
   if (bind != NULL && s.error == NULL && status == TB_OK) {
-    if (r.value == NULL)
-      fail(&s, "binds %s, but the call gives no result", bind);
-    else if (g_hash_table_contains(run->vars, bind))
-      fail(&s, "%s is already bound", bind);
-    else {
-      g_hash_table_insert(run->vars, g_strdup(bind), var);
+    if (JSON_NODE_HOLDS_OBJECT(bind))
+      bind_members(&s, var, json_node_get_object(bind));
+    else if (!is_text(bind))
+      fail(&s, "bind is neither a name nor an object of names");
+    else if (var->members != NULL && owns(var))
+      fail(&s, "the result owns several things: bind its members");
+    else if (bind_var(&s, json_node_get_string(bind), var))
       return s.error;
-    }
   }
-  release(var); /* an unbound result is released at once */
+  release(var); /* what is left unbound is released at once */
   var_free(var);
   return s.error;
 }

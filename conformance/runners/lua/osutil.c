@@ -161,12 +161,22 @@ static int set_env(lua_State *L) {
   return 0;
 }
 
+/* pid() -> this process's id (for names no other process uses). */
+static int pid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
 int luaopen_tb_osutil(lua_State *L) {
-  static const luaL_Reg functions[] = {
-      {"memfd", memfd},        {"pipe", pipe_read_end},
-      {"tmpfile", tmpfile_fd}, {"open", open_path},
-      {"close", close_fd},     {"fd_count", fd_count},
-      {"setenv", set_env},     {NULL, NULL}};
+  static const luaL_Reg functions[] = {{"memfd", memfd},
+                                       {"pipe", pipe_read_end},
+                                       {"tmpfile", tmpfile_fd},
+                                       {"open", open_path},
+                                       {"close", close_fd},
+                                       {"fd_count", fd_count},
+                                       {"setenv", set_env},
+                                       {"pid", pid},
+                                       {NULL, NULL}};
   luaL_newlib(L, functions);
   return 1;
 }

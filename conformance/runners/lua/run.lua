@@ -78,6 +78,7 @@ end
 local PIXEL_LAYOUTS = {[0] = "invalid", "packed", "planar", "semi_planar"}
 local MAP_FLAGS = {read = core.TB_MAP_READ, write = core.TB_MAP_WRITE}
 local BUFFER_FLAGS = {read_only = core.TB_BUFFER_READ_ONLY}
+local SEND_FLAGS = {read_only = core.TB_SEND_READ_ONLY}
 local ALLOC_FLAGS = {huge_pages = core.TB_ALLOC_HUGE_PAGES}
 
 -- Argument accessors over one step's args, bound to its case.
@@ -165,6 +166,9 @@ end
 
 function Args:string(name)
   local value = self:raw(name)
+  if is_ref(value) then
+    value = self:bound(value).value
+  end
   if value ~= nil and type(value) ~= "string" then
     case_error("%s is not a string", name)
   end
@@ -208,6 +212,23 @@ end
 
 function Args:integers(name, length_name)
   return self:array(name, length_name, Args.integer_value)
+end
+
+-- fds: an array, or a "$var" naming a bound fd list.
+function Args:fds(name, length_name)
+  local value = self:raw(name)
+  if not is_ref(value) then
+    return self:integers(name, length_name)
+  end
+  local var = self:bound(value)
+  if var.kind ~= "fds" then
+    case_error("%s does not name a list of fds", name)
+  end
+  if length_name and self:has(length_name) and self:integer(length_name) ~= #var.value then
+    case_error("an explicit %s that differs from the length of %s cannot be "
+               .. "expressed in Lua", length_name, name)
+  end
+  return table.move(var.value, 1, #var.value, 1, {})
 end
 
 function Args:numbers(name, length_name)
@@ -326,11 +347,30 @@ end
 
 -- ---- results --------------------------------------------------------------------
 
--- A result: {kind = "none" | "value" | "handle" | "fd", value = ...}.
+-- A result: {kind = "none" | "value" | "handle" | "fd" | "fds" | "object",
+-- value = ...}. An "object" is several out-parameters, each a result of its
+-- own, bound member by member.
 local NONE = {kind = "none"}
 local function value(v) return {kind = "value", value = v} end
 local function handle(h) return {kind = "handle", value = h} end
 local function fd(n) return {kind = "fd", value = n, owned = true} end
+local function fd_list(list) return {kind = "fds", value = list, owned = true} end
+local function members(results) return {kind = "object", value = results} end
+
+-- Closes the fds a result owns (handles go with the garbage).
+local function discard(result)
+  if result.kind == "fd" and result.owned then
+    tb.close_fd(result.value)
+  elseif result.kind == "fds" and result.owned then
+    for _, n in ipairs(result.value) do
+      tb.close_fd(n)
+    end
+  elseif result.kind == "object" then
+    for _, member in pairs(result.value) do
+      discard(member)
+    end
+  end
+end
 
 local function dtype_result(dtype)
   return value(core.tb_dtype_name(dtype) or (dtype == 0 and "invalid" or nil))
@@ -346,6 +386,15 @@ local function getter(argument, method, low_level, convert)
       return convert(low_level(nil))
     end
     return convert(object[method](object))
+  end
+end
+
+-- A call that releases its handle argument: the case drops it and collects.
+local function releasing(argument)
+  return function(a)
+    a:release(argument)
+    collectgarbage()
+    return NONE
   end
 end
 
@@ -405,11 +454,7 @@ calls.buffer_wrap = function(a)
   return handle(core.tb_buffer_wrap(data, flags))
 end
 calls.buffer_ref = function(a) return handle(core.tb_buffer_ref(a:handle("buffer"))) end
-calls.buffer_unref = function(a)
-  a:release("buffer")
-  collectgarbage()
-  return NONE
-end
+calls.buffer_unref = releasing("buffer")
 calls.buffer_size = getter("buffer", "size", core.tb_buffer_size)
 calls.buffer_memory = getter("buffer", "memory", core.tb_buffer_memory, function(m)
   return type(m) == "string" and value(m) or memory_name(m)
@@ -445,11 +490,7 @@ calls.tensor_export_fd = function(a)
   return fd(tensor and tensor:export_fd() or core.tb_tensor_export_fd(nil))
 end
 calls.tensor_ref = function(a) return handle(core.tb_tensor_ref(a:handle("tensor"))) end
-calls.tensor_unref = function(a)
-  a:release("tensor")
-  collectgarbage()
-  return NONE
-end
+calls.tensor_unref = releasing("tensor")
 
 calls.tensor_dtype = function(a)
   return dtype_result(core.tb_tensor_dtype(a:handle("tensor")))
@@ -572,11 +613,7 @@ calls.map_unmap = function(a)
   end
   return NONE
 end
-calls.map_free = function(a)
-  a:release("map")
-  collectgarbage()
-  return NONE
-end
+calls.map_free = releasing("map")
 calls.read_map = function(a) return value(hex_encode(a:handle("map"):read())) end
 calls.write_map = function(a)
   local map = a:handle("map")
@@ -667,6 +704,107 @@ calls.image_export_plane_fd = function(a)
   return fd(core.tb_image_export_plane_fd(a:handle("image"), a:integer("plane")))
 end
 
+-- ---- channels, listeners, descriptors, fences, pools -----------------------------
+
+calls.channel_pair = function(a)
+  a:no_null_out("out_a", "out_b")
+  local out_a, out_b = tb.channel_pair()
+  return members {out_a = handle(out_a), out_b = handle(out_b)}
+end
+calls.listener_listen = function(a)
+  a:no_null_out("out")
+  return handle(tb.listen(a:string("path")))
+end
+calls.listener_accept = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_listener_accept(a:handle("listener"), a:integer("timeout_ms")))
+end
+calls.listener_fd = getter("listener", "fd", core.tb_listener_fd)
+calls.listener_free = releasing("listener")
+calls.channel_connect = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_channel_connect(a:string("path"), a:integer("timeout_ms")))
+end
+calls.channel_from_fd = function(a)
+  a:no_null_out("out")
+  return handle(tb.channel_from_fd(a:fd("fd")))
+end
+calls.channel_fd = getter("channel", "fd", core.tb_channel_fd)
+calls.channel_ref = function(a) return handle(core.tb_channel_ref(a:handle("channel"))) end
+calls.channel_unref = releasing("channel")
+calls.channel_send = function(a)
+  core.tb_channel_send(a:handle("channel"), a:handle("tensor"), a:flags("flags", SEND_FLAGS))
+  return NONE
+end
+calls.channel_recv = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_channel_recv(a:handle("channel"), a:integer("timeout_ms")))
+end
+calls.channel_send_fence = function(a)
+  core.tb_channel_send_fence(a:handle("channel"), a:handle("fence"))
+  return NONE
+end
+calls.channel_recv_fence = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_channel_recv_fence(a:handle("channel"), a:integer("timeout_ms")))
+end
+
+calls.tensor_export = function(a)
+  a:no_null_out("descriptor", "length", "fds", "nfds")
+  if a:has("capacity") then
+    case_error("the binding sizes the descriptor itself: a capacity cannot be passed in Lua")
+  end
+  local descriptor, fds = core.tb_tensor_export(a:handle("tensor"), a:flags("flags", SEND_FLAGS))
+  return members {descriptor = value(hex_encode(descriptor)), fds = fd_list(fds)}
+end
+calls.tensor_import = function(a)
+  a:no_null_out("out")
+  return handle(tb.import(a:bytes("descriptor", "length"), a:fds("fds", "nfds")))
+end
+
+calls.fence_new = function(a)
+  a:no_null_out("out")
+  return handle(tb.fence(a:integer("initial")))
+end
+calls.fence_import_fd = function(a)
+  a:no_null_out("out")
+  return handle(tb.import_fence(a:fd("fd")))
+end
+calls.fence_export_fd = function(a)
+  a:no_null_out("out_fd")
+  local fence = a:handle("fence")
+  return fd(fence and fence:export_fd() or core.tb_fence_export_fd(nil))
+end
+calls.fence_ref = function(a) return handle(core.tb_fence_ref(a:handle("fence"))) end
+calls.fence_unref = releasing("fence")
+calls.fence_value = getter("fence", "value", core.tb_fence_value)
+calls.fence_signal = function(a)
+  local fence, target = a:handle("fence"), a:integer("value")
+  if fence == nil then
+    core.tb_fence_signal(nil, target)
+  else
+    fence:signal(target)
+  end
+  return NONE
+end
+calls.fence_wait = function(a)
+  core.tb_fence_wait(a:handle("fence"), a:integer("value"), a:integer("timeout_ns"))
+  return NONE
+end
+
+calls.pool_new = function(a)
+  a:no_null_out("out")
+  return handle(tb.pool(a:handle("prototype"), a:integer("count")))
+end
+calls.pool_acquire = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_pool_acquire(a:handle("pool"), a:integer("timeout_ms")))
+end
+calls.pool_available = getter("pool", "available", core.tb_pool_available)
+calls.pool_size = getter("pool", "size", core.tb_pool_size)
+calls.pool_ref = function(a) return handle(core.tb_pool_ref(a:handle("pool"))) end
+calls.pool_unref = releasing("pool")
+
 -- ---- pseudo-steps -------------------------------------------------------------
 
 calls.make_memfd = function(a)
@@ -677,6 +815,14 @@ calls.make_pipe = function() return fd(osutil.pipe()) end
 calls.make_tmpfile = function(a) return fd(osutil.tmpfile(a:integer("size"))) end
 calls.open_devnull = function() return fd(osutil.open("/dev/null", "rw")) end
 calls.open_directory = function() return fd(osutil.open("/", "directory")) end
+calls.reopen_read_only = function(a)
+  return fd(osutil.open("/proc/self/fd/" .. a:fd("fd"), "r"))
+end
+local socket_names = 0
+calls.make_socket_name = function()
+  socket_names = socket_names + 1
+  return value(string.format("@tensorbuf-conf-%d-%d", osutil.pid(), socket_names))
+end
 calls.close_fd = function(a)
   local ref = a:required("fd")
   tb.close_fd(a:fd("fd"))
@@ -705,7 +851,11 @@ for name in pairs {
   tensor_get_i64 = 1, tensor_set_f64 = 1, tensor_set_i64 = 1, tensor_read_bytes = 1,
   tensor_write_bytes = 1, tensor_map = 1, pixel_format_from_name = 1,
   pixel_format_from_fourcc = 1, image_new = 1, image_import = 1, image_set_format = 1,
-  image_plane = 1, image_export_plane_fd = 1,
+  image_plane = 1, image_export_plane_fd = 1, channel_pair = 1, listener_listen = 1,
+  listener_accept = 1, channel_connect = 1, channel_from_fd = 1, channel_send = 1,
+  channel_recv = 1, channel_send_fence = 1, channel_recv_fence = 1, tensor_export = 1,
+  tensor_import = 1, fence_new = 1, fence_import_fd = 1, fence_export_fd = 1,
+  fence_signal = 1, fence_wait = 1, pool_new = 1, pool_acquire = 1,
 } do
   FALLIBLE[name] = true
 end
@@ -784,6 +934,29 @@ end
 
 -- ---- running a case -------------------------------------------------------------
 
+-- "bind": {member = name, ...}: each member of an object result becomes a
+-- variable of its own (taken out of the result). The problem, or nil.
+local function bind_members(case, result, names)
+  for member, name in pairs(names) do
+    local part
+    if result.kind == "object" then
+      part = result.value[member]
+      result.value[member] = nil
+    elseif result.kind == "value" and type(result.value) == "table"
+        and result.value[member] ~= nil then
+      part = value(result.value[member])
+    end
+    if part == nil then
+      return string.format("binds member %s, which the result lacks", member)
+    end
+    if type(name) ~= "string" or case.vars[name] ~= nil then
+      discard(part)
+      return string.format("cannot bind member %s to %s", member, tostring(name))
+    end
+    case.vars[name] = part
+  end
+end
+
 local function run_step(case, step)
   local call = step.call
   local fn = calls[call]
@@ -819,9 +992,7 @@ local function run_step(case, step)
     return -- a failed call has no result to compare and binds nothing
   end
   if want ~= "TB_OK" then
-    if result.kind == "fd" then
-      tb.close_fd(result.value)
-    end
+    discard(result)
     case_error("returned TB_OK, expected %s", want)
   end
 
@@ -830,13 +1001,20 @@ local function run_step(case, step)
     case_error("expects a value, but the call gives none")
   end
   local problem
-  if expect.value ~= nil and not result_matches(a, expect.value, result, approx) then
+  if (expect.value ~= nil or expect["not"] ~= nil)
+      and (result.kind == "object" or result.kind == "fds") then
+    problem = "a result that owns handles or fds is bound, not compared"
+  elseif expect.value ~= nil and not result_matches(a, expect.value, result, approx) then
     problem = string.format("gave %s, expected %s", describe(result), cjson.encode(expect.value))
   elseif expect["not"] ~= nil and result_matches(a, expect["not"], result, approx) then
     problem = string.format("gave %s, which it must not", describe(result))
   end
   if step.bind ~= nil and problem == nil then
-    if result.kind == "none" then
+    if type(step.bind) == "table" then
+      problem = bind_members(case, result, step.bind)
+    elseif result.kind == "object" then
+      problem = "the result owns several things: bind its members"
+    elseif result.kind == "none" then
       problem = string.format("binds %s, but the call gives no result", step.bind)
     elseif case.vars[step.bind] ~= nil then
       problem = string.format("%s is already bound", step.bind)
@@ -845,9 +1023,7 @@ local function run_step(case, step)
       return
     end
   end
-  if result.kind == "fd" then
-    tb.close_fd(result.value) -- an unbound fd is closed at once
-  end
+  discard(result) -- what is left unbound is released at once
   if problem then
     case_error("%s", problem)
   end
@@ -888,9 +1064,7 @@ local function run_case(case_data)
   -- Release what the case holds: drop the handles (their finalisers drop
   -- the C references), close the fds, restore the environment, collect.
   for _, var in pairs(case.vars) do
-    if var.kind == "fd" and var.owned then
-      tb.close_fd(var.value)
-    end
+    discard(var)
   end
   for name, saved in pairs(case.env) do
     osutil.setenv(name, saved.value)

@@ -41,6 +41,7 @@ PIXEL_FORMATS = _pixel_formats()
 PIXEL_LAYOUTS = ["invalid", "packed", "planar", "semi_planar"]
 MAP_FLAGS = {"read": core.TB_MAP_READ, "write": core.TB_MAP_WRITE}
 BUFFER_FLAGS = {"read_only": core.TB_BUFFER_READ_ONLY}
+SEND_FLAGS = {"read_only": core.TB_SEND_READ_ONLY}
 ALLOC_FLAGS = {"huge_pages": core.TB_ALLOC_HUGE_PAGES}
 SEALS = {
     "shrink": fcntl.F_SEAL_SHRINK,
@@ -60,12 +61,14 @@ class CaseError(Exception):
 
 
 class Result:
-    """A step's result: kind "none", "value", "handle" or "fd"."""
+    """A step's result: kind "none", "value", "handle", "fd", "fds" (a list
+    of fds) or "object" (several out-parameters: a dict of Results, bound
+    member by member)."""
 
     def __init__(self, kind, value=None):
         self.kind = kind
         self.value = value
-        self.owned = kind == "fd"
+        self.owned = kind in ("fd", "fds")
 
 
 NONE = Result("none")
@@ -81,6 +84,26 @@ def handle(h):
 
 def fd(n):
     return Result("fd", n)
+
+
+def fd_list(fds):
+    return Result("fds", list(fds))
+
+
+def members(**results):
+    return Result("object", results)
+
+
+def discard(result):
+    """Closes the fds a result owns (handles go with the garbage)."""
+    if result.kind == "fd" and result.owned:
+        os.close(result.value)
+    elif result.kind == "fds" and result.owned:
+        for descriptor in result.value:
+            os.close(descriptor)
+    elif result.kind == "object":
+        for member in result.value.values():
+            discard(member)
 
 
 def pointer(h):
@@ -142,6 +165,8 @@ class Args:
 
     def string(self, name):
         v = self.args.get(name)
+        if is_ref(v):
+            v = self.bound(v).value
         if v is not None and not isinstance(v, str):
             raise CaseError(f"{name} is not a string")
         return v
@@ -166,6 +191,20 @@ class Args:
 
     def integers(self, name, length_name=None):
         return self.array(name, length_name, self.integer_value)
+
+    def fds(self, name, length_name=None):
+        """An array of fds, or a "$var" naming a bound fd list."""
+        v = self.args.get(name)
+        if not is_ref(v):
+            return self.integers(name, length_name)
+        var = self.bound(v)
+        if var.kind != "fds":
+            raise CaseError(f"{name} does not name a list of fds")
+        if length_name and self.has(length_name) and \
+                self.integer(length_name) != len(var.value):
+            raise CaseError(f"an explicit {length_name} that differs from the "
+                            f"length of {name} cannot be expressed in Python")
+        return list(var.value)
 
     def numbers(self, name, length_name=None):
         return self.array(name, length_name, self.number_value)
@@ -337,6 +376,30 @@ def _image_import(a, case):
             raise CaseError("fds, offsets and strides differ in length")
     return handle(core.tb_image_import(a.integer("width"), a.integer("height"),
                                        a.pixel_format("format"), fds, offsets, strides))
+
+
+def _channel_pair(a, case):
+    out_a, out_b = core.tb_channel_pair()
+    return members(out_a=handle(out_a), out_b=handle(out_b))
+
+
+def _tensor_export(a, case):
+    if a.has("capacity"):
+        raise CaseError("the binding sizes the descriptor itself: a capacity "
+                        "cannot be passed in Python")
+    descriptor, fds = core.tb_tensor_export(a.handle("tensor"),
+                                            a.flags("flags", SEND_FLAGS))
+    return members(descriptor=value(descriptor.hex()), fds=fd_list(fds))
+
+
+def _socket_name_counter():
+    count = 0
+
+    def make_socket_name(a, case):
+        nonlocal count
+        count += 1
+        return value(f"@tensorbuf-conf-{os.getpid()}-{count}")
+    return make_socket_name
 
 
 def _write_map(a, case):
@@ -554,6 +617,51 @@ CALLS = {
         core.tb_image_plane(a.handle("image"), a.integer("plane"))),
     "image_export_plane_fd": lambda a, case: fd(
         core.tb_image_export_plane_fd(a.handle("image"), a.integer("plane"))),
+    # channels and listeners
+    "channel_pair": _channel_pair,
+    "listener_listen": lambda a, case: handle(core.tb_listener_listen(a.string("path"))),
+    "listener_accept": lambda a, case: handle(core.tb_listener_accept(
+        a.handle("listener"), a.integer("timeout_ms"))),
+    "listener_fd": _getter("listener", core.tb_listener_fd),
+    "listener_free": _status_only(lambda a: a.release("listener")),
+    "channel_connect": lambda a, case: handle(core.tb_channel_connect(
+        a.string("path"), a.integer("timeout_ms"))),
+    "channel_from_fd": lambda a, case: handle(core.tb_channel_from_fd(a.integer("fd"))),
+    "channel_fd": _getter("channel", core.tb_channel_fd),
+    "channel_ref": lambda a, case: handle(core.tb_channel_ref(a.handle("channel"))),
+    "channel_unref": _status_only(lambda a: a.release("channel")),
+    "channel_send": _status_only(lambda a: core.tb_channel_send(
+        a.handle("channel"), a.handle("tensor"), a.flags("flags", SEND_FLAGS))),
+    "channel_recv": lambda a, case: handle(core.tb_channel_recv(
+        a.handle("channel"), a.integer("timeout_ms"))),
+    "channel_send_fence": _status_only(lambda a: core.tb_channel_send_fence(
+        a.handle("channel"), a.handle("fence"))),
+    "channel_recv_fence": lambda a, case: handle(core.tb_channel_recv_fence(
+        a.handle("channel"), a.integer("timeout_ms"))),
+    # descriptors
+    "tensor_export": _tensor_export,
+    "tensor_import": lambda a, case: handle(core.tb_tensor_import(
+        a.bytes("descriptor", "length"), a.fds("fds", "nfds"))),
+    # fences
+    "fence_new": lambda a, case: handle(core.tb_fence_new(a.integer("initial"))),
+    "fence_import_fd": lambda a, case: handle(core.tb_fence_import_fd(a.integer("fd"))),
+    "fence_export_fd": lambda a, case: fd(core.tb_fence_export_fd(a.handle("fence"))),
+    "fence_ref": lambda a, case: handle(core.tb_fence_ref(a.handle("fence"))),
+    "fence_unref": _status_only(lambda a: a.release("fence")),
+    "fence_value": _getter("fence", core.tb_fence_value),
+    "fence_signal": _status_only(lambda a: core.tb_fence_signal(
+        a.handle("fence"), a.integer("value"))),
+    "fence_wait": _status_only(lambda a: core.tb_fence_wait(
+        a.handle("fence"), a.integer("value"), a.integer("timeout_ns"))),
+    # pools
+    "pool_new": lambda a, case: handle(core.tb_pool_new(
+        a.handle("prototype"), a.integer("count"))),
+    "pool_acquire": lambda a, case: handle(core.tb_pool_acquire(
+        a.handle("pool"), a.integer("timeout_ms"))),
+    "pool_available": _getter("pool", core.tb_pool_available),
+    "pool_size": _getter("pool", core.tb_pool_size),
+    "pool_ref": lambda a, case: handle(core.tb_pool_ref(a.handle("pool"))),
+    "pool_unref": _status_only(lambda a: a.release("pool")),
     # pseudo-steps
     "make_memfd": _make_memfd,
     "make_pipe": _make_pipe,
@@ -561,6 +669,9 @@ CALLS = {
     "open_devnull": lambda a, case: fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)),
     "open_directory": lambda a, case: fd(
         os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)),
+    "reopen_read_only": lambda a, case: fd(os.open(
+        f"/proc/self/fd/{a.integer('fd')}", os.O_RDONLY | os.O_CLOEXEC)),
+    "make_socket_name": _socket_name_counter(),
     "close_fd": _close_fd,
     "set_env": _set_env,
 }
@@ -575,7 +686,11 @@ FALLIBLE = {
     "tensor_get_i64", "tensor_set_f64", "tensor_set_i64", "tensor_read_bytes",
     "tensor_write_bytes", "tensor_map", "pixel_format_from_name",
     "pixel_format_from_fourcc", "image_new", "image_import", "image_set_format",
-    "image_plane", "image_export_plane_fd",
+    "image_plane", "image_export_plane_fd", "channel_pair", "listener_listen",
+    "listener_accept", "channel_connect", "channel_from_fd", "channel_send",
+    "channel_recv", "channel_send_fence", "channel_recv_fence", "tensor_export",
+    "tensor_import", "fence_new", "fence_import_fd", "fence_export_fd",
+    "fence_signal", "fence_wait", "pool_new", "pool_acquire",
 }
 
 # Out-parameters by C name, where they are not "out" / "out_fd": the binding
@@ -584,6 +699,8 @@ OUT_PARAMETERS = {
     "alloc_options_init": ("opts",),
     "tensor_quantization_get": ("scale_out", "zero_point_out"),
     "tensor_read_bytes": ("dst",),
+    "channel_pair": ("out_a", "out_b"),
+    "tensor_export": ("descriptor", "length", "fds", "nfds"),
 }
 
 # ---- comparing ------------------------------------------------------------------
@@ -660,6 +777,26 @@ def check_error(call, error, want):
         raise CaseError(f"errno is {core.tb_last_errno()} after {error.name}")
 
 
+def bind_members(case, result, names):
+    """"bind": {member: name, ...}: each member of an object result becomes
+    a variable of its own (taken out of the result). The problem, or None."""
+    for member, name in names.items():
+        if result.kind == "object":
+            part = result.value.pop(member, None)
+        elif result.kind == "value" and isinstance(result.value, dict) \
+                and member in result.value:
+            part = value(result.value[member])
+        else:
+            part = None
+        if part is None:
+            return f"binds member {member}, which the result lacks"
+        if not isinstance(name, str) or name in case.vars:
+            discard(part)
+            return f"cannot bind member {member} to {name}"
+        case.vars[name] = part
+    return None
+
+
 def run_step(case, step):
     call = step.get("call")
     function = CALLS.get(call)
@@ -684,29 +821,33 @@ def run_step(case, step):
         check_error(call, error, want)
         return  # a failed call has no result to compare and binds nothing
     if want != "TB_OK":
-        if result.kind == "fd":
-            os.close(result.value)
+        discard(result)
         raise CaseError(f"returned TB_OK, expected {want}")
 
     approx = expect.get("approx", 0)
     if ("value" in expect or "not" in expect) and result.kind == "none":
         raise CaseError("expects a value, but the call gives none")
     problem = None
-    if "value" in expect and not result_matches(a, expect["value"], result, approx):
+    if ("value" in expect or "not" in expect) and result.kind in ("object", "fds"):
+        problem = "a result that owns handles or fds is bound, not compared"
+    elif "value" in expect and not result_matches(a, expect["value"], result, approx):
         problem = f"gave {describe(result)}, expected {json.dumps(expect['value'])}"
     elif "not" in expect and result_matches(a, expect["not"], result, approx):
         problem = f"gave {describe(result)}, which it must not"
     bind = step.get("bind")
     if bind is not None and problem is None:
-        if result.kind == "none":
+        if isinstance(bind, dict):
+            problem = bind_members(case, result, bind)
+        elif result.kind == "object":
+            problem = "the result owns several things: bind its members"
+        elif result.kind == "none":
             problem = f"binds {bind}, but the call gives no result"
         elif bind in case.vars:
             problem = f"{bind} is already bound"
         else:
             case.vars[bind] = result
             return
-    if result.kind == "fd":
-        os.close(result.value)  # an unbound fd is closed at once
+    discard(result)  # what is left unbound is released at once
     if problem:
         raise CaseError(problem)
 
@@ -740,8 +881,7 @@ def release(case):
     drop the C references), closes the fds, restores the environment and
     collects. (A function, so that no loop variable outlives it.)"""
     for var in case.vars.values():
-        if var.kind == "fd" and var.owned:
-            os.close(var.value)
+        discard(var)
     for name, saved in case.env.items():
         set_environment(name, saved)
     case.vars.clear()
