@@ -6,9 +6,14 @@
 #define TENSORBUF_H
 
 #include "tensorbuf/buffer.h"
+#include "tensorbuf/dlpack.h"
 #include "tensorbuf/export.h"
 #include "tensorbuf/status.h"
 #include "tensorbuf/tensor.h"
+#include "tensorbuf/channel.h"
+#include "tensorbuf/fence.h"
+#include "tensorbuf/image.h"
+#include "tensorbuf/pool.h"
 #include "tensorbuf/types.h"
 
 #endif /* TENSORBUF_H */
