@@ -247,7 +247,8 @@ static JsonArray *array_arg(Step *s, const char *name) {
   return NULL;
 }
 
-I64Array arg_i64_array(Step *s, const char *name) {
+/* An array of 64-bit integers, read as signed or (is_unsigned) unsigned. */
+static I64Array integer_array(Step *s, const char *name, bool is_unsigned) {
   I64Array a = {NULL, 0};
   JsonArray *array = array_arg(s, name);
   if (array == NULL)
@@ -256,21 +257,16 @@ I64Array arg_i64_array(Step *s, const char *name) {
   a.data = scratch_alloc(s, a.len * sizeof *a.data);
   for (size_t i = 0; i < a.len; i++)
     node_integer(s, json_array_get_element(array, (guint)i), name, &a.data[i],
-                 false);
+                 is_unsigned);
   return a;
 }
 
+I64Array arg_i64_array(Step *s, const char *name) {
+  return integer_array(s, name, false);
+}
+
 I64Array arg_u64_array(Step *s, const char *name) {
-  I64Array a = {NULL, 0};
-  JsonArray *array = array_arg(s, name);
-  if (array == NULL)
-    return a;
-  a.len = json_array_get_length(array);
-  a.data = scratch_alloc(s, a.len * sizeof *a.data);
-  for (size_t i = 0; i < a.len; i++)
-    node_integer(s, json_array_get_element(array, (guint)i), name, &a.data[i],
-                 true);
-  return a;
+  return integer_array(s, name, true);
 }
 
 IntArray arg_int_array(Step *s, const char *name) {

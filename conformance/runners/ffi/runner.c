@@ -8,6 +8,7 @@
  * usage: conformance-ffi CASES_DIR SKIP_FILE RESULTS_FILE [CASE_NAME...]
  * The case format is conformance/README.md. */
 #define _GNU_SOURCE
+#include "../common/json_match.h"
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -1373,55 +1374,6 @@ static const Pseudo pseudo_steps[] = {
 
 /* ---- expectations -------------------------------------------------------- */
 
-static bool is_number(JsonNode *n) {
-  return n != NULL && JSON_NODE_HOLDS_VALUE(n) &&
-         (json_node_get_value_type(n) == G_TYPE_INT64 ||
-          json_node_get_value_type(n) == G_TYPE_DOUBLE);
-}
-
-static bool same(JsonNode *want, JsonNode *got, double approx) {
-  if (JSON_NODE_HOLDS_NULL(want) || JSON_NODE_HOLDS_NULL(got))
-    return JSON_NODE_HOLDS_NULL(want) && JSON_NODE_HOLDS_NULL(got);
-  if (JSON_NODE_HOLDS_OBJECT(want) && JSON_NODE_HOLDS_OBJECT(got)) {
-    JsonObject *w = json_node_get_object(want), *g = json_node_get_object(got);
-    bool equal = json_object_get_size(w) == json_object_get_size(g);
-    GList *names = json_object_get_members(w);
-    for (GList *k = names; equal && k != NULL; k = k->next)
-      equal = json_object_has_member(g, k->data) &&
-              same(json_object_get_member(w, k->data),
-                   json_object_get_member(g, k->data), approx);
-    g_list_free(names);
-    return equal;
-  }
-  if (!JSON_NODE_HOLDS_VALUE(want) || !JSON_NODE_HOLDS_VALUE(got))
-    return false;
-  if (is_text(want) && is_text(got))
-    return g_str_equal(json_node_get_string(want), json_node_get_string(got));
-  if (is_text(want) && is_number(got)) {
-    const char *text = json_node_get_string(want);
-    if (json_node_get_value_type(got) == G_TYPE_DOUBLE) {
-      double d = json_node_get_double(got);
-      return g_str_equal(text, "nan")    ? isnan(d)
-             : g_str_equal(text, "inf")  ? d == INFINITY
-             : g_str_equal(text, "-inf") ? d == -INFINITY
-                                         : false;
-    }
-    g_autofree char *digits =
-        g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(got));
-    return g_str_equal(text, digits);
-  }
-  if (is_number(want) && is_number(got)) {
-    if (json_node_get_value_type(want) == G_TYPE_INT64 &&
-        json_node_get_value_type(got) == G_TYPE_INT64)
-      return json_node_get_int(want) == json_node_get_int(got);
-    return fabs(json_node_get_double(want) - json_node_get_double(got)) <=
-           approx;
-  }
-  if (json_node_get_value_type(want) == G_TYPE_BOOLEAN &&
-      json_node_get_value_type(got) == G_TYPE_BOOLEAN)
-    return json_node_get_boolean(want) == json_node_get_boolean(got);
-  return false;
-}
 
 static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
                   int status, Var *r) {
@@ -1472,7 +1424,7 @@ static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
     JsonNode *target = deref(s, n, NULL);
     if (target == NULL)
       return;
-    if (same(target, r->value, approx) != (k == 0)) {
+    if (tb_conf_json_matches(target, r->value, approx) != (k == 0)) {
       g_autofree char *got = json_to_string(r->value, FALSE);
       g_autofree char *text = json_to_string(n, FALSE);
       fail(s, "gave %s, %s %s", got, k == 0 ? "expected" : "must not be", text);
