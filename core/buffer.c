@@ -173,44 +173,11 @@ static gboolean dma_buf_size(int fd, const struct stat *st, uint64_t *size,
 /* Classifies `fd` by what the kernel says it is and makes sure a memfd can
  * be kept from shrinking under a mapping. Changes nothing: a failed import
  * must leave the caller's fd as it was, so the seal goes on in adopt. */
-static gboolean classify_fd(int fd, const struct stat *st, TbFdInfo *info,
-                            GError **error) {
-  int access = fcntl(fd, F_GETFL);
-  gboolean opened_read_only = access >= 0 && (access & O_ACCMODE) == O_RDONLY;
-  struct statfs fs;
-  if (fstatfs(fd, &fs) == 0 && fs.f_type == DMA_BUF_MAGIC) {
-    info->backend = &tb_backend_dma;
-    info->flags = opened_read_only ? TB_BUFFER_READ_ONLY : 0;
-    return dma_buf_size(fd, st, &info->size, error);
-  }
-  int seals = fcntl(fd, F_GET_SEALS);
-  if (seals < 0) {
-    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
-                "fd %d is %s, not a memfd or dma-buf", fd,
-                describe_file_type(st->st_mode));
-    return FALSE;
-  }
-  if (!(seals & F_SEAL_SHRINK)) {
-    /* Adding a seal needs a writable fd. */
-    if ((seals & F_SEAL_SEAL) || opened_read_only) {
-      g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
-                  "fd %d is shared memory that is not sealed against "
-                  "shrinking and cannot be sealed (made without "
-                  "MFD_ALLOW_SEALING, or opened read-only); a peer could "
-                  "truncate it under the mapping",
-                  fd);
-      return FALSE;
-    }
-  }
-  info->backend = &tb_backend_memfd;
-  info->flags = 0;
-  if (opened_read_only || (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
-    info->flags = TB_BUFFER_READ_ONLY;
-  info->size = (uint64_t)st->st_size;
-  return TRUE;
-}
-
+/* Classifies `fd` by what the kernel says it is. The seals are read before
+ * the size: a memfd already sealed against shrinking then has its final
+ * size, and needs neither sealing nor a second look when it is adopted. */
 gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
+  int seals = fcntl(fd, F_GET_SEALS);
   struct stat st;
   if (fstat(fd, &st) != 0) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
@@ -220,7 +187,38 @@ gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
   }
   info->device = (uint64_t)st.st_dev;
   info->inode = (uint64_t)st.st_ino;
-  return classify_fd(fd, &st, info, error);
+  int access = fcntl(fd, F_GETFL);
+  gboolean opened_read_only = access >= 0 && (access & O_ACCMODE) == O_RDONLY;
+  if (seals < 0) { /* not shmem: a dma-buf has no seals */
+    struct statfs fs;
+    if (fstatfs(fd, &fs) == 0 && fs.f_type == DMA_BUF_MAGIC) {
+      info->backend = &tb_backend_dma;
+      info->flags = opened_read_only ? TB_BUFFER_READ_ONLY : 0;
+      info->size_final = TRUE; /* a dma-buf's size never changes */
+      return dma_buf_size(fd, &st, &info->size, error);
+    }
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d is %s, not a memfd or dma-buf", fd,
+                describe_file_type(st.st_mode));
+    return FALSE;
+  }
+  if (!(seals & F_SEAL_SHRINK) && ((seals & F_SEAL_SEAL) || opened_read_only)) {
+    /* Adding a seal needs a writable fd and no F_SEAL_SEAL. */
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d is shared memory that is not sealed against "
+                "shrinking and cannot be sealed (made without "
+                "MFD_ALLOW_SEALING, or opened read-only); a peer could "
+                "truncate it under the mapping",
+                fd);
+    return FALSE;
+  }
+  info->backend = &tb_backend_memfd;
+  info->flags = 0;
+  if (opened_read_only || (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+    info->flags = TB_BUFFER_READ_ONLY;
+  info->size = (uint64_t)st.st_size;
+  info->size_final = (seals & F_SEAL_SHRINK) != 0;
+  return TRUE;
 }
 
 /* Seals a memfd against shrinking, then checks that it still holds the size
@@ -253,8 +251,7 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
   }
   /* Sealed only after the dup, so that running out of fds leaves the
    * caller's memfd unsealed. */
-  if (info->backend == &tb_backend_memfd &&
-      !seal_memfd(fd, info->size, error)) {
+  if (!info->size_final && !seal_memfd(fd, info->size, error)) {
     close(own);
     return NULL;
   }

@@ -32,6 +32,7 @@ typedef struct TbFdInfo {
   const TbBackend *backend; /* memfd or dma-buf */
   uint32_t flags;           /* TB_BUFFER_READ_ONLY */
   uint64_t size;            /* bytes of the file */
+  gboolean size_final;      /* sealed against shrinking before it was read */
   uint64_t device, inode;   /* the file's identity: dups share it */
 } TbFdInfo;
 

@@ -150,7 +150,8 @@ static void sync_needs_a_dma_buf(void **state) {
 static void failing_sync_fails_the_map(void **state) {
   (void)state;
   int memfd = tb_test_memfd(4096, MFD_ALLOW_SEALING);
-  const TbFdInfo info = {.backend = &tb_backend_dma, .size = 4096};
+  const TbFdInfo info = {
+      .backend = &tb_backend_dma, .size = 4096, .size_final = TRUE};
   GError *error = NULL;
   tb_buffer *buffer = tb_buffer_adopt_fd(memfd, &info, &error);
   assert_null(error);
@@ -187,7 +188,8 @@ static void dma_buf_without_cpu_access(void **state) {
   (void)state;
   int pipe_fds[2];
   assert_int_equal(pipe2(pipe_fds, O_CLOEXEC), 0);
-  const TbFdInfo info = {.backend = &tb_backend_dma, .size = 1 << 20};
+  const TbFdInfo info = {
+      .backend = &tb_backend_dma, .size = 1 << 20, .size_final = TRUE};
   GError *error = NULL;
   tb_buffer *buffer = tb_buffer_adopt_fd(pipe_fds[0], &info, &error);
   assert_null(error);
