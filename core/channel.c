@@ -330,6 +330,14 @@ static gboolean send_message(tb_channel *channel, GVariant *message,
   return FALSE;
 }
 
+/* Whether the peer has gone: a seqpacket recvmsg returns 0 both at the end
+ * of the connection and for an empty message, and only the first may give
+ * the peer's pool buffers back. */
+static gboolean peer_hung_up(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP));
+}
+
 /* Reads one message. Every fd that arrives is owned by the message (and
  * closed with it), whatever else is wrong with it. */
 static TbMessage *read_message(tb_channel *channel, int timeout_ms,
@@ -373,10 +381,15 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
       memcpy(&message->fds[message->nfds++], CMSG_DATA(c) + i * sizeof(int),
              sizeof(int));
   }
-  if (received <= 0) {
+  if (received <= 0 && peer_hung_up(channel->fd)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
                 "the peer closed the channel");
     drop_peer_leases(channel);
+    return NULL;
+  }
+  if (received <= 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the peer sent an empty message");
     return NULL;
   }
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {

@@ -269,6 +269,23 @@ static void dropping_a_leased_tensor_sends_its_release(void **state) {
   hostile_close(&h);
 }
 
+/* An empty message is malformed, not a hang-up: the channel stays open and
+ * only the real end of the connection reads as closed. */
+static void an_empty_message_is_not_a_close(void **state) {
+  (void)state;
+  hostile h = hostile_open();
+  assert_int_equal(send(h.raw, "", 0, 0), 0);
+  tb_tensor *tensor = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_channel_recv(&tensor, h.channel, PATIENCE_MS),
+                   TB_ERR_PROTOCOL);
+  assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+  assert_channel_still_works(&h);
+  shutdown(h.raw, SHUT_RDWR);
+  TB_ASSERT_STATUS(tb_channel_recv(&tensor, h.channel, PATIENCE_MS),
+                   TB_ERR_CLOSED);
+  hostile_close(&h);
+}
+
 /* ---- truncation, by a peer in another process ---------------------------- */
 
 /* Child: sends an unsealed memfd, then tries to truncate it under the
@@ -324,6 +341,7 @@ int main(void) {
       TB_TEST(cached_buffers_are_only_those_sent),
       TB_TEST(releases_for_nothing_are_ignored),
       TB_TEST(dropping_a_leased_tensor_sends_its_release),
+      TB_TEST(an_empty_message_is_not_a_close),
       TB_TEST(peer_cannot_truncate_what_was_received),
   };
   return TB_RUN_TESTS(tests);
