@@ -1,5 +1,5 @@
 /* Buffer entry points. */
-#include "buffer.h"
+#include "memory/buffer.h"
 #include "boundary.h"
 
 tb_status tb_buffer_new(tb_buffer **out, uint64_t size,

@@ -1,5 +1,5 @@
 /* Channel, listener, pool and descriptor entry points. */
-#include "channel.h"
+#include "sharing/channel.h"
 #include "boundary.h"
 
 #include <string.h>

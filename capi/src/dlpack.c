@@ -1,5 +1,5 @@
 /* DLPack entry points: NULL checks here, everything else in core. */
-#include "dlpack.h"
+#include "tensor/dlpack.h"
 #include "boundary.h"
 
 tb_status tb_tensor_to_dlpack(tb_dlpack_managed_tensor_versioned **out,

@@ -1,5 +1,5 @@
 /* Fence entry points. */
-#include "fence.h"
+#include "sharing/fence.h"
 #include "boundary.h"
 
 tb_status tb_fence_new(tb_fence **out, uint64_t initial) {

@@ -1,5 +1,5 @@
 /* Image and pixel-format entry points: NULL checks here, the rest in core. */
-#include "image.h"
+#include "tensor/image.h"
 #include "boundary.h"
 
 tb_status tb_pixel_format_from_name(tb_pixel_format *out, const char *name) {

@@ -1,5 +1,5 @@
 /* Tensor and map entry points: NULL checks here, everything else in core. */
-#include "tensor.h"
+#include "tensor/tensor.h"
 #include "boundary.h"
 
 tb_status tb_tensor_new(tb_tensor **out, tb_dtype dtype, size_t ndim,

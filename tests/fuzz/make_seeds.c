@@ -5,7 +5,7 @@
  * descriptions from tb_tensor_export, and what tb_channel_send,
  * tb_channel_send_fence and a receiver's release put on the socket; each
  * also as GVariant text. */
-#include "descriptor.h" /* the wire format, to print messages as text */
+#include "sharing/descriptor.h" /* the wire format, to print messages as text */
 #include "tensorbuf/channel.h"
 #include "tensorbuf/pool.h"
 

@@ -5,7 +5,7 @@
  * fds that are not dma-bufs (hence the static link and core headers). */
 #include "tb_test.h"
 
-#include "buffer.h"
+#include "memory/buffer.h"
 
 #include <errno.h>
 #include <fcntl.h>

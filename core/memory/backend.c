@@ -1,5 +1,5 @@
 /* Backend lookup, AUTO resolution and aligned mappings. */
-#include "backend.h"
+#include "memory/backend.h"
 
 #include <errno.h>
 #include <sys/mman.h>

@@ -5,7 +5,7 @@
  * coherent with the devices'. A dma-buf whose exporter refuses mmap (device
  * memory) imports without a CPU address: it can be shared and exported again,
  * and the core refuses to map it. */
-#include "buffer.h"
+#include "memory/buffer.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* Buffers: allocation, wrapping, fd import with kernel classification, and
  * the registry of live ids. */
-#include "buffer.h"
+#include "memory/buffer.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* CPU maps. A map holds a reference to its tensor, so the pointer it gives
  * cannot outlive the memory. Heap and memfd buffers stay mapped for their
  * lifetime, so mapping is bookkeeping only. */
-#include "tensor.h"
+#include "tensor/tensor.h"
 
 struct tb_map {
   tb_tensor *tensor; /* NULL once unmapped */

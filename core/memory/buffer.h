@@ -2,7 +2,7 @@
 #ifndef TB_BUFFER_INTERNAL_H
 #define TB_BUFFER_INTERNAL_H
 
-#include "backend.h"
+#include "memory/backend.h"
 
 /* Default alignment of allocations, and of image rows (what GPUs ask for). */
 #define TB_DEFAULT_ALIGNMENT 64u

@@ -2,7 +2,7 @@
 #ifndef TB_IMAGE_INTERNAL_H
 #define TB_IMAGE_INTERNAL_H
 
-#include "tensor.h"
+#include "tensor/tensor.h"
 
 GQuark tb_image_error_quark(void);
 #define TB_IMAGE_ERROR (tb_image_error_quark())

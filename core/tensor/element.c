@@ -1,6 +1,6 @@
 /* Element access by index and bulk byte copies, for scripting languages. */
-#include "half.h"
-#include "tensor.h"
+#include "tensor/half.h"
+#include "tensor/tensor.h"
 
 #include <math.h>
 #include <string.h>

@@ -2,7 +2,7 @@
 #ifndef TB_POOL_INTERNAL_H
 #define TB_POOL_INTERNAL_H
 
-#include "tensor.h"
+#include "tensor/tensor.h"
 #include "tensorbuf/channel.h"
 
 tb_pool *tb_pool_create(const tb_tensor *prototype, size_t count,

@@ -1,6 +1,6 @@
 /* IEEE half (f16) and bfloat16 conversions, rounding to nearest even. Both
  * are narrow binary floats, so one routine serves each direction. */
-#include "half.h"
+#include "tensor/half.h"
 
 #include <math.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  * An import wraps the bytes the producer's layout reaches as a HEAP buffer
  * whose destroy-notify calls the producer's deleter, and views it with the
  * producer's shape and strides. */
-#include "dlpack.h"
+#include "tensor/dlpack.h"
 
 #include <string.h>
 

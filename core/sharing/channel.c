@@ -5,7 +5,7 @@
  * token. Receiver state: the buffers received, by the sender's id (so a
  * recycled buffer is not mapped again), and messages read ahead while
  * pumping releases. */
-#include "channel.h"
+#include "sharing/channel.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
  * sealed against SHRINK and GROW so no holder of the fd can truncate the
  * memory under another's mapping (which would SIGBUS it). Mapped once for
  * the buffer's lifetime. */
-#include "buffer.h"
+#include "memory/buffer.h"
 
 #include <errno.h>
 #include <fcntl.h>

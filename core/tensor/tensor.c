@@ -1,6 +1,6 @@
 /* Tensors: creation, validation of shapes and strides, views, metadata. */
-#include "tensor.h"
-#include "image.h"
+#include "tensor/tensor.h"
+#include "tensor/image.h"
 
 #include <math.h>
 #include <string.h>

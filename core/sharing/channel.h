@@ -2,9 +2,9 @@
 #ifndef TB_CHANNEL_INTERNAL_H
 #define TB_CHANNEL_INTERNAL_H
 
-#include "descriptor.h"
-#include "fence.h"
-#include "pool.h"
+#include "sharing/descriptor.h"
+#include "sharing/fence.h"
+#include "sharing/pool.h"
 
 gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error);
 tb_channel *tb_channel_adopt_fd(int fd, GError **error);

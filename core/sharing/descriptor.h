@@ -10,7 +10,7 @@
 #ifndef TB_DESCRIPTOR_H
 #define TB_DESCRIPTOR_H
 
-#include "image.h"
+#include "tensor/image.h"
 
 #define TB_WIRE_VERSION 1u
 /* Largest message accepted; a descriptor is a few hundred bytes. */

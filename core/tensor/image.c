@@ -1,6 +1,6 @@
 /* Images: the pixel-format table, plane geometry, image creation, import of
  * planes from fds, and plane views. */
-#include "image.h"
+#include "tensor/image.h"
 
 G_DEFINE_QUARK(tb - image - error - quark, tb_image_error)
 

@@ -1,7 +1,7 @@
 /* Tensor descriptions and channel messages on the wire (see descriptor.h).
  * Builders use the typed constructors, never format strings, and parsers
  * read children by position: both run on every handoff. */
-#include "descriptor.h"
+#include "sharing/descriptor.h"
 
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /* Pools: fixed sets of equally laid-out tensors whose buffers come back
  * when the last tensor (or view) using them is dropped, here or — through a
  * release message — in another process. */
-#include "pool.h"
-#include "image.h"
+#include "sharing/pool.h"
+#include "tensor/image.h"
 
 #include <poll.h>
 

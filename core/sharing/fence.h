@@ -2,7 +2,7 @@
 #ifndef TB_FENCE_INTERNAL_H
 #define TB_FENCE_INTERNAL_H
 
-#include "buffer.h"
+#include "memory/buffer.h"
 #include "tensorbuf/fence.h"
 
 tb_fence *tb_fence_create(uint64_t initial, GError **error);

@@ -2,7 +2,7 @@
 #ifndef TB_TENSOR_INTERNAL_H
 #define TB_TENSOR_INTERNAL_H
 
-#include "buffer.h"
+#include "memory/buffer.h"
 #include "tensorbuf/pool.h"
 
 typedef struct TbQuantization {

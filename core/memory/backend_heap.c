@@ -1,7 +1,7 @@
 /* HEAP: process-private memory. Small blocks come from posix_memalign, large
  * ones from mmap (zeroed lazily by the kernel); never g_malloc, which aborts
  * on OOM. Also the "wrapped" variant for caller-owned memory. */
-#include "buffer.h"
+#include "memory/buffer.h"
 
 #include <errno.h>
 #include <stdlib.h>

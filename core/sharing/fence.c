@@ -9,7 +9,7 @@
  * refuses to sleep. Waiters never write the page (a fence imported from a
  * read-only fd is mapped read-only), so a signal cannot know whether anyone
  * sleeps: it always issues the wake. */
-#include "fence.h"
+#include "sharing/fence.h"
 
 #include <errno.h>
 #include <linux/futex.h>

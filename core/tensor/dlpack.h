@@ -2,7 +2,7 @@
 #ifndef TB_DLPACK_INTERNAL_H
 #define TB_DLPACK_INTERNAL_H
 
-#include "tensor.h"
+#include "tensor/tensor.h"
 
 /* Zero-copy exports that hold `tensor`, with CPU access open, until their
  * deleter. */
