@@ -200,7 +200,7 @@ void bench_report_time(const char *name, double value_ns, const char *peer,
 void bench_report_against_seed(const char *name, double value_ns,
                                double seed_ns) {
   if (!isnan(value_ns))
-    bench_report_time(name, value_ns, "edgefirst-tensor 0.24 (SEEDS.md figure)",
+    bench_report_time(name, value_ns, "edgefirst-tensor 0.24 (quoted figure)",
                       seed_ns, NULL);
 }
 

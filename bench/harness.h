@@ -48,8 +48,9 @@ double bench_median(double *values, size_t count);
 void bench_report_time(const char *name, double value_ns, const char *peer,
                        double peer_ns, const char *target);
 
-/* The seed library's figures measured on this project's machine (SEEDS.md):
- * quoted for comparison, not re-measured here. A NAN value (a benchmark the
+/* The seed library's figures (edgefirst-tensor 0.24), measured once on this
+ * project's machine and written at the calls: quoted for comparison, not
+ * re-measured here. A NAN value (a benchmark the
  * filter skipped) records nothing. */
 void bench_report_against_seed(const char *name, double value_ns,
                                double seed_ns);

@@ -31,6 +31,18 @@ foreach(dir LIBDIR INCLUDEDIR)
     set(TB_PC_${dir} "\${prefix}/${CMAKE_INSTALL_${dir}}")
   endif()
 endforeach()
+# GLib goes to Libs.private, not Requires.private: the public headers include
+# none of it, so `pkg-config --cflags` must not add its include paths nor
+# need its .pc file; only a static link (`--static`) names its library.
+# The compiler's own library directories are left out of GLib's -L flags.
+set(TB_PC_LIBS_PRIVATE "")
+foreach(flag IN LISTS GLIB_LDFLAGS)
+  string(REGEX REPLACE "^-L" "" dir "${flag}")
+  if(NOT flag MATCHES "^-L" OR NOT dir IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES)
+    string(APPEND TB_PC_LIBS_PRIVATE "${flag} ")
+  endif()
+endforeach()
+string(APPEND TB_PC_LIBS_PRIVATE "-lm")
 configure_file(${PROJECT_SOURCE_DIR}/cmake/tensorbuf.pc.in
   ${PROJECT_BINARY_DIR}/tensorbuf.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tensorbuf.pc
@@ -49,3 +61,11 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/tensorbufConfigVersion.cm
 install(FILES ${PROJECT_BINARY_DIR}/tensorbufConfig.cmake
   ${PROJECT_BINARY_DIR}/tensorbufConfigVersion.cmake
   DESTINATION ${TB_CMAKE_PACKAGE_DIR} COMPONENT development)
+
+# After the library is installed: refresh the loader's cache when the library
+# went to a directory the loader searches, so that programs linked with
+# `pkg-config --libs tensorbuf` run with no further step; elsewhere say what
+# to add. Last, so that it runs once everything is in place.
+install(CODE "set(TB_INSTALL_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")"
+  COMPONENT runtime)
+install(SCRIPT ${PROJECT_SOURCE_DIR}/cmake/ldconfig.cmake COMPONENT runtime)

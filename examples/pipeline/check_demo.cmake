@@ -20,6 +20,11 @@ endif()
 if(NOT status EQUAL STATUS)
   message(FATAL_ERROR "pipeline_demo exited with ${status}, not ${STATUS}")
 endif()
+# Progress goes one line at a time: a carriage return makes one endless line
+# of a log or CI output.
+if(output MATCHES "\r")
+  message(FATAL_ERROR "pipeline_demo's output has a carriage return")
+endif()
 if(NOT "${output}${errors}" MATCHES "${EXPECT}")
   message(FATAL_ERROR "pipeline_demo's output does not match: ${EXPECT}")
 endif()

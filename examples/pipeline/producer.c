@@ -86,7 +86,7 @@ static const int64_t NS_PER_S = 1000000000;
 static const int64_t CONSUMER_TIMEOUT_NS = 10 * NS_PER_S;
 /* Waits are cut into slices this long, to notice a consumer that died. */
 static const int SLICE_MS = 100;
-static const int64_t PROGRESS_EVERY_NS = NS_PER_S / 5;
+static const int64_t PROGRESS_EVERY_NS = NS_PER_S / 2;
 
 typedef struct digest {
   uint32_t checksum;
@@ -409,8 +409,9 @@ static tb_pool *make_pool(tb_pixel_format format) {
 
 static void print_progress(int64_t elapsed_ns, uint64_t frames,
                            const consumer *consumers) {
-  printf("\r  %4.1f s: %5" PRIu64 " frames, %6.1f frames/s, last hand-off "
-         "%s %" PRId64 " us, %s %" PRId64 " us   ",
+  /* One line each, no carriage return: readable in a log or CI output. */
+  printf("  %4.1f s: %5" PRIu64 " frames, %6.1f frames/s, last hand-off "
+         "%s %" PRId64 " us, %s %" PRId64 " us\n",
          (double)elapsed_ns / NS_PER_S, frames,
          (double)frames * NS_PER_S / (double)elapsed_ns, consumers[0].name,
          consumers[0].latencies_ns[frames - 1] / 1000, consumers[1].name,
@@ -442,7 +443,6 @@ static uint64_t send_frames(tb_pool *const pools[2], consumer *consumers,
       progress_ns = *elapsed_ns;
     }
   }
-  printf("\n");
   return frames;
 }
 

@@ -18,7 +18,9 @@ set(update_hint "If the change is intended, update the baseline deliberately (cm
 # Nothing that depends on where or how the library was built: no build paths
 # (source paths are made relative below), no DT_NEEDED list (a sanitizer adds
 # to it), and type ids that are hashes rather than a sequence that shifts on
-# every new type. Source locations stay: SUPPRESSIONS matches on them.
+# every new type. Source files stay (SUPPRESSIONS matches on them); their
+# line and column numbers go, so that an edit that moves a declaration
+# changes nothing and an unchanged tree rewrites the baseline identically.
 set(abidw_flags
   --headers-dir "${INCLUDE_DIR}" --drop-private-types --drop-undefined-syms
   --no-corpus-path --no-comp-dir-path --no-elf-needed --type-id-style hash)
@@ -32,6 +34,7 @@ function(dump_abi file)
     message(FATAL_ERROR "abidw failed on ${LIBRARY}:\n${errors}")
   endif()
   string(REPLACE "'${SOURCE_DIR}/" "'" abi "${abi}")
+  string(REGEX REPLACE " line='[0-9]+' column='[0-9]+'" "" abi "${abi}")
   file(WRITE "${file}" "${abi}")
   string(REGEX MATCHALL "<function-decl " decls "${abi}")
   list(LENGTH decls count)

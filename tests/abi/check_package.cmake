@@ -106,11 +106,15 @@ elseif(STEP STREQUAL "pkg-config")
     message(FATAL_ERROR "pkg-config says version ${output}, the project is ${VERSION}")
   endif()
   run("pkg-config --cflags" "${PKG_CONFIG}" --cflags tensorbuf)
+  # The public headers include no GLib header, so building against the
+  # library must not need GLib's development files.
+  if(output MATCHES "glib")
+    message(FATAL_ERROR "pkg-config --cflags tensorbuf names GLib: ${output}")
+  endif()
   separate_arguments(cflags UNIX_COMMAND "${output}")
   run("pkg-config --libs" "${PKG_CONFIG}" --libs tensorbuf)
   separate_arguments(libs UNIX_COMMAND "${output}")
-  # --static adds Libs.private and the Requires.private modules (GLib); the
-  # archive is named explicitly, since -ltensorbuf would pick the .so.
+  # --static adds Libs.private (GLib, libm); the archive is named explicitly, since -ltensorbuf would pick the .so.
   run("pkg-config --static --libs" "${PKG_CONFIG}" --static --libs tensorbuf)
   separate_arguments(static_libs UNIX_COMMAND "${output}")
   list(TRANSFORM static_libs REPLACE "^-ltensorbuf$" "-l:libtensorbuf.a")
