@@ -40,9 +40,26 @@
 #define TB_TEST(f)                                                             \
   cmocka_unit_test_setup_teardown(f, tb_test_setup, tb_test_teardown)
 
-/* Runs a file's tests with the group fixtures. */
+/* Runs a file's tests with the group fixtures. The exit status is cmocka's
+ * (the number of failed tests), or 77 when every test skipped, so that ctest
+ * reports the whole file as skipped (SKIP_RETURN_CODE 77). */
 #define TB_RUN_TESTS(tests)                                                    \
-  cmocka_run_group_tests(tests, tb_test_group_setup, tb_test_group_teardown)
+  tb_test_exit_status(cmocka_run_group_tests(tests, tb_test_group_setup,       \
+                                             tb_test_group_teardown),          \
+                      sizeof(tests) / sizeof((tests)[0]))
+
+/* Skips the running test and says why, on a line "skipped: <why>" (printf
+ * arguments; the first a string literal) that ./run's summary groups skips
+ * by. */
+#define TB_SKIP(...)                                                           \
+  do {                                                                         \
+    print_message("skipped: " __VA_ARGS__);                                    \
+    print_message("\n");                                                       \
+    tb_test_skipped++;                                                         \
+    skip();                                                                    \
+  } while (0)
+extern size_t tb_test_skipped;
+int tb_test_exit_status(int failed, size_t tests);
 
 /* An address no tensorbuf call returns: out-parameters are preset to it so
  * that a test can tell that a failed call did not write them. */

@@ -60,10 +60,9 @@ static void receive_and_check_arange(tb_peer_end *end, void *arg) {
 static void send_memory_kind(void **state) {
   tb_memory kind = *(const tb_memory *)*state;
   if (!tb_memory_available(kind)) {
-    print_message("skipped: %s memory cannot be allocated on this machine, "
-                  "so it cannot be sent\n",
-                  tb_memory_name(kind));
-    skip();
+    TB_SKIP("%s memory cannot be allocated on this machine, "
+            "so it cannot be sent",
+            tb_memory_name(kind));
   }
   tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
   opts.memory = kind;

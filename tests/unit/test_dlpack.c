@@ -193,8 +193,8 @@ static void export_keeps_zero_strides(void **state) {
   /* A broadcast column: element [i, j] is values[i]. */
   const int64_t shape[] = {4, 5}, strides[] = {1, 0};
   tb_tensor *tensor = NULL;
-  TB_ASSERT_OK(tb_tensor_from_buffer(&tensor, buffer, 0, TB_DTYPE_I32, 2,
-                                     shape, strides));
+  TB_ASSERT_OK(tb_tensor_from_buffer(&tensor, buffer, 0, TB_DTYPE_I32, 2, shape,
+                                     strides));
   tb_dlpack_managed_tensor_versioned *managed = NULL;
   TB_ASSERT_OK(tb_tensor_to_dlpack(&managed, tensor, 0));
   assert_ptr_equal(managed->dl_tensor.data, &values[0]);
@@ -312,9 +312,8 @@ static void export_rejects_bad_arguments(void **state) {
 static void export_needs_cpu_access(void **state) {
   (void)state;
   if (!tb_memory_available(TB_MEMORY_CUDA)) {
-    print_message("skipped: no CUDA device memory in this process, so no "
-                  "memory without CPU access to export\n");
-    skip();
+    TB_SKIP("no CUDA device memory in this process, so no "
+            "memory without CPU access to export");
   }
   const int64_t shape[] = {2};
   tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;

@@ -323,8 +323,7 @@ static void first_probe_while_out_of_fds(void **state) {
 static void shm_probe_survives_fd_exhaustion(void **state) {
   (void)state;
   if (!memfd_works_here()) {
-    print_message("skipped: memfd_create does not work here\n");
-    skip();
+    TB_SKIP("memfd_create does not work here");
   }
   pid_t child = fork();
   assert_true(child >= 0);

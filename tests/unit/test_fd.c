@@ -361,9 +361,7 @@ static void write_sealed_memfd_imports_read_only(void **state) {
     int fd = tb_test_memfd(16, MFD_ALLOW_SEALING);
     if (fcntl(fd, F_ADD_SEALS, seals[i]) != 0) {
       close(fd);
-      print_message("skipped: this kernel refuses seals 0x%x (%s)\n", seals[i],
-                    strerror(errno));
-      skip();
+      TB_SKIP("this kernel refuses seals 0x%x (%s)", seals[i], strerror(errno));
     }
     const int64_t shape[] = {16};
     tb_tensor *t;
@@ -490,8 +488,7 @@ static void dma_buf_import(void **state) {
   (void)state;
   int fd = make_dma_buf(4096);
   if (fd < 0) {
-    print_message("skipped: no way to make a dma-buf in this process\n");
-    skip();
+    TB_SKIP("no way to make a dma-buf in this process");
   }
   const int64_t shape[] = {4096};
   if (!tb_memory_available(TB_MEMORY_DMA)) {

@@ -125,8 +125,7 @@ static void last_error_is_per_thread(void **state) {
 static void last_errno_is_set_only_by_system_errors(void **state) {
   (void)state;
   if (!tb_memory_available(TB_MEMORY_SHM)) {
-    print_message("skipped: no memfd in this process, nothing to provoke\n");
-    skip();
+    TB_SKIP("no memfd in this process, nothing to provoke");
   }
   tb_alloc_options opts = tb_test_options(TB_MEMORY_SHM);
   tb_buffer *buffer = TB_SENTINEL(tb_buffer);
