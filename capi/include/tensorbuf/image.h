@@ -107,6 +107,7 @@ TB_API uint32_t tb_pixel_format_to_fourcc(tb_pixel_format format);
 TB_API tb_status tb_pixel_format_from_fourcc(tb_pixel_format *out,
                                              uint32_t fourcc);
 
+/* How the format lays out its planes (tb_pixel_layout). */
 TB_API tb_pixel_layout tb_pixel_format_layout(tb_pixel_format format);
 /* Colour components per pixel, padding and alpha included: RGB 3, RGBX 4,
  * GREY 1, the YUV formats 3 (Y, U, V). */
@@ -181,6 +182,7 @@ TB_API tb_status tb_image_set_format(tb_tensor *tensor, tb_pixel_format format);
 /* ---- description (infallible; 0 for a NULL tensor, a tensor that is not an
  * image, or a plane the image does not have) ------------------------------ */
 
+/* The image's pixel format, width and height in pixels, number of planes. */
 TB_API tb_pixel_format tb_image_format(const tb_tensor *tensor);
 TB_API uint32_t tb_image_width(const tb_tensor *tensor);
 TB_API uint32_t tb_image_height(const tb_tensor *tensor);

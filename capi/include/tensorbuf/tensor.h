@@ -74,6 +74,7 @@ TB_API void tb_tensor_unref(tb_tensor *tensor);     /* NULL is a no-op */
 /* ---- description --------------------------------------------------------
  * A NULL tensor or an axis >= ndim gives 0 (TB_DTYPE_INVALID, false, NULL). */
 
+/* Element type, number of axes, and length of `axis`. */
 TB_API tb_dtype tb_tensor_dtype(const tb_tensor *tensor);
 TB_API size_t tb_tensor_ndim(const tb_tensor *tensor);
 TB_API int64_t tb_tensor_dim(const tb_tensor *tensor, size_t axis);
