@@ -25,5 +25,13 @@ if(TB_BUILD_TESTS)
   add_test(NAME docs.comments
     COMMAND ${CMAKE_COMMAND} -DINCLUDE_DIR=${PROJECT_SOURCE_DIR}/capi/include
       -P ${PROJECT_SOURCE_DIR}/cmake/check_docs.cmake)
-  set_tests_properties(docs.comments PROPERTIES LABELS docs)
+  # README's ctest commands find tests from the repository root.
+  add_test(NAME docs.readme_ctest_commands
+    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
+      -DBINARY_DIR=${PROJECT_BINARY_DIR} -DCTEST=${CMAKE_CTEST_COMMAND}
+      -P ${PROJECT_SOURCE_DIR}/cmake/check_readme_commands.cmake)
+  set_tests_properties(docs.comments docs.readme_ctest_commands PROPERTIES
+    LABELS docs)
+  set_tests_properties(docs.readme_ctest_commands PROPERTIES
+    SKIP_RETURN_CODE 77)
 endif()
