@@ -2,13 +2,15 @@
 # gives finds tests when typed, as written, in the repository root (a bare
 # `ctest -L lua` there finds none and exits 0). Each runs with -N (list
 # only). The commands name the default preset, whose build folder is
-# SOURCE_DIR/build: from another build folder the test skips (77).
+# SOURCE_DIR/build: from another build folder the test skips (its
+# SKIP_REGULAR_EXPRESSION matches the line it prints; CMake 3.25 has no
+# cmake_language(EXIT) to exit 77).
 # cmake -DSOURCE_DIR=<root> -DBINARY_DIR=<this build> -DCTEST=<ctest>
 #       -P check_readme_commands.cmake
 
 if(NOT BINARY_DIR STREQUAL "${SOURCE_DIR}/build")
   message("skipped: README's ctest commands use the default preset's build/, not ${BINARY_DIR}")
-  cmake_language(EXIT 77)
+  return()
 endif()
 file(READ "${SOURCE_DIR}/README.md" readme)
 string(REGEX MATCHALL "(`|\n)ctest [^`\n#]*" commands "${readme}")
