@@ -70,10 +70,11 @@ gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
                 opts->alignment);
     return FALSE;
   }
-  if (opts->flags & ~TB_ALLOC_HUGE_PAGES) {
+  const uint32_t known_flags = TB_ALLOC_HUGE_PAGES | TB_ALLOC_UNINITIALIZED;
+  if (opts->flags & ~known_flags) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "opts->flags is 0x%x; unknown bits 0x%x", opts->flags,
-                opts->flags & ~TB_ALLOC_HUGE_PAGES);
+                opts->flags & ~known_flags);
     return FALSE;
   }
   if (opts->flags & TB_ALLOC_HUGE_PAGES)

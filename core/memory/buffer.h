@@ -16,6 +16,7 @@ struct tb_buffer {
   int fd;         /* -1 for memory without an fd */
   void *mapping;  /* what munmap takes, or NULL */
   size_t mapping_size;
+  size_t touched; /* heap mappings: bytes from the start that may hold data */
   tb_destroy_notify destroy; /* wrapped memory */
   void *user_data;
 };

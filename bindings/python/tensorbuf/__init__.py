@@ -41,6 +41,11 @@ def memory_available(memory):
     return core.tb_memory_available(core.tb_memory_from_name(memory))
 
 
+def memory_trim():
+    """Gives cached freed heap blocks back to the system; returns the bytes."""
+    return core.tb_memory_trim()
+
+
 def buffer_alive(buffer_id):
     """Whether the buffer with this id (Buffer.id, Tensor.buffer_id) lives."""
     return core.tb_buffer_alive(buffer_id)
@@ -75,4 +80,5 @@ __all__ = [
     "import_tensor",
     "live_objects",
     "memory_available",
+    "memory_trim",
 ]  # the error classes stay qualified: TimeoutError, SystemError shadow builtins

@@ -63,6 +63,13 @@ TB_API bool tb_memory_available(tb_memory memory);
 /* Allocation flags. */
 #define TB_ALLOC_HUGE_PAGES                                                    \
   0x1u /* 2 MiB alignment and transparent huge pages */
+/* The bytes may hold anything, as np.empty and torch.empty give: for output
+ * buffers that are written in full before being read. Saves clearing a heap
+ * block reused from the allocator's cache (small blocks and reused large
+ * ones); memory of the other kinds, and fresh mappings, still come zeroed.
+ * Never hands out another process's data: only this process's freed heap
+ * memory is reused. */
+#define TB_ALLOC_UNINITIALIZED 0x2u
 
 #define TB_ALLOC_OPTIONS_VERSION 1
 

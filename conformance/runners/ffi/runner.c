@@ -358,7 +358,8 @@ typedef struct Flag {
 static const Flag map_flags[] = {{"read", 0x1}, {"write", 0x2}, {0}};
 static const Flag buffer_flags[] = {{"read_only", 0x1}, {0}};
 static const Flag send_flags[] = {{"read_only", 0x1}, {0}};
-static const Flag alloc_flags[] = {{"huge_pages", 0x1}, {0}};
+static const Flag alloc_flags[] = {
+    {"huge_pages", 0x1}, {"uninitialized", 0x2}, {0}};
 static const Flag seals[] = {{"seal", F_SEAL_SEAL},
                              {"shrink", F_SEAL_SHRINK},
                              {"grow", F_SEAL_GROW},

@@ -79,7 +79,8 @@ local PIXEL_LAYOUTS = {[0] = "invalid", "packed", "planar", "semi_planar"}
 local MAP_FLAGS = {read = core.TB_MAP_READ, write = core.TB_MAP_WRITE}
 local BUFFER_FLAGS = {read_only = core.TB_BUFFER_READ_ONLY}
 local SEND_FLAGS = {read_only = core.TB_SEND_READ_ONLY}
-local ALLOC_FLAGS = {huge_pages = core.TB_ALLOC_HUGE_PAGES}
+local ALLOC_FLAGS = {huge_pages = core.TB_ALLOC_HUGE_PAGES,
+                     uninitialized = core.TB_ALLOC_UNINITIALIZED}
 
 -- Argument accessors over one step's args, bound to its case.
 local Args = {}

@@ -42,7 +42,10 @@ PIXEL_LAYOUTS = ["invalid", "packed", "planar", "semi_planar"]
 MAP_FLAGS = {"read": core.TB_MAP_READ, "write": core.TB_MAP_WRITE}
 BUFFER_FLAGS = {"read_only": core.TB_BUFFER_READ_ONLY}
 SEND_FLAGS = {"read_only": core.TB_SEND_READ_ONLY}
-ALLOC_FLAGS = {"huge_pages": core.TB_ALLOC_HUGE_PAGES}
+ALLOC_FLAGS = {
+    "huge_pages": core.TB_ALLOC_HUGE_PAGES,
+    "uninitialized": core.TB_ALLOC_UNINITIALIZED,
+}
 SEALS = {
     "shrink": fcntl.F_SEAL_SHRINK,
     "grow": fcntl.F_SEAL_GROW,
