@@ -92,6 +92,26 @@ gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
   return TRUE;
 }
 
+gboolean tb_size_mappable(uint64_t size, const char *what, GError **error) {
+  if (size > SIZE_MAX) {
+    g_set_error(error, TB_BACKEND_ERROR, TB_ERR_NO_MEMORY,
+                "%s of %" G_GUINT64_FORMAT " bytes is larger than this "
+                "process can map",
+                what, size);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The kernel's limit: NAME_MAX less the "memfd:" prefix it adds. */
+#define TB_MEMFD_NAME_MAX 249
+
+int tb_memfd_create(const char *name, unsigned flags) {
+  g_autofree char *truncated =
+      g_strndup(name != NULL ? name : "tensorbuf", TB_MEMFD_NAME_MAX);
+  return memfd_create(truncated, flags);
+}
+
 void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
                       int fd) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -100,7 +120,11 @@ void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
 
   /* Reserve enough address space to find an aligned start, place the real
    * mapping there, and give back the slack on both sides. */
-  size_t reserve = length + alignment;
+  if (alignment > SIZE_MAX - length) {
+    errno = ENOMEM;
+    return MAP_FAILED;
+  }
+  size_t reserve = length + (size_t)alignment;
   uint8_t *base = mmap(NULL, reserve, PROT_NONE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED)

@@ -57,6 +57,15 @@ gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
 void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
                       int fd);
 
+/* Whether `size` bytes can be mapped at all: a 64-bit size must never be
+ * truncated on its way to mmap (32-bit builds with 64-bit file offsets).
+ * Sets TB_ERR_NO_MEMORY naming `what` if not. */
+gboolean tb_size_mappable(uint64_t size, const char *what, GError **error);
+
+/* memfd_create under `name` (NULL: "tensorbuf"), cut to the 249 bytes the
+ * kernel takes, as dma-buf names are cut to DMA_BUF_NAME_LEN. */
+int tb_memfd_create(const char *name, unsigned flags);
+
 /* The empty buffers' data pointer: valid, aligned, never dereferenced. */
 extern uint8_t tb_empty_bytes[];
 

@@ -213,6 +213,19 @@ gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
                 fd);
     return FALSE;
   }
+  /* Only shmem memfds: a hugetlbfs memfd also answers F_GET_SEALS, but a
+   * hole punched in it while the huge page pool is empty raises SIGBUS in
+   * whoever reads the mapping. */
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d is sealable memory that is not on tmpfs (%s); only "
+                "shmem memfds and dma-bufs are imported",
+                fd,
+                fs.f_type == HUGETLBFS_MAGIC ? "hugetlbfs" : "another file "
+                                                              "system");
+    return FALSE;
+  }
   info->backend = &tb_backend_memfd;
   info->flags = 0;
   if (opened_read_only || (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))

@@ -111,6 +111,47 @@ static void exported_memfd_carries_the_name(void **state) {
   assert_non_null(strstr(target, "memfd:camera-0"));
 }
 
+static void long_names_are_cut_for_the_memfd(void **state) {
+  (void)state;
+  /* memfd_create refuses names over 249 bytes; the tensor keeps its own. */
+  char name[400];
+  memset(name, 'n', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_SHM);
+  opts.name = name;
+  const int64_t shape[] = {8};
+  tb_tensor *t;
+  TB_ASSERT_OK(tb_tensor_new(&t, TB_DTYPE_U8, 1, shape, &opts));
+  assert_string_equal(tb_tensor_name(t), name);
+  int fd = export_fd(t);
+  char path[64], target[512];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t length = readlink(path, target, sizeof target - 1);
+  close(fd);
+  tb_tensor_unref(t);
+  assert_true(length > 0);
+  target[length] = '\0';
+  assert_non_null(strstr(target, "memfd:nnnnnnnn"));
+}
+
+static void hugetlbfs_memfds_are_refused(void **state) {
+  (void)state;
+  int fd = memfd_create("tb-test-huge",
+                        MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+  if (fd < 0) {
+    print_message("skipped: no hugetlbfs memfd can be made here (%s)\n",
+                  strerror(errno));
+    skip();
+  }
+  /* Sizing needs huge pages reserved; an empty one is refused all the same. */
+  long huge_page = 2 << 20;
+  bool sized = ftruncate(fd, huge_page) == 0;
+  const int64_t shape[] = {sized ? huge_page : 0};
+  assert_import_refused(fd, TB_DTYPE_U8, 1, shape, 0, TB_ERR_BAD_FD);
+  assert_non_null(strstr(tb_last_error(), "hugetlbfs"));
+  close(fd);
+}
+
 static void import_at_an_offset(void **state) {
   (void)state;
   const int64_t sixteen[] = {16};
@@ -509,6 +550,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(export_import_round_trip),
       TB_TEST(exported_memfd_carries_the_name),
+      TB_TEST(long_names_are_cut_for_the_memfd),
+      TB_TEST(hugetlbfs_memfds_are_refused),
       TB_TEST(import_at_an_offset),
       TB_TEST(export_needs_an_fd_backed_tensor),
       TB_TEST(pipes_sockets_and_devices_are_refused),
