@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -46,17 +48,54 @@ bool tb_buffer_alive(uint64_t id) {
   return alive;
 }
 
-gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
-                          GError **error) {
+/* The end of each struct version's last field: a caller built against an
+ * older header has a struct only that long. A new version is one more line
+ * here (its last field) and TB_OPTIONS_LAST naming that field; the
+ * assertions keep both in step with the header. */
+#define TB_OPTIONS_END(field)                                                  \
+  (offsetof(tb_alloc_options, field) + sizeof(((tb_alloc_options *)0)->field))
+#define TB_OPTIONS_LAST flags
+static const size_t tb_alloc_options_sizes[] = {
+    [1] = TB_OPTIONS_END(flags),
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(tb_alloc_options_sizes) ==
+                TB_ALLOC_OPTIONS_VERSION + 1);
+G_STATIC_ASSERT((TB_OPTIONS_END(TB_OPTIONS_LAST) +
+                 G_ALIGNOF(tb_alloc_options) - 1) /
+                    G_ALIGNOF(tb_alloc_options) *
+                    G_ALIGNOF(tb_alloc_options) ==
+                sizeof(tb_alloc_options));
+
+size_t tb_alloc_options_size(uint32_t version) {
+  return version < G_N_ELEMENTS(tb_alloc_options_sizes)
+             ? tb_alloc_options_sizes[version]
+             : 0;
+}
+
+gboolean tb_alloc_options_read(tb_alloc_options *out,
+                               const tb_alloc_options *opts, GError **error) {
   static const tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
+  *out = defaults;
   if (opts == NULL)
-    opts = &defaults;
-  if (opts->version != TB_ALLOC_OPTIONS_VERSION) {
+    return TRUE;
+  size_t size = tb_alloc_options_size(opts->version);
+  if (size == 0) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_VERSION,
-                "opts->version is %u; this library knows version %u",
+                "opts->version is %u; this library knows versions 1 to %u",
                 opts->version, TB_ALLOC_OPTIONS_VERSION);
     return FALSE;
   }
+  memcpy(out, opts, size);
+  return TRUE;
+}
+
+gboolean tb_buffer_params(TbAllocParams *params,
+                          const tb_alloc_options *caller_opts,
+                          GError **error) {
+  tb_alloc_options read;
+  if (!tb_alloc_options_read(&read, caller_opts, error))
+    return FALSE;
+  const tb_alloc_options *opts = &read;
   if (tb_memory_name((tb_memory)opts->memory) == NULL) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "opts->memory is %u, not a tb_memory", opts->memory);

@@ -8,7 +8,9 @@
 extern "C" {
 #endif
 
-/* Most dimensions a tensor may have. */
+/* Most dimensions a tensor may have. This and the other array-size macros
+ * (TB_IMAGE_MAX_PLANES, ...) size arrays in callers' code: they are frozen
+ * for SONAME 0 and change only with a new SONAME. */
 #define TB_MAX_DIMS 16
 
 /* Element types. Values are ABI: explicit, never renumbered. 0 is never a
@@ -89,7 +91,9 @@ typedef struct tb_alloc_options {
   { TB_ALLOC_OPTIONS_VERSION, TB_MEMORY_AUTO, 0, NULL, 0 }
 
 /* Fills *opts with the defaults of the given struct version, for languages
- * that cannot expand TB_ALLOC_OPTIONS_INIT.
+ * that cannot expand TB_ALLOC_OPTIONS_INIT. Writes only the fields that
+ * `version` has (a caller built against an older header passes a shorter
+ * struct), and sets opts->version to `version`.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL opts), TB_ERR_VERSION. */
 TB_API tb_status tb_alloc_options_init(tb_alloc_options *opts,
                                        uint32_t version);
