@@ -300,3 +300,52 @@ def test_memory_available():
 def test_version():
     assert tensorbuf.__version__ == core.tb_version_string()
     assert tensorbuf.version_number == core.TB_VERSION_NUMBER
+
+
+SELF_CLEARING_LIST = """
+import tensorbuf
+from tensorbuf import core
+
+class Clears:
+    '''An int (or float) that empties the list it is read from.'''
+    def __init__(self, items, value):
+        self.items, self.value = items, value
+    def __index__(self):
+        self.items.clear()
+        return self.value
+    def __float__(self):
+        self.items.clear()
+        return float(self.value)
+
+class Other:
+    def __init__(self, value):
+        self.value = value
+    def __index__(self):
+        return self.value
+    def __float__(self):
+        return float(self.value)
+
+shape = []
+shape += [Clears(shape, 2)] + [Other(1) for _ in range(7)]
+t = core.tb_tensor_new(core.TB_DTYPE_U8, shape, None)
+assert [core.tb_tensor_dim(t, i) for i in range(8)] == [2] + [1] * 7, "shape"
+
+q = core.tb_tensor_new(core.TB_DTYPE_U8, (4, 3), None)
+scales = []
+scales += [Clears(scales, 2)] + [Other(3), Other(4)]
+core.tb_tensor_set_quantization(q, 1, scales, None)
+assert core.tb_tensor_quantization_get(q, 2)[0] == 4.0, "scales"
+print("ok")
+"""
+
+
+def test_sequences_changed_by_their_items_are_read_as_they_were():
+    # Run apart: before the fix this read freed memory and crashed.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SELF_CLEARING_LIST],
+                          capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
