@@ -111,6 +111,11 @@ function tb.memory_available(name)
   return core.tb_memory_available(core.tb_memory_from_name(name))
 end
 
+-- Why this thread's last AUTO allocation skipped kinds, or "".
+function tb.memory_auto_skipped()
+  return core.tb_memory_auto_skipped()
+end
+
 -- Gives cached freed heap blocks back to the system; returns the bytes.
 function tb.memory_trim()
   return core.tb_memory_trim()

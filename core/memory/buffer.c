@@ -118,7 +118,8 @@ gboolean tb_buffer_params(TbAllocParams *params,
   }
   if (opts->flags & TB_ALLOC_HUGE_PAGES)
     alignment = MAX(alignment, TB_HUGE_PAGE_ALIGNMENT);
-  if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory, error))
+  if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory,
+                          &params->automatic, error))
     return FALSE;
   params->alignment = alignment;
   params->name = opts->name;
@@ -143,8 +144,8 @@ static tb_buffer *buffer_publish(tb_buffer *buffer) {
   return buffer;
 }
 
-tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
-                           GError **error) {
+static tb_buffer *buffer_alloc_kind(uint64_t size, const TbAllocParams *params,
+                                    GError **error) {
   const TbBackend *backend = tb_backend_for(params->memory);
   tb_buffer *buffer = buffer_new(size, backend, 0);
   if (!backend->alloc(buffer, params, error)) {
@@ -152,6 +153,49 @@ tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
     return NULL;
   }
   return buffer_publish(buffer);
+}
+
+/* Why the calling thread's last AUTO allocation skipped kinds. */
+static _Thread_local char tb_auto_skipped[512];
+
+const char *tb_memory_auto_skipped(void) { return tb_auto_skipped; }
+
+/* AUTO: every kind in order of preference until one allocates (a dma-heap
+ * that opens can still be out of CMA), noting why each was skipped. */
+static tb_buffer *buffer_alloc_auto(uint64_t size, const TbAllocParams *params,
+                                    GError **error) {
+  g_autoptr(GString) skipped = g_string_new(NULL);
+  GError *last = NULL;
+  tb_buffer *buffer = NULL;
+  for (size_t i = 0; i < TB_BACKEND_AUTO_KINDS && buffer == NULL; i++) {
+    TbAllocParams kind = *params;
+    kind.memory = tb_backend_auto_order[i];
+    const char *why;
+    g_clear_error(&last);
+    if (!tb_backend_usable(kind.memory))
+      why = tb_backend_unusable_reason(kind.memory);
+    else if ((buffer = buffer_alloc_kind(size, &kind, &last)) != NULL)
+      break;
+    else
+      why = last->message;
+    g_string_append_printf(skipped, "%s%s: %s", skipped->len > 0 ? "; " : "",
+                           tb_memory_name(kind.memory), why);
+  }
+  g_strlcpy(tb_auto_skipped, skipped->str, sizeof tb_auto_skipped);
+  if (buffer == NULL) {
+    g_set_error(error, last->domain, last->code,
+                "no memory kind could allocate %" G_GUINT64_FORMAT
+                " bytes (%s)",
+                size, skipped->str);
+    g_error_free(last);
+  }
+  return buffer;
+}
+
+tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
+                           GError **error) {
+  return params->automatic ? buffer_alloc_auto(size, params, error)
+                           : buffer_alloc_kind(size, params, error);
 }
 
 tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,

@@ -3,6 +3,8 @@
 #include "tb_test.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Whether every byte of the buffer is `value`, read through a u8 tensor. */
@@ -408,6 +410,38 @@ static void heap_cache_is_bounded_and_trimmed(void **state) {
   assert_int_equal(tb_memory_trim(), 0);
 }
 
+static void auto_falls_back_and_says_why(void **state) {
+  (void)state;
+  if (getenv("TENSORBUF_MEMORY") != NULL) {
+    print_message("skipped: TENSORBUF_MEMORY forces one kind\n");
+    skip();
+  }
+  /* Every kind fails: the error names each kind's failure in order. */
+  tb_buffer *buffer = TB_SENTINEL(tb_buffer);
+  TB_ASSERT_STATUS(tb_buffer_new(&buffer, UINT64_C(1) << 62, NULL),
+                   TB_ERR_NO_MEMORY);
+  assert_ptr_equal(buffer, TB_SENTINEL(tb_buffer));
+  const char *message = tb_last_error();
+  const char *dma = strstr(message, "dma: ");
+  const char *shm = strstr(message, "shm: ");
+  const char *heap = strstr(message, "heap: ");
+  assert_true(dma != NULL && shm != NULL && heap != NULL);
+  assert_true(dma < shm && shm < heap);
+  assert_non_null(strstr(tb_memory_auto_skipped(), "heap: "));
+  /* A size one kind can take: the query says what came before it. */
+  TB_ASSERT_OK(tb_buffer_new(&buffer, 64, NULL));
+  tb_memory got = tb_buffer_memory(buffer);
+  const char *skipped = tb_memory_auto_skipped();
+  if (got == TB_MEMORY_DMA)
+    assert_string_equal(skipped, "");
+  else
+    assert_non_null(strstr(skipped, "dma: "));
+  char label[16];
+  snprintf(label, sizeof label, "; %s: ", tb_memory_name(got));
+  assert_null(strstr(skipped, label));
+  tb_buffer_unref(buffer);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(new_buffers_are_zeroed_and_described),
@@ -425,6 +459,7 @@ int main(void) {
       TB_TEST(reused_heap_blocks_are_zeroed),
       TB_TEST(uninitialized_heap_blocks_are_not_cleared),
       TB_TEST(heap_cache_is_bounded_and_trimmed),
+      TB_TEST(auto_falls_back_and_says_why),
   };
   return TB_RUN_TESTS(tests);
 }

@@ -349,3 +349,15 @@ def test_sequences_changed_by_their_items_are_read_as_they_were():
                           check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_memory_trim_and_auto_skipped():
+    tensorbuf.memory_trim()
+    tensorbuf.Tensor((1024, 1024), "u8", memory="heap")  # dropped: 1 MiB cached
+    assert tensorbuf.memory_trim() == 1 << 20
+    assert tensorbuf.memory_trim() == 0
+    t = tensorbuf.Tensor((4,), "u8", uninitialized=True)
+    skipped = tensorbuf.memory_auto_skipped()
+    assert isinstance(skipped, str)
+    if t.memory != "dma" and "TENSORBUF_MEMORY" not in os.environ:
+        assert skipped.startswith("dma: ")

@@ -62,6 +62,13 @@ TB_API tb_status tb_memory_from_name(tb_memory *out, const char *name);
  * (AUTO and HEAP: always). Probes once per kind; thread-safe. */
 TB_API bool tb_memory_available(tb_memory memory);
 
+/* Why the calling thread's last allocation with memory AUTO skipped kinds
+ * ("dma: <why>; shm: <why>"), or "" when it took the first. AUTO tries DMA,
+ * SHM, then HEAP, and falls back when a kind is unavailable or its
+ * allocation fails (a dma-heap out of CMA). Valid until this thread's next
+ * AUTO allocation; never NULL. */
+TB_API const char *tb_memory_auto_skipped(void);
+
 /* Allocation flags. */
 #define TB_ALLOC_HUGE_PAGES                                                    \
   0x1u /* 2 MiB alignment and transparent huge pages */
