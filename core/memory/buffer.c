@@ -416,6 +416,10 @@ uint64_t tb_buffer_id(const tb_buffer *buffer) {
   return buffer != NULL ? buffer->id : 0;
 }
 
+int tb_buffer_fd(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->fd : -1;
+}
+
 bool tb_buffer_read_only(const tb_buffer *buffer) {
   return buffer != NULL && (buffer->flags & TB_BUFFER_READ_ONLY);
 }

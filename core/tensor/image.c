@@ -112,6 +112,28 @@ uint32_t tb_pixel_format_channels(tb_pixel_format format) {
   return info != NULL ? info->channels : 0;
 }
 
+bool tb_pixel_format_is_yuv(tb_pixel_format format) {
+  switch (format) {
+  case TB_PIXEL_FORMAT_YUYV:
+  case TB_PIXEL_FORMAT_VYUY:
+  case TB_PIXEL_FORMAT_UYVY:
+  case TB_PIXEL_FORMAT_NV12:
+  case TB_PIXEL_FORMAT_NV21:
+  case TB_PIXEL_FORMAT_NV16:
+  case TB_PIXEL_FORMAT_NV24:
+  case TB_PIXEL_FORMAT_I420:
+  case TB_PIXEL_FORMAT_P010:
+    return true;
+  default:
+    return false;
+  }
+}
+
+bool tb_pixel_format_has_alpha(tb_pixel_format format) {
+  return format == TB_PIXEL_FORMAT_RGBA || format == TB_PIXEL_FORMAT_BGRA ||
+         format == TB_PIXEL_FORMAT_PLANAR_RGBA;
+}
+
 uint32_t tb_pixel_format_plane_count(tb_pixel_format format) {
   const TbFormatInfo *info = format_info(format);
   return info != NULL ? info->nplanes : 0;

@@ -152,6 +152,34 @@ static void hugetlbfs_memfds_are_refused(void **state) {
   close(fd);
 }
 
+static void borrowed_fds_are_the_buffers_own(void **state) {
+  (void)state;
+  tb_tensor *t = shm_arange(TB_DTYPE_U8, 1, (const int64_t[]){64});
+  int fds_before = tb_test_open_fds();
+  int fd = tb_tensor_fd(t);
+  assert_true(fd >= 0);
+  assert_int_equal(tb_tensor_fd(t), fd); /* the same fd, not a dup */
+  assert_int_equal(tb_test_open_fds(), fds_before);
+  tb_buffer *buffer = tb_tensor_buffer(t);
+  assert_int_equal(tb_buffer_fd(buffer), fd);
+  tb_buffer_unref(buffer);
+  /* The fd an export gives is a dup of the same file. */
+  int exported = export_fd(t);
+  struct stat a, b;
+  assert_int_equal(fstat(fd, &a), 0);
+  assert_int_equal(fstat(exported, &b), 0);
+  assert_true(exported != fd && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+  close(exported);
+  tb_tensor_unref(t);
+
+  tb_tensor *heap = tb_test_arange(TB_DTYPE_U8, 1, (const int64_t[]){8},
+                                   TB_MEMORY_HEAP);
+  assert_int_equal(tb_tensor_fd(heap), -1);
+  tb_tensor_unref(heap);
+  assert_int_equal(tb_tensor_fd(NULL), -1);
+  assert_int_equal(tb_buffer_fd(NULL), -1);
+}
+
 static void import_at_an_offset(void **state) {
   (void)state;
   const int64_t sixteen[] = {16};
@@ -552,6 +580,7 @@ int main(void) {
       TB_TEST(exported_memfd_carries_the_name),
       TB_TEST(long_names_are_cut_for_the_memfd),
       TB_TEST(hugetlbfs_memfds_are_refused),
+      TB_TEST(borrowed_fds_are_the_buffers_own),
       TB_TEST(import_at_an_offset),
       TB_TEST(export_needs_an_fd_backed_tensor),
       TB_TEST(pipes_sockets_and_devices_are_refused),

@@ -267,6 +267,12 @@ class Tensor(_core.TensorBase):
         return _core.tb_tensor_buffer_id(self._handle)
 
     @property
+    def fd(self):
+        """The buffer's own fd, borrowed (-1 without one): valid while the
+        tensor lives; never close it (export_fd gives one to keep)."""
+        return _core.tb_tensor_fd(self._handle)
+
+    @property
     def buffer(self):
         return Buffer._wrap_handle(_core.tb_tensor_buffer(self._handle))
 

@@ -361,3 +361,10 @@ def test_memory_trim_and_auto_skipped():
     assert isinstance(skipped, str)
     if t.memory != "dma" and "TENSORBUF_MEMORY" not in os.environ:
         assert skipped.startswith("dma: ")
+
+
+def test_fd_is_borrowed(shm):
+    t = tensorbuf.Tensor((16,), "u8", memory=shm)
+    assert t.fd >= 0 and t.fd == t.fd
+    assert os.fstat(t.fd).st_size >= 16
+    assert tensorbuf.Tensor((16,), "u8", memory="heap").fd == -1

@@ -50,6 +50,12 @@ TB_API tb_memory tb_buffer_memory(const tb_buffer *buffer);
 TB_API uint64_t tb_buffer_id(const tb_buffer *buffer);
 TB_API bool tb_buffer_read_only(const tb_buffer *buffer);
 
+/* The buffer's own fd (SHM and DMA), borrowed: no dup, valid while the
+ * buffer lives, and never to be closed by the caller (dup it to keep it;
+ * tb_tensor_export_fd does). -1 for memory without an fd or a NULL buffer.
+ * Thread-safe. */
+TB_API int tb_buffer_fd(const tb_buffer *buffer);
+
 /* Whether the buffer that had this id is still alive: a cache keyed by
  * buffer id uses it to tell stale entries. Thread-safe. */
 TB_API bool tb_buffer_alive(uint64_t id);

@@ -194,6 +194,8 @@ static const char *const signature_table[] = {
     "status pixel_format_from_fourcc(out_format out, u32 fourcc)",
     "layout pixel_format_layout(format format)",
     "u32 pixel_format_channels(format format)",
+    "bool pixel_format_is_yuv(format format)",
+    "bool pixel_format_has_alpha(format format)",
     "u32 pixel_format_plane_count(format format)",
     "u32 pixel_format_bits(format format)",
     "u32 pixel_format_plane_hsub(format format, size plane)",

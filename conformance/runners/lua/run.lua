@@ -648,7 +648,7 @@ end
 calls.pixel_format_layout = function(a)
   return value(PIXEL_LAYOUTS[core.tb_pixel_format_layout(a:pixel_format("format"))])
 end
-for _, fact in ipairs {"channels", "plane_count", "bits"} do
+for _, fact in ipairs {"channels", "plane_count", "bits", "is_yuv", "has_alpha"} do
   calls["pixel_format_" .. fact] = function(a)
     return value(core["tb_pixel_format_" .. fact](a:pixel_format("format")))
   end

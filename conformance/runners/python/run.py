@@ -593,6 +593,10 @@ CALLS = {
         PIXEL_LAYOUTS[core.tb_pixel_format_layout(a.pixel_format("format"))]),
     "pixel_format_channels": lambda a, case: value(
         core.tb_pixel_format_channels(a.pixel_format("format"))),
+    "pixel_format_is_yuv": lambda a, case: value(
+        core.tb_pixel_format_is_yuv(a.pixel_format("format"))),
+    "pixel_format_has_alpha": lambda a, case: value(
+        core.tb_pixel_format_has_alpha(a.pixel_format("format"))),
     "pixel_format_plane_count": lambda a, case: value(
         core.tb_pixel_format_plane_count(a.pixel_format("format"))),
     "pixel_format_bits": lambda a, case: value(
