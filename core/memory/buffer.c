@@ -137,8 +137,24 @@ static tb_buffer *buffer_new(uint64_t size, const TbBackend *backend,
   return buffer;
 }
 
+/* The identity of the file behind `fd`: device in the high half, inode in
+ * the low one, which is exact while both fit 32 bits (memfds and dma-bufs
+ * live on kernel-internal mounts with small device numbers); beyond that
+ * the halves are mixed, and a collision needs two live files. */
+static uint64_t file_key(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0)
+    return 0;
+  uint64_t device = (uint64_t)st.st_dev, inode = (uint64_t)st.st_ino;
+  if (device <= UINT32_MAX && inode <= UINT32_MAX)
+    return device << 32 | inode;
+  return (device * UINT64_C(0x9e3779b97f4a7c15)) ^ inode;
+}
+
 /* Registers a fully built buffer: from here on it is a live handle. */
 static tb_buffer *buffer_publish(tb_buffer *buffer) {
+  if (buffer->fd >= 0)
+    buffer->key = file_key(buffer->fd);
   registry_add(buffer);
   tb_live_add(1);
   return buffer;
@@ -414,6 +430,10 @@ tb_memory tb_buffer_memory(const tb_buffer *buffer) {
 
 uint64_t tb_buffer_id(const tb_buffer *buffer) {
   return buffer != NULL ? buffer->id : 0;
+}
+
+uint64_t tb_buffer_key(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->key : 0;
 }
 
 int tb_buffer_fd(const tb_buffer *buffer) {

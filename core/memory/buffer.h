@@ -17,6 +17,7 @@ struct tb_buffer {
   void *mapping;  /* what munmap takes, or NULL */
   size_t mapping_size;
   size_t touched; /* heap mappings: bytes from the start that may hold data */
+  uint64_t key;   /* tb_buffer_key: the fd's file, 0 without an fd */
   tb_destroy_notify destroy; /* wrapped memory */
   void *user_data;
 };

@@ -180,6 +180,40 @@ static void borrowed_fds_are_the_buffers_own(void **state) {
   assert_int_equal(tb_buffer_fd(NULL), -1);
 }
 
+static void two_imports_of_one_file_share_a_key(void **state) {
+  (void)state;
+  const int64_t shape[] = {64};
+  tb_tensor *t = shm_arange(TB_DTYPE_U8, 1, shape);
+  int fd = export_fd(t);
+  tb_tensor *a, *b;
+  TB_ASSERT_OK(tb_tensor_import_fd(&a, fd, TB_DTYPE_U8, 1, shape, 0));
+  TB_ASSERT_OK(tb_tensor_import_fd(&b, fd, TB_DTYPE_U8, 1, shape, 0));
+  tb_buffer *buffers[3] = {tb_tensor_buffer(t), tb_tensor_buffer(a),
+                           tb_tensor_buffer(b)};
+  assert_true(tb_buffer_id(buffers[1]) != tb_buffer_id(buffers[2]));
+  assert_true(tb_buffer_key(buffers[0]) != 0);
+  assert_int_equal(tb_buffer_key(buffers[1]), tb_buffer_key(buffers[0]));
+  assert_int_equal(tb_buffer_key(buffers[2]), tb_buffer_key(buffers[0]));
+  /* Another file, another key; memory without an fd has none. */
+  tb_tensor *other = shm_arange(TB_DTYPE_U8, 1, shape);
+  tb_buffer *other_buffer = tb_tensor_buffer(other);
+  assert_true(tb_buffer_key(other_buffer) != tb_buffer_key(buffers[0]));
+  tb_buffer *heap;
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_HEAP);
+  TB_ASSERT_OK(tb_buffer_new(&heap, 64, &opts));
+  assert_int_equal(tb_buffer_key(heap), 0);
+  assert_int_equal(tb_buffer_key(NULL), 0);
+  tb_buffer_unref(heap);
+  tb_buffer_unref(other_buffer);
+  tb_tensor_unref(other);
+  for (int i = 0; i < 3; i++)
+    tb_buffer_unref(buffers[i]);
+  tb_tensor_unref(a);
+  tb_tensor_unref(b);
+  tb_tensor_unref(t);
+  close(fd);
+}
+
 static void import_at_an_offset(void **state) {
   (void)state;
   const int64_t sixteen[] = {16};
@@ -581,6 +615,7 @@ int main(void) {
       TB_TEST(long_names_are_cut_for_the_memfd),
       TB_TEST(hugetlbfs_memfds_are_refused),
       TB_TEST(borrowed_fds_are_the_buffers_own),
+      TB_TEST(two_imports_of_one_file_share_a_key),
       TB_TEST(import_at_an_offset),
       TB_TEST(export_needs_an_fd_backed_tensor),
       TB_TEST(pipes_sockets_and_devices_are_refused),

@@ -267,6 +267,13 @@ class Tensor(_core.TensorBase):
         return _core.tb_tensor_buffer_id(self._handle)
 
     @property
+    def buffer_key(self):
+        """Equal for tensors over the same dma-buf or memfd, even from two
+        imports (0 without an fd): a key for per-memory caches."""
+        buffer = _core.tb_tensor_buffer(self._handle)
+        return _core.tb_buffer_key(buffer)
+
+    @property
     def fd(self):
         """The buffer's own fd, borrowed (-1 without one): valid while the
         tensor lives; never close it (export_fd gives one to keep)."""

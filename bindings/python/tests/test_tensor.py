@@ -368,3 +368,16 @@ def test_fd_is_borrowed(shm):
     assert t.fd >= 0 and t.fd == t.fd
     assert os.fstat(t.fd).st_size >= 16
     assert tensorbuf.Tensor((16,), "u8", memory="heap").fd == -1
+
+
+def test_buffer_key_is_equal_for_two_imports(shm):
+    t = tensorbuf.Tensor((16,), "u8", memory=shm)
+    fd = t.export_fd()
+    try:
+        a = tensorbuf.import_fd(fd, (16,))
+        b = tensorbuf.import_fd(fd, (16,))
+    finally:
+        os.close(fd)
+    assert a.buffer_id != b.buffer_id
+    assert a.buffer_key == b.buffer_key == t.buffer_key != 0
+    assert tensorbuf.Tensor((16,), "u8", memory="heap").buffer_key == 0

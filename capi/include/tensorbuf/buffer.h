@@ -56,6 +56,13 @@ TB_API bool tb_buffer_read_only(const tb_buffer *buffer);
  * Thread-safe. */
 TB_API int tb_buffer_fd(const tb_buffer *buffer);
 
+/* A key for caches of per-memory objects (an EGLImage, an engine binding)
+ * that is the same for every buffer over the same underlying file: two
+ * imports of one dma-buf or memfd, in this process, give equal keys, where
+ * their ids differ. Made from the file's device and inode. 0 for memory
+ * without an fd (use tb_buffer_id) or a NULL buffer. Thread-safe. */
+TB_API uint64_t tb_buffer_key(const tb_buffer *buffer);
+
 /* Whether the buffer that had this id is still alive: a cache keyed by
  * buffer id uses it to tell stale entries. Thread-safe. */
 TB_API bool tb_buffer_alive(uint64_t id);
