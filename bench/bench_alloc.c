@@ -3,7 +3,11 @@
  *
  *   heap new+free      vs calloc+free (same contract: zeroed bytes), malloc
  *                      +free (not zeroed: a lower bound) and an anonymous
- *                      mmap+munmap (the mechanism tensorbuf uses)
+ *                      mmap+munmap (the mechanism behind a fresh block)
+ *   heap new+memset+free vs calloc+memset+free: what a user pays for a
+ *                      frame written in full (target <= 1.0x)
+ *   heap new uninitialized+memset+free vs malloc+memset+free: the
+ *                      TB_ALLOC_UNINITIALIZED flag (np.empty's contract)
  *   heap new+write+free vs calloc+write+free: the full cost once every page
  *                      has been touched, since the kernel zeroes lazily;
  *                      also against anonymous mmap+write+munmap, and with
@@ -16,8 +20,10 @@
 #include <tensorbuf/tensorbuf.h>
 
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,6 +58,45 @@ static void tensor_new_write_free(void *context, uint64_t iterations) {
     bench_write_pages(tb_map_data(map), c->bytes);
     tb_map_free(map);
     tb_tensor_unref(tensor);
+  }
+}
+
+/* The whole frame written, as an image producer does. */
+static void tensor_new_memset_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    tb_tensor *tensor;
+    tb_map *map;
+    bench_check(
+        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
+        "tb_tensor_new");
+    bench_check(tb_tensor_map(&map, tensor, TB_MAP_WRITE), "tb_tensor_map");
+    memset(tb_map_data(map), (int)(i & 0xff), c->bytes);
+    bench_keep(tb_map_data(map));
+    tb_map_free(map);
+    tb_tensor_unref(tensor);
+  }
+}
+
+static void calloc_memset_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = calloc(1, c->bytes);
+    bench_check_system(data != NULL, "calloc");
+    memset(data, (int)(i & 0xff), c->bytes);
+    bench_keep(data);
+    free(data);
+  }
+}
+
+static void malloc_memset_free(void *context, uint64_t iterations) {
+  alloc_context *c = context;
+  for (uint64_t i = 0; i < iterations; i++) {
+    void *data = malloc(c->bytes);
+    bench_check_system(data != NULL, "malloc");
+    memset(data, (int)(i & 0xff), c->bytes);
+    bench_keep(data);
+    free(data);
   }
 }
 
@@ -160,7 +205,9 @@ static void bench_heap(const bench_frame *frame) {
                            TB_ALLOC_OPTIONS_INIT, -1};
   context.options.memory = TB_MEMORY_HEAP;
   compare("heap new+free", frame, "", tensor_new_free, "calloc+free",
-          calloc_free, &context, NULL);
+          calloc_free, &context, "<= 1.0x");
+  compare("heap new+memset+free", frame, "", tensor_new_memset_free,
+          "calloc+memset+free", calloc_memset_free, &context, "<= 1.0x");
   compare("heap new+free", frame, " vs malloc", tensor_new_free,
           "malloc+free (not zeroed)", malloc_free, &context, NULL);
   compare("heap new+free", frame, " vs mmap", tensor_new_free,
@@ -181,6 +228,24 @@ static void bench_heap(const bench_frame *frame) {
   context.options.flags = TB_ALLOC_HUGE_PAGES;
   compare("heap new+write+free", frame, " huge pages", tensor_new_write_free,
           "calloc+write+free", calloc_write_free, &context, NULL);
+
+  context.options.flags = TB_ALLOC_UNINITIALIZED;
+  compare("heap new uninitialized+memset+free", frame, "",
+          tensor_new_memset_free, "malloc+memset+free", malloc_memset_free,
+          &context, "<= 1.0x");
+}
+
+/* Pinned to the CPU it starts on: a migration mid-run would put a cold
+ * cache on one side of a comparison only. */
+static void pin_to_current_cpu(void) {
+  int cpu = sched_getcpu();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (cpu >= 0)
+    CPU_SET(cpu, &set);
+  if (cpu < 0 || sched_setaffinity(0, sizeof set, &set) != 0)
+    fprintf(stderr, "bench_alloc: could not pin to one CPU; timings are "
+                    "noisier\n");
 }
 
 static void bench_shm(const bench_frame *frame) {
@@ -211,6 +276,7 @@ static void bench_shm(const bench_frame *frame) {
 
 int main(void) {
   bench_begin("bench_alloc");
+  pin_to_current_cpu();
   if (!tb_memory_available(TB_MEMORY_SHM))
     fprintf(stderr, "bench_alloc: SHM (memfd) is not available here; "
                     "skipping its benchmarks\n");

@@ -12,6 +12,8 @@
 GQuark tb_backend_error_quark(void);
 GQuark tb_buffer_error_quark(void);
 GQuark tb_tensor_error_quark(void);
+GQuark tb_image_error_quark(void);
+GQuark tb_dlpack_error_quark(void);
 #define TB_BACKEND_ERROR (tb_backend_error_quark())
 #define TB_BUFFER_ERROR (tb_buffer_error_quark())
 #define TB_TENSOR_ERROR (tb_tensor_error_quark())

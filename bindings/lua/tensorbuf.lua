@@ -111,21 +111,34 @@ function tb.memory_available(name)
   return core.tb_memory_available(core.tb_memory_from_name(name))
 end
 
+-- Why this thread's last AUTO allocation skipped kinds, or "".
+function tb.memory_auto_skipped()
+  return core.tb_memory_auto_skipped()
+end
+
+-- Gives cached freed heap blocks back to the system; returns the bytes.
+function tb.memory_trim()
+  return core.tb_memory_trim()
+end
+
 -- ---- construction ------------------------------------------------------------
 
-local ALLOC_FIELDS = {memory = true, alignment = true, name = true, huge_pages = true}
+local ALLOC_FIELDS = {memory = true, alignment = true, name = true,
+                     huge_pages = true, uninitialized = true}
 
 -- The alloc options of a spec table, or nil for the defaults.
 local function alloc_options(spec)
+  local flags = (spec.huge_pages and core.TB_ALLOC_HUGE_PAGES or 0)
+      | (spec.uninitialized and core.TB_ALLOC_UNINITIALIZED or 0)
   if spec.memory == nil and spec.alignment == nil and spec.name == nil
-      and not spec.huge_pages then
+      and flags == 0 then
     return nil
   end
   return {
     memory = spec.memory,
     alignment = spec.alignment,
     name = spec.name,
-    flags = spec.huge_pages and core.TB_ALLOC_HUGE_PAGES or 0,
+    flags = flags,
   }
 end
 
@@ -140,7 +153,9 @@ local TENSOR_FIELDS = with_alloc_fields {dtype = true, shape = true}
 local BUFFER_FIELDS = with_alloc_fields {size = true}
 
 -- tb.tensor{dtype="f32", shape={2, 3} [, memory="shm"] [, name=] [,
--- alignment=] [, huge_pages=true]}: a new zero-filled, row-major tensor.
+-- alignment=] [, huge_pages=true] [, uninitialized=true]}: a new zero-filled
+-- (or, uninitialized, holding anything: for outputs written in full before a
+-- read) row-major tensor.
 function tb.tensor(spec)
   local func = "tensorbuf.tensor"
   check_spec(spec, func, TENSOR_FIELDS)

@@ -239,13 +239,15 @@ static int tb_py_integers_from(tb_py_int64s *array, PyObject *sequence,
   array->count = 0;
   if (sequence == Py_None)
     return 1;
-  PyObject *fast = PySequence_Fast(sequence, "");
+  /* A tuple, never the list itself (PySequence_Fast's choice): an item's
+   * __index__ or __float__ can clear a list, freeing what the loop reads. */
+  PyObject *fast = PySequence_Tuple(sequence);
   if (fast == NULL) {
     PyErr_Format(PyExc_TypeError, "%s must be a sequence of ints, not %.200s",
                  argument, Py_TYPE(sequence)->tp_name);
     return 0;
   }
-  Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+  Py_ssize_t count = PyTuple_GET_SIZE(fast);
   array->items = count <= TB_MAX_DIMS ? array->inline_items
                                       : PyMem_New(int64_t, (size_t)count);
   if (array->items == NULL) {
@@ -255,7 +257,7 @@ static int tb_py_integers_from(tb_py_int64s *array, PyObject *sequence,
   }
   array->count = (size_t)count;
   for (Py_ssize_t i = 0; i < count; i++) {
-    PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+    PyObject *item = PyTuple_GET_ITEM(fast, i);
     PyObject *index = PyNumber_Index(item);
     long long value = -1;
     if (index != NULL && is_unsigned)
@@ -296,13 +298,15 @@ static int tb_py_doubles_from(double **out, size_t *count, PyObject *sequence,
   *count = 0;
   if (sequence == Py_None)
     return 1;
-  PyObject *fast = PySequence_Fast(sequence, "");
+  /* A tuple, never the list itself (PySequence_Fast's choice): an item's
+   * __index__ or __float__ can clear a list, freeing what the loop reads. */
+  PyObject *fast = PySequence_Tuple(sequence);
   if (fast == NULL) {
     PyErr_Format(PyExc_TypeError, "%s must be a sequence of floats, not %.200s",
                  argument, Py_TYPE(sequence)->tp_name);
     return 0;
   }
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  Py_ssize_t n = PyTuple_GET_SIZE(fast);
   double *values = PyMem_New(double, n > 0 ? (size_t)n : 1);
   if (values == NULL) {
     Py_DECREF(fast);
@@ -310,7 +314,7 @@ static int tb_py_doubles_from(double **out, size_t *count, PyObject *sequence,
     return 0;
   }
   for (Py_ssize_t i = 0; i < n; i++) {
-    values[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+    values[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(fast, i));
     if (values[i] == -1.0 && PyErr_Occurred()) {
       PyMem_Free(values);
       Py_DECREF(fast);

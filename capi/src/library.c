@@ -1,7 +1,9 @@
 /* Library-wide calls: version, live objects, dtype and memory names, option
  * defaults. */
 #include "boundary.h"
-#include "core.h"
+#include "memory/buffer.h"
+
+#include <string.h>
 
 uint32_t tb_version_number(void) { return TB_VERSION_NUMBER; }
 const char *tb_version_string(void) { return TB_VERSION_STRING; }
@@ -35,11 +37,14 @@ tb_status tb_memory_from_name(tb_memory *out, const char *name) {
 
 tb_status tb_alloc_options_init(tb_alloc_options *opts, uint32_t version) {
   TB_REQUIRE(opts);
-  if (version != TB_ALLOC_OPTIONS_VERSION)
+  size_t size = tb_alloc_options_size(version);
+  if (size == 0)
     return tb_fail(__func__, TB_ERR_VERSION,
-                   "version is %u; this library knows version %u", version,
-                   TB_ALLOC_OPTIONS_VERSION);
-  const tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
-  *opts = defaults;
+                   "version is %u; this library knows versions 1 to %u",
+                   version, TB_ALLOC_OPTIONS_VERSION);
+  /* Only the fields the caller's version has: its struct may be shorter. */
+  tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
+  defaults.version = version;
+  memcpy(opts, &defaults, size);
   return TB_OK;
 }

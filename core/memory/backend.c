@@ -35,9 +35,21 @@ const TbBackend *tb_backend_for(tb_memory memory) {
   return NULL;
 }
 
-static gboolean tb_backend_usable(tb_memory memory) {
+const tb_memory tb_backend_auto_order[TB_BACKEND_AUTO_KINDS] = {
+    TB_MEMORY_DMA, TB_MEMORY_SHM, TB_MEMORY_HEAP};
+
+gboolean tb_backend_usable(tb_memory memory) {
   const TbBackend *backend = tb_backend_for(memory);
   return backend != NULL && backend->available();
+}
+
+const char *tb_backend_unusable_reason(tb_memory memory) {
+  const TbBackend *backend = tb_backend_for(memory);
+  if (backend == NULL)
+    return "this build has no backend for it yet";
+  if (backend->unavailable_reason != NULL)
+    return backend->unavailable_reason();
+  return "its probe failed";
 }
 
 bool tb_memory_available(tb_memory memory) {
@@ -47,8 +59,9 @@ bool tb_memory_available(tb_memory memory) {
 }
 
 gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
-                            GError **error) {
+                            gboolean *automatic, GError **error) {
   tb_memory memory = requested;
+  *automatic = FALSE;
   if (memory == TB_MEMORY_AUTO) {
     const char *forced = g_getenv("TENSORBUF_MEMORY");
     if (forced != NULL && *forced != '\0') {
@@ -65,31 +78,44 @@ gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
         return FALSE;
       }
     } else {
-      static const tb_memory preference[] = {TB_MEMORY_DMA, TB_MEMORY_SHM};
+      *automatic = TRUE;
       memory = TB_MEMORY_HEAP;
-      for (size_t i = 0; i < G_N_ELEMENTS(preference); i++) {
-        if (tb_backend_usable(preference[i])) {
-          memory = preference[i];
+      for (size_t i = 0; i < TB_BACKEND_AUTO_KINDS; i++) {
+        if (tb_backend_usable(tb_backend_auto_order[i])) {
+          memory = tb_backend_auto_order[i];
           break;
         }
       }
     }
   }
   if (!tb_backend_usable(memory)) {
-    const TbBackend *backend = tb_backend_for(memory);
-    const char *why = NULL;
-    if (backend == NULL)
-      why = "this build has no backend for it yet";
-    else if (backend->unavailable_reason != NULL)
-      why = backend->unavailable_reason();
     g_set_error(error, TB_BACKEND_ERROR, TB_ERR_UNSUPPORTED,
-                "memory kind %s is not available in this process%s%s%s",
-                tb_memory_name(memory), why != NULL ? " (" : "",
-                why != NULL ? why : "", why != NULL ? ")" : "");
+                "memory kind %s is not available in this process (%s)",
+                tb_memory_name(memory), tb_backend_unusable_reason(memory));
     return FALSE;
   }
   *resolved = memory;
   return TRUE;
+}
+
+gboolean tb_size_mappable(uint64_t size, const char *what, GError **error) {
+  if (size > SIZE_MAX) {
+    g_set_error(error, TB_BACKEND_ERROR, TB_ERR_NO_MEMORY,
+                "%s of %" G_GUINT64_FORMAT " bytes is larger than this "
+                "process can map",
+                what, size);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The kernel's limit: NAME_MAX less the "memfd:" prefix it adds. */
+#define TB_MEMFD_NAME_MAX 249
+
+int tb_memfd_create(const char *name, unsigned flags) {
+  g_autofree char *truncated =
+      g_strndup(name != NULL ? name : "tensorbuf", TB_MEMFD_NAME_MAX);
+  return memfd_create(truncated, flags);
 }
 
 void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
@@ -100,7 +126,11 @@ void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
 
   /* Reserve enough address space to find an aligned start, place the real
    * mapping there, and give back the slack on both sides. */
-  size_t reserve = length + alignment;
+  if (alignment > SIZE_MAX - length) {
+    errno = ENOMEM;
+    return MAP_FAILED;
+  }
+  size_t reserve = length + (size_t)alignment;
   uint8_t *base = mmap(NULL, reserve, PROT_NONE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED)

@@ -12,6 +12,9 @@ typedef struct TbAllocParams {
   uint64_t alignment; /* power of two */
   const char *name;   /* may be NULL */
   uint32_t flags;     /* TB_ALLOC_* */
+  /* AUTO was asked for: a failed allocation falls back to the next kind
+   * (tb_backend_auto_order). */
+  gboolean automatic;
 } TbAllocParams;
 
 typedef struct TbBackend {
@@ -48,14 +51,33 @@ gboolean tb_dma_buf_sync(int fd, uint32_t map_flags, gboolean start,
 /* The backend of a concrete kind, or NULL if the kind has none yet. */
 const TbBackend *tb_backend_for(tb_memory memory);
 
-/* Resolves AUTO (and TENSORBUF_MEMORY) to a concrete, available kind. */
+/* Resolves AUTO (and TENSORBUF_MEMORY) to a concrete, available kind;
+ * `*automatic` says whether AUTO's preference chose it. */
 gboolean tb_backend_resolve(tb_memory requested, tb_memory *resolved,
-                            GError **error);
+                            gboolean *automatic, GError **error);
+
+/* AUTO's preference, best first: DMA, SHM, HEAP. */
+#define TB_BACKEND_AUTO_KINDS 3
+extern const tb_memory tb_backend_auto_order[TB_BACKEND_AUTO_KINDS];
+
+/* Whether `memory` has a backend available in this process. */
+gboolean tb_backend_usable(tb_memory memory);
+/* Why it has not (what was tried), or a generic reason. */
+const char *tb_backend_unusable_reason(tb_memory memory);
 
 /* mmap with an alignment beyond the page size (by over-reserving and
  * trimming). Returns MAP_FAILED with errno set on failure. */
 void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
                       int fd);
+
+/* Whether `size` bytes can be mapped at all: a 64-bit size must never be
+ * truncated on its way to mmap (32-bit builds with 64-bit file offsets).
+ * Sets TB_ERR_NO_MEMORY naming `what` if not. */
+gboolean tb_size_mappable(uint64_t size, const char *what, GError **error);
+
+/* memfd_create under `name` (NULL: "tensorbuf"), cut to the 249 bytes the
+ * kernel takes, as dma-buf names are cut to DMA_BUF_NAME_LEN. */
+int tb_memfd_create(const char *name, unsigned flags);
 
 /* The empty buffers' data pointer: valid, aligned, never dereferenced. */
 extern uint8_t tb_empty_bytes[];

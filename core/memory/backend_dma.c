@@ -113,7 +113,7 @@ static int udmabuf_alloc_fd(const char *name, uint64_t length,
     return -1;
   int fd = -1;
   *step = "memfd for udmabuf";
-  int memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  int memfd = tb_memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd >= 0 && ftruncate(memfd, (off_t)length) == 0 &&
       fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0) {
     *step = "UDMABUF_CREATE";
@@ -167,6 +167,8 @@ static gboolean dma_alloc(tb_buffer *buffer, const TbAllocParams *params,
   }
   /* Whole pages, and at least one: a heap refuses an empty allocation. */
   uint64_t length = MAX((buffer->size + page - 1) / page * page, page);
+  if (!tb_size_mappable(length, "DMA memory", error))
+    return FALSE;
   const char *name = params->name != NULL ? params->name : "tensorbuf";
 
   g_autoptr(GPtrArray) paths = heap_paths();
@@ -213,6 +215,8 @@ static gboolean dma_import(tb_buffer *buffer, int fd, GError **error) {
   if (buffer->size == 0) {
     buffer->data = tb_empty_bytes;
   } else {
+    if (!tb_size_mappable(buffer->size, "dma-buf", error))
+      return FALSE;
     int prot = PROT_READ;
     if (!(buffer->flags & TB_BUFFER_READ_ONLY))
       prot |= PROT_WRITE;

@@ -34,6 +34,8 @@ static gboolean memfd_map(tb_buffer *buffer, int fd, uint64_t alignment,
     buffer->data = tb_empty_bytes;
     return TRUE;
   }
+  if (!tb_size_mappable(buffer->size, "shared memory", error))
+    return FALSE;
   int prot = PROT_READ;
   if (!(buffer->flags & TB_BUFFER_READ_ONLY))
     prot |= PROT_WRITE;
@@ -66,8 +68,7 @@ static gboolean memfd_alloc(tb_buffer *buffer, const TbAllocParams *params,
                 buffer->size);
     return FALSE;
   }
-  int fd = memfd_create(params->name != NULL ? params->name : "tensorbuf",
-                        MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  int fd = tb_memfd_create(params->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
     tb_set_system_error(error, TB_BACKEND_ERROR, errno, "memfd_create");
     return FALSE;

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -46,17 +48,54 @@ bool tb_buffer_alive(uint64_t id) {
   return alive;
 }
 
-gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
-                          GError **error) {
+/* The end of each struct version's last field: a caller built against an
+ * older header has a struct only that long. A new version is one more line
+ * here (its last field) and TB_OPTIONS_LAST naming that field; the
+ * assertions keep both in step with the header. */
+#define TB_OPTIONS_END(field)                                                  \
+  (offsetof(tb_alloc_options, field) + sizeof(((tb_alloc_options *)0)->field))
+#define TB_OPTIONS_LAST flags
+static const size_t tb_alloc_options_sizes[] = {
+    [1] = TB_OPTIONS_END(flags),
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(tb_alloc_options_sizes) ==
+                TB_ALLOC_OPTIONS_VERSION + 1);
+G_STATIC_ASSERT((TB_OPTIONS_END(TB_OPTIONS_LAST) +
+                 G_ALIGNOF(tb_alloc_options) - 1) /
+                    G_ALIGNOF(tb_alloc_options) *
+                    G_ALIGNOF(tb_alloc_options) ==
+                sizeof(tb_alloc_options));
+
+size_t tb_alloc_options_size(uint32_t version) {
+  return version < G_N_ELEMENTS(tb_alloc_options_sizes)
+             ? tb_alloc_options_sizes[version]
+             : 0;
+}
+
+gboolean tb_alloc_options_read(tb_alloc_options *out,
+                               const tb_alloc_options *opts, GError **error) {
   static const tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
+  *out = defaults;
   if (opts == NULL)
-    opts = &defaults;
-  if (opts->version != TB_ALLOC_OPTIONS_VERSION) {
+    return TRUE;
+  size_t size = tb_alloc_options_size(opts->version);
+  if (size == 0) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_VERSION,
-                "opts->version is %u; this library knows version %u",
+                "opts->version is %u; this library knows versions 1 to %u",
                 opts->version, TB_ALLOC_OPTIONS_VERSION);
     return FALSE;
   }
+  memcpy(out, opts, size);
+  return TRUE;
+}
+
+gboolean tb_buffer_params(TbAllocParams *params,
+                          const tb_alloc_options *caller_opts,
+                          GError **error) {
+  tb_alloc_options read;
+  if (!tb_alloc_options_read(&read, caller_opts, error))
+    return FALSE;
+  const tb_alloc_options *opts = &read;
   if (tb_memory_name((tb_memory)opts->memory) == NULL) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "opts->memory is %u, not a tb_memory", opts->memory);
@@ -70,15 +109,17 @@ gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
                 opts->alignment);
     return FALSE;
   }
-  if (opts->flags & ~TB_ALLOC_HUGE_PAGES) {
+  const uint32_t known_flags = TB_ALLOC_HUGE_PAGES | TB_ALLOC_UNINITIALIZED;
+  if (opts->flags & ~known_flags) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "opts->flags is 0x%x; unknown bits 0x%x", opts->flags,
-                opts->flags & ~TB_ALLOC_HUGE_PAGES);
+                opts->flags & ~known_flags);
     return FALSE;
   }
   if (opts->flags & TB_ALLOC_HUGE_PAGES)
     alignment = MAX(alignment, TB_HUGE_PAGE_ALIGNMENT);
-  if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory, error))
+  if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory,
+                          &params->automatic, error))
     return FALSE;
   params->alignment = alignment;
   params->name = opts->name;
@@ -96,15 +137,31 @@ static tb_buffer *buffer_new(uint64_t size, const TbBackend *backend,
   return buffer;
 }
 
+/* The identity of the file behind `fd`: device in the high half, inode in
+ * the low one, which is exact while both fit 32 bits (memfds and dma-bufs
+ * live on kernel-internal mounts with small device numbers); beyond that
+ * the halves are mixed, and a collision needs two live files. */
+static uint64_t file_key(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0)
+    return 0;
+  uint64_t device = (uint64_t)st.st_dev, inode = (uint64_t)st.st_ino;
+  if (device <= UINT32_MAX && inode <= UINT32_MAX)
+    return device << 32 | inode;
+  return (device * UINT64_C(0x9e3779b97f4a7c15)) ^ inode;
+}
+
 /* Registers a fully built buffer: from here on it is a live handle. */
 static tb_buffer *buffer_publish(tb_buffer *buffer) {
+  if (buffer->fd >= 0)
+    buffer->key = file_key(buffer->fd);
   registry_add(buffer);
   tb_live_add(1);
   return buffer;
 }
 
-tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
-                           GError **error) {
+static tb_buffer *buffer_alloc_kind(uint64_t size, const TbAllocParams *params,
+                                    GError **error) {
   const TbBackend *backend = tb_backend_for(params->memory);
   tb_buffer *buffer = buffer_new(size, backend, 0);
   if (!backend->alloc(buffer, params, error)) {
@@ -112,6 +169,49 @@ tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
     return NULL;
   }
   return buffer_publish(buffer);
+}
+
+/* Why the calling thread's last AUTO allocation skipped kinds. */
+static _Thread_local char tb_auto_skipped[512];
+
+const char *tb_memory_auto_skipped(void) { return tb_auto_skipped; }
+
+/* AUTO: every kind in order of preference until one allocates (a dma-heap
+ * that opens can still be out of CMA), noting why each was skipped. */
+static tb_buffer *buffer_alloc_auto(uint64_t size, const TbAllocParams *params,
+                                    GError **error) {
+  g_autoptr(GString) skipped = g_string_new(NULL);
+  GError *last = NULL;
+  tb_buffer *buffer = NULL;
+  for (size_t i = 0; i < TB_BACKEND_AUTO_KINDS && buffer == NULL; i++) {
+    TbAllocParams kind = *params;
+    kind.memory = tb_backend_auto_order[i];
+    const char *why;
+    g_clear_error(&last);
+    if (!tb_backend_usable(kind.memory))
+      why = tb_backend_unusable_reason(kind.memory);
+    else if ((buffer = buffer_alloc_kind(size, &kind, &last)) != NULL)
+      break;
+    else
+      why = last->message;
+    g_string_append_printf(skipped, "%s%s: %s", skipped->len > 0 ? "; " : "",
+                           tb_memory_name(kind.memory), why);
+  }
+  g_strlcpy(tb_auto_skipped, skipped->str, sizeof tb_auto_skipped);
+  if (buffer == NULL) {
+    g_set_error(error, last->domain, last->code,
+                "no memory kind could allocate %" G_GUINT64_FORMAT
+                " bytes (%s)",
+                size, skipped->str);
+    g_error_free(last);
+  }
+  return buffer;
+}
+
+tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
+                           GError **error) {
+  return params->automatic ? buffer_alloc_auto(size, params, error)
+                           : buffer_alloc_kind(size, params, error);
 }
 
 tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
@@ -210,6 +310,19 @@ gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
                 "MFD_ALLOW_SEALING, or opened read-only); a peer could "
                 "truncate it under the mapping",
                 fd);
+    return FALSE;
+  }
+  /* Only shmem memfds: a hugetlbfs memfd also answers F_GET_SEALS, but a
+   * hole punched in it while the huge page pool is empty raises SIGBUS in
+   * whoever reads the mapping. */
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+                "fd %d is sealable memory that is not on tmpfs (%s); only "
+                "shmem memfds and dma-bufs are imported",
+                fd,
+                fs.f_type == HUGETLBFS_MAGIC ? "hugetlbfs" : "another file "
+                                                              "system");
     return FALSE;
   }
   info->backend = &tb_backend_memfd;
@@ -317,6 +430,14 @@ tb_memory tb_buffer_memory(const tb_buffer *buffer) {
 
 uint64_t tb_buffer_id(const tb_buffer *buffer) {
   return buffer != NULL ? buffer->id : 0;
+}
+
+uint64_t tb_buffer_key(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->key : 0;
+}
+
+int tb_buffer_fd(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->fd : -1;
 }
 
 bool tb_buffer_read_only(const tb_buffer *buffer) {

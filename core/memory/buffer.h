@@ -16,10 +16,19 @@ struct tb_buffer {
   int fd;         /* -1 for memory without an fd */
   void *mapping;  /* what munmap takes, or NULL */
   size_t mapping_size;
+  size_t touched; /* heap mappings: bytes from the start that may hold data */
+  uint64_t key;   /* tb_buffer_key: the fd's file, 0 without an fd */
   tb_destroy_notify destroy; /* wrapped memory */
   void *user_data;
 };
 
+/* Bytes of tb_alloc_options that struct version `version` has (its last
+ * field's end), or 0 for a version this library does not know. */
+size_t tb_alloc_options_size(uint32_t version);
+/* Fills *out with the defaults, then copies the fields of `opts`'s version
+ * over them (never more bytes than that version's struct has). */
+gboolean tb_alloc_options_read(tb_alloc_options *out,
+                               const tb_alloc_options *opts, GError **error);
 gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
                           GError **error);
 tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,

@@ -4,7 +4,6 @@
 
 #include "tensor/tensor.h"
 
-GQuark tb_image_error_quark(void);
 #define TB_IMAGE_ERROR (tb_image_error_quark())
 
 typedef struct TbImagePlane {

@@ -248,6 +248,9 @@ tb_memory tb_tensor_memory(const tb_tensor *t) {
 bool tb_tensor_read_only(const tb_tensor *t) {
   return t != NULL && tb_buffer_read_only(t->buffer);
 }
+int tb_tensor_fd(const tb_tensor *t) {
+  return t != NULL ? tb_buffer_fd(t->buffer) : -1;
+}
 uint64_t tb_tensor_buffer_id(const tb_tensor *t) {
   return t != NULL ? t->buffer->id : 0;
 }

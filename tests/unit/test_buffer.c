@@ -3,6 +3,8 @@
 #include "tb_test.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Whether every byte of the buffer is `value`, read through a u8 tensor. */
@@ -298,6 +300,148 @@ static void ids_are_unique_and_die_with_the_last_reference(void **state) {
   tb_buffer_unref(later);
 }
 
+/* Writes `value` to every byte of the buffer; returns its CPU address. */
+static const void *buffer_fill(tb_buffer *buffer, uint8_t value) {
+  tb_tensor *bytes;
+  const int64_t shape[] = {(int64_t)tb_buffer_size(buffer)};
+  TB_ASSERT_OK(
+      tb_tensor_from_buffer(&bytes, buffer, 0, TB_DTYPE_U8, 1, shape, NULL));
+  tb_map *map;
+  TB_ASSERT_OK(tb_tensor_map(&map, bytes, TB_MAP_WRITE));
+  void *data = tb_map_data(map);
+  memset(data, value, (size_t)shape[0]);
+  tb_map_free(map);
+  tb_tensor_unref(bytes);
+  return data;
+}
+
+/* Allocates a heap buffer of `size` bytes with `flags`. */
+static tb_buffer *heap_buffer(uint64_t size, uint32_t flags) {
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_HEAP);
+  opts.flags = flags;
+  tb_buffer *buffer;
+  TB_ASSERT_OK(tb_buffer_new(&buffer, size, &opts));
+  return buffer;
+}
+
+static void reused_heap_blocks_are_zeroed(void **state) {
+  (void)state;
+  (void)tb_memory_trim();
+  /* Below, at and above the huge-page threshold, and a smaller block taking
+   * a larger one's place (only part of it may be written again). */
+  const uint64_t sizes[] = {300 * 1024, 2 << 20, 3 << 20, (3 << 20) - 4096};
+  for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+    tb_buffer *first = heap_buffer(sizes[s], 0);
+    const void *where = buffer_fill(first, 0xa5);
+    tb_buffer_unref(first);
+    tb_buffer *second = heap_buffer(sizes[s], 0);
+    assert_ptr_equal(buffer_fill(second, 0), where); /* the cached block */
+    tb_buffer_unref(second);
+    tb_buffer *third = heap_buffer(sizes[s], 0);
+    assert_true(buffer_all_bytes(third, 0));
+    buffer_fill(third, 0x5a);
+    tb_buffer_unref(third);
+    tb_buffer *fourth = heap_buffer(sizes[s], 0);
+    assert_true(buffer_all_bytes(fourth, 0));
+    tb_buffer_unref(fourth);
+  }
+  /* A larger block written in full, then reused by a smaller request and
+   * then by a larger one: the bytes the smaller one did not clear are
+   * cleared by the next. */
+  (void)tb_memory_trim();
+  tb_buffer *large = heap_buffer(4 << 20, 0);
+  buffer_fill(large, 0x11);
+  tb_buffer_unref(large);
+  tb_buffer *smaller = heap_buffer(3 << 20, TB_ALLOC_UNINITIALIZED);
+  tb_buffer_unref(smaller);
+  tb_buffer *again = heap_buffer(4 << 20, 0);
+  assert_true(buffer_all_bytes(again, 0));
+  tb_buffer_unref(again);
+}
+
+static void uninitialized_heap_blocks_are_not_cleared(void **state) {
+  (void)state;
+  (void)tb_memory_trim();
+  const uint64_t sizes[] = {1 << 20, 8 << 20};
+  for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+    tb_buffer *first = heap_buffer(sizes[s], 0);
+    const void *where = buffer_fill(first, 0x77);
+    tb_buffer_unref(first);
+    tb_buffer *reused = heap_buffer(sizes[s], TB_ALLOC_UNINITIALIZED);
+    assert_true(buffer_all_bytes(reused, 0x77));
+    assert_ptr_equal(buffer_fill(reused, 0x77), where);
+    tb_buffer_unref(reused);
+  }
+  /* Other kinds accept the flag and stay zeroed. */
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_SHM);
+  opts.flags = TB_ALLOC_UNINITIALIZED;
+  tb_buffer *shm;
+  TB_ASSERT_OK(tb_buffer_new(&shm, 1 << 20, &opts));
+  assert_true(buffer_all_bytes(shm, 0));
+  tb_buffer_unref(shm);
+  (void)tb_memory_trim();
+}
+
+static void heap_cache_is_bounded_and_trimmed(void **state) {
+  (void)state;
+  (void)tb_memory_trim();
+  assert_int_equal(tb_memory_trim(), 0);
+  /* Twenty blocks freed: sixteen are kept. */
+  enum { N = 20 };
+  tb_buffer *buffers[N];
+  for (int i = 0; i < N; i++)
+    buffers[i] = heap_buffer(1 << 20, 0);
+  for (int i = 0; i < N; i++)
+    tb_buffer_unref(buffers[i]);
+  assert_int_equal(tb_memory_trim(), 16u << 20);
+  assert_int_equal(tb_memory_trim(), 0);
+  /* Ten 20 MiB blocks: no more than 128 MiB is kept. */
+  for (int i = 0; i < 10; i++)
+    buffers[i] = heap_buffer(20 << 20, 0);
+  for (int i = 0; i < 10; i++)
+    tb_buffer_unref(buffers[i]);
+  uint64_t kept = tb_memory_trim();
+  assert_true(kept > 0 && kept <= 128u << 20);
+  /* A block larger than the whole cache is not kept. */
+  tb_buffer_unref(heap_buffer(129u << 20, 0));
+  assert_int_equal(tb_memory_trim(), 0);
+  /* Small blocks are the system allocator's. */
+  tb_buffer_unref(heap_buffer(4096, 0));
+  assert_int_equal(tb_memory_trim(), 0);
+}
+
+static void auto_falls_back_and_says_why(void **state) {
+  (void)state;
+  if (getenv("TENSORBUF_MEMORY") != NULL) {
+    print_message("skipped: TENSORBUF_MEMORY forces one kind\n");
+    skip();
+  }
+  /* Every kind fails: the error names each kind's failure in order. */
+  tb_buffer *buffer = TB_SENTINEL(tb_buffer);
+  TB_ASSERT_STATUS(tb_buffer_new(&buffer, UINT64_C(1) << 62, NULL),
+                   TB_ERR_NO_MEMORY);
+  assert_ptr_equal(buffer, TB_SENTINEL(tb_buffer));
+  const char *message = tb_last_error();
+  const char *dma = strstr(message, "dma: ");
+  const char *shm = strstr(message, "shm: ");
+  const char *heap = strstr(message, "heap: ");
+  assert_true(dma != NULL && shm != NULL && heap != NULL);
+  assert_true(dma < shm && shm < heap);
+  assert_non_null(strstr(tb_memory_auto_skipped(), "heap: "));
+  /* A size one kind can take: the query says what came before it. */
+  TB_ASSERT_OK(tb_buffer_new(&buffer, 64, NULL));
+  tb_memory got = tb_buffer_memory(buffer);
+  const char *skipped = tb_memory_auto_skipped();
+  if (got == TB_MEMORY_DMA)
+    assert_string_equal(skipped, "");
+  else
+    assert_non_null(strstr(skipped, "dma: "));
+  char label[16];
+  snprintf(label, sizeof label, "; %s: ", tb_memory_name(got));
+  assert_null(strstr(skipped, label));
+  tb_buffer_unref(buffer);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(new_buffers_are_zeroed_and_described),
@@ -312,6 +456,10 @@ int main(void) {
       TB_TEST(refs_are_thread_safe),
       TB_TEST(getters_of_null),
       TB_TEST(ids_are_unique_and_die_with_the_last_reference),
+      TB_TEST(reused_heap_blocks_are_zeroed),
+      TB_TEST(uninitialized_heap_blocks_are_not_cleared),
+      TB_TEST(heap_cache_is_bounded_and_trimmed),
+      TB_TEST(auto_falls_back_and_says_why),
   };
   return TB_RUN_TESTS(tests);
 }

@@ -3,6 +3,7 @@
 #include "tb_test.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -141,6 +142,36 @@ static void alloc_options_init_fills_the_defaults(void **state) {
   assert_int_equal(opts.alignment, 0);
   assert_null(opts.name);
   assert_int_equal(opts.flags, 0);
+}
+
+/* The end of each struct version's last field, as the headers of that
+ * version had it: a new version adds one line. */
+static const size_t options_version_end[] = {
+    [1] = offsetof(tb_alloc_options, flags) + sizeof(uint32_t),
+};
+
+static void alloc_options_init_writes_only_its_version(void **state) {
+  (void)state;
+  enum { GUARD = 32 };
+  for (uint32_t version = 1; version <= TB_ALLOC_OPTIONS_VERSION; version++) {
+    size_t end = options_version_end[version];
+    union {
+      tb_alloc_options aligned;
+      unsigned char bytes[GUARD + sizeof(tb_alloc_options) + GUARD];
+    } storage;
+    memset(storage.bytes, 0xa5, sizeof storage.bytes);
+    /* GUARD is a multiple of the struct's alignment. */
+    tb_alloc_options *opts = (tb_alloc_options *)(storage.bytes + GUARD);
+    TB_ASSERT_OK(tb_alloc_options_init(opts, version));
+    assert_int_equal(opts->version, version);
+    assert_int_equal(opts->memory, TB_MEMORY_AUTO);
+    for (size_t i = 0; i < GUARD; i++)
+      assert_int_equal(storage.bytes[i], 0xa5);
+    for (size_t i = GUARD + end; i < sizeof storage.bytes; i++)
+      assert_int_equal(storage.bytes[i], 0xa5);
+  }
+  assert_int_equal(sizeof options_version_end / sizeof *options_version_end,
+                   TB_ALLOC_OPTIONS_VERSION + 1);
 }
 
 static void alloc_options_init_rejects_bad_arguments(void **state) {
@@ -350,6 +381,7 @@ int main(int argc, char **argv) {
       TB_TEST(memory_names_and_parsing),
       TB_TEST(memory_available_matches_allocation),
       TB_TEST(alloc_options_init_fills_the_defaults),
+      TB_TEST(alloc_options_init_writes_only_its_version),
       TB_TEST(alloc_options_init_rejects_bad_arguments),
       TB_TEST(allocations_check_the_options),
       TB_TEST(auto_prefers_dma_then_shm_then_heap),

@@ -111,6 +111,109 @@ static void exported_memfd_carries_the_name(void **state) {
   assert_non_null(strstr(target, "memfd:camera-0"));
 }
 
+static void long_names_are_cut_for_the_memfd(void **state) {
+  (void)state;
+  /* memfd_create refuses names over 249 bytes; the tensor keeps its own. */
+  char name[400];
+  memset(name, 'n', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_SHM);
+  opts.name = name;
+  const int64_t shape[] = {8};
+  tb_tensor *t;
+  TB_ASSERT_OK(tb_tensor_new(&t, TB_DTYPE_U8, 1, shape, &opts));
+  assert_string_equal(tb_tensor_name(t), name);
+  int fd = export_fd(t);
+  char path[64], target[512];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t length = readlink(path, target, sizeof target - 1);
+  close(fd);
+  tb_tensor_unref(t);
+  assert_true(length > 0);
+  target[length] = '\0';
+  assert_non_null(strstr(target, "memfd:nnnnnnnn"));
+}
+
+static void hugetlbfs_memfds_are_refused(void **state) {
+  (void)state;
+  int fd = memfd_create("tb-test-huge",
+                        MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+  if (fd < 0) {
+    print_message("skipped: no hugetlbfs memfd can be made here (%s)\n",
+                  strerror(errno));
+    skip();
+  }
+  /* Sizing needs huge pages reserved; an empty one is refused all the same. */
+  long huge_page = 2 << 20;
+  bool sized = ftruncate(fd, huge_page) == 0;
+  const int64_t shape[] = {sized ? huge_page : 0};
+  assert_import_refused(fd, TB_DTYPE_U8, 1, shape, 0, TB_ERR_BAD_FD);
+  assert_non_null(strstr(tb_last_error(), "hugetlbfs"));
+  close(fd);
+}
+
+static void borrowed_fds_are_the_buffers_own(void **state) {
+  (void)state;
+  tb_tensor *t = shm_arange(TB_DTYPE_U8, 1, (const int64_t[]){64});
+  int fds_before = tb_test_open_fds();
+  int fd = tb_tensor_fd(t);
+  assert_true(fd >= 0);
+  assert_int_equal(tb_tensor_fd(t), fd); /* the same fd, not a dup */
+  assert_int_equal(tb_test_open_fds(), fds_before);
+  tb_buffer *buffer = tb_tensor_buffer(t);
+  assert_int_equal(tb_buffer_fd(buffer), fd);
+  tb_buffer_unref(buffer);
+  /* The fd an export gives is a dup of the same file. */
+  int exported = export_fd(t);
+  struct stat a, b;
+  assert_int_equal(fstat(fd, &a), 0);
+  assert_int_equal(fstat(exported, &b), 0);
+  assert_true(exported != fd && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+  close(exported);
+  tb_tensor_unref(t);
+
+  tb_tensor *heap = tb_test_arange(TB_DTYPE_U8, 1, (const int64_t[]){8},
+                                   TB_MEMORY_HEAP);
+  assert_int_equal(tb_tensor_fd(heap), -1);
+  tb_tensor_unref(heap);
+  assert_int_equal(tb_tensor_fd(NULL), -1);
+  assert_int_equal(tb_buffer_fd(NULL), -1);
+}
+
+static void two_imports_of_one_file_share_a_key(void **state) {
+  (void)state;
+  const int64_t shape[] = {64};
+  tb_tensor *t = shm_arange(TB_DTYPE_U8, 1, shape);
+  int fd = export_fd(t);
+  tb_tensor *a, *b;
+  TB_ASSERT_OK(tb_tensor_import_fd(&a, fd, TB_DTYPE_U8, 1, shape, 0));
+  TB_ASSERT_OK(tb_tensor_import_fd(&b, fd, TB_DTYPE_U8, 1, shape, 0));
+  tb_buffer *buffers[3] = {tb_tensor_buffer(t), tb_tensor_buffer(a),
+                           tb_tensor_buffer(b)};
+  assert_true(tb_buffer_id(buffers[1]) != tb_buffer_id(buffers[2]));
+  assert_true(tb_buffer_key(buffers[0]) != 0);
+  assert_int_equal(tb_buffer_key(buffers[1]), tb_buffer_key(buffers[0]));
+  assert_int_equal(tb_buffer_key(buffers[2]), tb_buffer_key(buffers[0]));
+  /* Another file, another key; memory without an fd has none. */
+  tb_tensor *other = shm_arange(TB_DTYPE_U8, 1, shape);
+  tb_buffer *other_buffer = tb_tensor_buffer(other);
+  assert_true(tb_buffer_key(other_buffer) != tb_buffer_key(buffers[0]));
+  tb_buffer *heap;
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_HEAP);
+  TB_ASSERT_OK(tb_buffer_new(&heap, 64, &opts));
+  assert_int_equal(tb_buffer_key(heap), 0);
+  assert_int_equal(tb_buffer_key(NULL), 0);
+  tb_buffer_unref(heap);
+  tb_buffer_unref(other_buffer);
+  tb_tensor_unref(other);
+  for (int i = 0; i < 3; i++)
+    tb_buffer_unref(buffers[i]);
+  tb_tensor_unref(a);
+  tb_tensor_unref(b);
+  tb_tensor_unref(t);
+  close(fd);
+}
+
 static void import_at_an_offset(void **state) {
   (void)state;
   const int64_t sixteen[] = {16};
@@ -506,6 +609,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(export_import_round_trip),
       TB_TEST(exported_memfd_carries_the_name),
+      TB_TEST(long_names_are_cut_for_the_memfd),
+      TB_TEST(hugetlbfs_memfds_are_refused),
+      TB_TEST(borrowed_fds_are_the_buffers_own),
+      TB_TEST(two_imports_of_one_file_share_a_key),
       TB_TEST(import_at_an_offset),
       TB_TEST(export_needs_an_fd_backed_tensor),
       TB_TEST(pipes_sockets_and_devices_are_refused),

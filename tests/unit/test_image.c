@@ -1053,6 +1053,32 @@ static void import_refuses_bad_planes(void **state) {
 }
 
 /* A regular file is neither shared memory nor a dma-buf. */
+static void one_row_pitch_that_overflows_is_refused(void **state) {
+  (void)state;
+  /* A one-row tensor never steps over its row stride, so the tensor layer
+   * lets it be anything; in bytes it must still fit. */
+  tb_buffer *buffer;
+  TB_ASSERT_OK(tb_buffer_new(&buffer, 64, NULL));
+  const int64_t shape[] = {1, 2, 4};
+  const int64_t strides[] = {(INT64_C(1) << 62) - 1, 4, 1};
+  tb_tensor *t;
+  TB_ASSERT_OK(tb_tensor_from_buffer(&t, buffer, 0, TB_DTYPE_F32, 3, shape,
+                                     strides));
+  TB_ASSERT_STATUS(tb_image_set_format(t, TB_PIXEL_FORMAT_RGBA),
+                   TB_ERR_LAYOUT);
+  assert_int_equal(tb_image_format(t), TB_PIXEL_FORMAT_INVALID);
+  tb_tensor_unref(t);
+  /* Planar: the plane step and the pitch alike. */
+  const int64_t planar_shape[] = {3, 1, 2};
+  const int64_t planar_strides[] = {2, (INT64_C(1) << 62) - 1, 1};
+  TB_ASSERT_OK(tb_tensor_from_buffer(&t, buffer, 0, TB_DTYPE_F32, 3,
+                                     planar_shape, planar_strides));
+  TB_ASSERT_STATUS(tb_image_set_format(t, TB_PIXEL_FORMAT_PLANAR_RGB),
+                   TB_ERR_LAYOUT);
+  tb_tensor_unref(t);
+  tb_buffer_unref(buffer);
+}
+
 static void import_refuses_regular_files(void **state) {
   (void)state;
   FILE *file = tmpfile();
@@ -1071,6 +1097,7 @@ static void import_refuses_regular_files(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      TB_TEST(one_row_pitch_that_overflows_is_refused),
       TB_TEST(every_format_states_its_facts),
       TB_TEST(invalid_formats_have_no_facts),
       TB_TEST(format_lookups_refuse_bad_input),

@@ -340,7 +340,7 @@ static void alignment_and_flags_are_checked(void **state) {
     assert_non_null(strstr(tb_last_error(), "alignment"));
     assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
   }
-  const uint32_t bad_flags[] = {0x2, TB_ALLOC_HUGE_PAGES | 0x4, 0x80000000u};
+  const uint32_t bad_flags[] = {0x4, TB_ALLOC_HUGE_PAGES | 0x8, 0x80000000u};
   for (size_t i = 0; i < sizeof bad_flags / sizeof *bad_flags; i++) {
     tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
     opts.flags = bad_flags[i];

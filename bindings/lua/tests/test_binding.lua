@@ -380,6 +380,32 @@ test("heap memory has no fd", function()
   raises("TB_ERR_UNSUPPORTED", "tb_tensor_export_fd: ", t.export_fd, t)
 end)
 
+-- ---- heap cache, AUTO fallback, borrowed fds and buffer keys -------------------
+
+test("heap cache, uninitialized tensors and AUTO's reasons", function()
+  tb.memory_trim()
+  local t = tb.tensor{dtype = "u8", shape = {1024, 1024}, memory = "heap"}
+  t = nil
+  collectgarbage()
+  collectgarbage()
+  eq(tb.memory_trim(), 1 << 20, "a freed 1 MiB block is cached, then trimmed")
+  eq(tb.memory_trim(), 0, "trimmed twice")
+  local u = tb.tensor{dtype = "u8", shape = {4}, uninitialized = true}
+  check(type(tb.memory_auto_skipped()) == "string", "auto_skipped is a string")
+  local heap = tb.tensor{dtype = "u8", shape = {4}, memory = "heap"}
+  eq(core.tb_tensor_fd(heap), -1, "heap memory has no fd")
+  check(u ~= nil, "an uninitialized tensor")
+end)
+
+test_shm("borrowed fd and buffer key", function()
+  local t = tb.tensor{dtype = "u8", shape = {16}, memory = "shm"}
+  local fd = core.tb_tensor_fd(t)
+  check(fd >= 0, "an SHM tensor has an fd")
+  eq(core.tb_tensor_fd(t), fd, "the same fd, not a dup")
+  local buffer = core.tb_tensor_buffer(t)
+  check(core.tb_buffer_key(buffer) ~= 0, "an fd's file has a key")
+end)
+
 -- ---- options and argument errors ---------------------------------------------
 
 test("allocation options", function()

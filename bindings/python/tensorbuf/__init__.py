@@ -41,6 +41,16 @@ def memory_available(memory):
     return core.tb_memory_available(core.tb_memory_from_name(memory))
 
 
+def memory_trim():
+    """Gives cached freed heap blocks back to the system; returns the bytes."""
+    return core.tb_memory_trim()
+
+
+def memory_auto_skipped():
+    """Why this thread's last memory="auto" allocation skipped kinds, or ""."""
+    return core.tb_memory_auto_skipped()
+
+
 def buffer_alive(buffer_id):
     """Whether the buffer with this id (Buffer.id, Tensor.buffer_id) lives."""
     return core.tb_buffer_alive(buffer_id)
@@ -74,5 +84,7 @@ __all__ = [
     "import_image",
     "import_tensor",
     "live_objects",
+    "memory_auto_skipped",
     "memory_available",
+    "memory_trim",
 ]  # the error classes stay qualified: TimeoutError, SystemError shadow builtins

@@ -43,16 +43,19 @@ def dtype_code(dtype):
     return _DTYPE_CODES[numpy_dtype_name(dtype)]
 
 
-def alloc_options(memory="auto", name=None, alignment=0, huge_pages=False):
-    """The options dict tensorbuf_core takes, or None for the defaults."""
-    if memory == "auto" and name is None and not alignment and not huge_pages:
+def alloc_options(memory="auto", name=None, alignment=0, huge_pages=False,
+                  uninitialized=False):
+    """The options dict tensorbuf_core takes, or None for the defaults.
+
+    ``uninitialized=True`` gives bytes that may hold anything, as
+    ``np.empty`` does: for outputs that are written in full before a read.
+    """
+    flags = (_core.TB_ALLOC_HUGE_PAGES if huge_pages else 0) | (
+        _core.TB_ALLOC_UNINITIALIZED if uninitialized else 0)
+    if memory == "auto" and name is None and not alignment and not flags:
         return None
-    return {
-        "memory": memory,
-        "name": name,
-        "alignment": alignment,
-        "flags": _core.TB_ALLOC_HUGE_PAGES if huge_pages else 0,
-    }
+    return {"memory": memory, "name": name, "alignment": alignment,
+            "flags": flags}
 
 
 def _shape_tuple(shape):
@@ -64,16 +67,19 @@ def _shape_tuple(shape):
 class Buffer:
     """A refcounted block of bytes of one memory kind.
 
-    ``Buffer(size, memory="auto", name=None, alignment=0, huge_pages=False)``
-    allocates zeroed bytes; ``Buffer.wrap(obj)`` wraps any C-contiguous Python
+    ``Buffer(size, memory="auto", name=None, alignment=0, huge_pages=False,
+    uninitialized=False)`` allocates zeroed bytes (or, uninitialized, bytes
+    that may hold anything); ``Buffer.wrap(obj)`` wraps any C-contiguous Python
     buffer without a copy (read-only if the object is), keeping ``obj`` alive.
     """
 
     __slots__ = ("_handle", "__weakref__")
 
-    def __init__(self, size, *, memory="auto", name=None, alignment=0, huge_pages=False):
+    def __init__(self, size, *, memory="auto", name=None, alignment=0,
+                 huge_pages=False, uninitialized=False):
         self._handle = _core.tb_buffer_new(
-            size, alloc_options(memory, name, alignment, huge_pages)
+            size, alloc_options(memory, name, alignment, huge_pages,
+                                uninitialized)
         )
 
     @classmethod
@@ -173,11 +179,11 @@ class Tensor(_core.TensorBase):
     __slots__ = ("__weakref__",)
 
     def __init__(self, shape, dtype="f32", *, memory="auto", name=None,
-                 alignment=0, huge_pages=False):
+                 alignment=0, huge_pages=False, uninitialized=False):
         self._handle = _core.tb_tensor_new(
             dtype_code(dtype),
             _shape_tuple(shape),
-            alloc_options(memory, name, alignment, huge_pages),
+            alloc_options(memory, name, alignment, huge_pages, uninitialized),
         )
 
     @classmethod
@@ -259,6 +265,19 @@ class Tensor(_core.TensorBase):
     @property
     def buffer_id(self):
         return _core.tb_tensor_buffer_id(self._handle)
+
+    @property
+    def buffer_key(self):
+        """Equal for tensors over the same dma-buf or memfd, even from two
+        imports (0 without an fd): a key for per-memory caches."""
+        buffer = _core.tb_tensor_buffer(self._handle)
+        return _core.tb_buffer_key(buffer)
+
+    @property
+    def fd(self):
+        """The buffer's own fd, borrowed (-1 without one): valid while the
+        tensor lives; never close it (export_fd gives one to keep)."""
+        return _core.tb_tensor_fd(self._handle)
 
     @property
     def buffer(self):

@@ -300,3 +300,84 @@ def test_memory_available():
 def test_version():
     assert tensorbuf.__version__ == core.tb_version_string()
     assert tensorbuf.version_number == core.TB_VERSION_NUMBER
+
+
+SELF_CLEARING_LIST = """
+import tensorbuf
+from tensorbuf import core
+
+class Clears:
+    '''An int (or float) that empties the list it is read from.'''
+    def __init__(self, items, value):
+        self.items, self.value = items, value
+    def __index__(self):
+        self.items.clear()
+        return self.value
+    def __float__(self):
+        self.items.clear()
+        return float(self.value)
+
+class Other:
+    def __init__(self, value):
+        self.value = value
+    def __index__(self):
+        return self.value
+    def __float__(self):
+        return float(self.value)
+
+shape = []
+shape += [Clears(shape, 2)] + [Other(1) for _ in range(7)]
+t = core.tb_tensor_new(core.TB_DTYPE_U8, shape, None)
+assert [core.tb_tensor_dim(t, i) for i in range(8)] == [2] + [1] * 7, "shape"
+
+q = core.tb_tensor_new(core.TB_DTYPE_U8, (4, 3), None)
+scales = []
+scales += [Clears(scales, 2)] + [Other(3), Other(4)]
+core.tb_tensor_set_quantization(q, 1, scales, None)
+assert core.tb_tensor_quantization_get(q, 2)[0] == 4.0, "scales"
+print("ok")
+"""
+
+
+def test_sequences_changed_by_their_items_are_read_as_they_were():
+    # Run apart: before the fix this read freed memory and crashed.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SELF_CLEARING_LIST],
+                          capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_memory_trim_and_auto_skipped():
+    tensorbuf.memory_trim()
+    tensorbuf.Tensor((1024, 1024), "u8", memory="heap")  # dropped: 1 MiB cached
+    assert tensorbuf.memory_trim() == 1 << 20
+    assert tensorbuf.memory_trim() == 0
+    t = tensorbuf.Tensor((4,), "u8", uninitialized=True)
+    skipped = tensorbuf.memory_auto_skipped()
+    assert isinstance(skipped, str)
+    if t.memory != "dma" and "TENSORBUF_MEMORY" not in os.environ:
+        assert skipped.startswith("dma: ")
+
+
+def test_fd_is_borrowed(shm):
+    t = tensorbuf.Tensor((16,), "u8", memory=shm)
+    assert t.fd >= 0 and t.fd == t.fd
+    assert os.fstat(t.fd).st_size >= 16
+    assert tensorbuf.Tensor((16,), "u8", memory="heap").fd == -1
+
+
+def test_buffer_key_is_equal_for_two_imports(shm):
+    t = tensorbuf.Tensor((16,), "u8", memory=shm)
+    fd = t.export_fd()
+    try:
+        a = tensorbuf.import_fd(fd, (16,))
+        b = tensorbuf.import_fd(fd, (16,))
+    finally:
+        os.close(fd)
+    assert a.buffer_id != b.buffer_id
+    assert a.buffer_key == b.buffer_key == t.buffer_key != 0
+    assert tensorbuf.Tensor((16,), "u8", memory="heap").buffer_key == 0

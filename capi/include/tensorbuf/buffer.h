@@ -20,7 +20,8 @@ typedef void (*tb_destroy_notify)(void *user_data);
 /* Buffer flags. */
 #define TB_BUFFER_READ_ONLY 0x1u
 
-/* Allocates `size` zeroed bytes (0 is allowed). The new buffer has one
+/* Allocates `size` zeroed bytes (0 is allowed; TB_ALLOC_UNINITIALIZED in
+ * opts->flags skips the clearing where it costs time). The new buffer has one
  * reference, owned by the caller.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out; bad alignment, flags or memory
  * value in opts; bad TENSORBUF_MEMORY), TB_ERR_VERSION, TB_ERR_NO_MEMORY,
@@ -49,9 +50,29 @@ TB_API tb_memory tb_buffer_memory(const tb_buffer *buffer);
 TB_API uint64_t tb_buffer_id(const tb_buffer *buffer);
 TB_API bool tb_buffer_read_only(const tb_buffer *buffer);
 
+/* The buffer's own fd (SHM and DMA), borrowed: no dup, valid while the
+ * buffer lives, and never to be closed by the caller (dup it to keep it;
+ * tb_tensor_export_fd does). -1 for memory without an fd or a NULL buffer.
+ * Thread-safe. */
+TB_API int tb_buffer_fd(const tb_buffer *buffer);
+
+/* A key for caches of per-memory objects (an EGLImage, an engine binding)
+ * that is the same for every buffer over the same underlying file: two
+ * imports of one dma-buf or memfd, in this process, give equal keys, where
+ * their ids differ. Made from the file's device and inode. 0 for memory
+ * without an fd (use tb_buffer_id) or a NULL buffer. Thread-safe. */
+TB_API uint64_t tb_buffer_key(const tb_buffer *buffer);
+
 /* Whether the buffer that had this id is still alive: a cache keyed by
  * buffer id uses it to tell stale entries. Thread-safe. */
 TB_API bool tb_buffer_alive(uint64_t id);
+
+/* Gives the heap's cache of freed large blocks back to the system; returns
+ * the bytes unmapped. Freed heap buffers of 256 KiB or more are kept mapped
+ * (at most 16 blocks, 128 MiB) so the next allocation of a like size skips
+ * the page faults of fresh memory; call this on memory pressure. The cache
+ * is emptied at exit too. Thread-safe. */
+TB_API uint64_t tb_memory_trim(void);
 
 #ifdef __cplusplus
 }

@@ -113,6 +113,12 @@ TB_API tb_pixel_layout tb_pixel_format_layout(tb_pixel_format format);
  * GREY 1, the YUV formats 3 (Y, U, V). */
 TB_API uint32_t tb_pixel_format_channels(tb_pixel_format format);
 TB_API uint32_t tb_pixel_format_plane_count(tb_pixel_format format);
+/* Whether samples are Y, U and V (the packed 4:2:2, NV and I420 formats and
+ * P010); false for RGB, GREY and an invalid format. */
+TB_API bool tb_pixel_format_is_yuv(tb_pixel_format format);
+/* Whether one component is alpha (RGBA, BGRA, PLANAR_RGBA; RGBX and BGRX
+ * only pad). */
+TB_API bool tb_pixel_format_has_alpha(tb_pixel_format format);
 /* Significant bits per sample: 8, or 10 for P010 (stored in 16). */
 TB_API uint32_t tb_pixel_format_bits(tb_pixel_format format);
 /* Subsampling of a plane: how many pixels of the image one sample of that

@@ -66,6 +66,11 @@ TB_API tb_status tb_tensor_import_fd(tb_tensor **out, int fd, tb_dtype dtype,
  * memory has no fd), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_export_fd(int *out_fd, const tb_tensor *tensor);
 
+/* The fd of the tensor's buffer, borrowed as tb_buffer_fd gives it: valid
+ * while the tensor (or its buffer) lives, never to be closed. -1 without an
+ * fd or for NULL. */
+TB_API int tb_tensor_fd(const tb_tensor *tensor);
+
 /* ---- references ---------------------------------------------------------- */
 
 TB_API tb_tensor *tb_tensor_ref(tb_tensor *tensor); /* NULL-safe */

@@ -8,7 +8,9 @@
 extern "C" {
 #endif
 
-/* Most dimensions a tensor may have. */
+/* Most dimensions a tensor may have. This and the other array-size macros
+ * (TB_IMAGE_MAX_PLANES, ...) size arrays in callers' code: they are frozen
+ * for SONAME 0 and change only with a new SONAME. */
 #define TB_MAX_DIMS 16
 
 /* Element types. Values are ABI: explicit, never renumbered. 0 is never a
@@ -60,9 +62,23 @@ TB_API tb_status tb_memory_from_name(tb_memory *out, const char *name);
  * (AUTO and HEAP: always). Probes once per kind; thread-safe. */
 TB_API bool tb_memory_available(tb_memory memory);
 
+/* Why the calling thread's last allocation with memory AUTO skipped kinds
+ * ("dma: <why>; shm: <why>"), or "" when it took the first. AUTO tries DMA,
+ * SHM, then HEAP, and falls back when a kind is unavailable or its
+ * allocation fails (a dma-heap out of CMA). Valid until this thread's next
+ * AUTO allocation; never NULL. */
+TB_API const char *tb_memory_auto_skipped(void);
+
 /* Allocation flags. */
 #define TB_ALLOC_HUGE_PAGES                                                    \
   0x1u /* 2 MiB alignment and transparent huge pages */
+/* The bytes may hold anything, as np.empty and torch.empty give: for output
+ * buffers that are written in full before being read. Saves clearing a heap
+ * block reused from the allocator's cache (small blocks and reused large
+ * ones); memory of the other kinds, and fresh mappings, still come zeroed.
+ * Never hands out another process's data: only this process's freed heap
+ * memory is reused. */
+#define TB_ALLOC_UNINITIALIZED 0x2u
 
 #define TB_ALLOC_OPTIONS_VERSION 1
 
@@ -82,7 +98,9 @@ typedef struct tb_alloc_options {
   { TB_ALLOC_OPTIONS_VERSION, TB_MEMORY_AUTO, 0, NULL, 0 }
 
 /* Fills *opts with the defaults of the given struct version, for languages
- * that cannot expand TB_ALLOC_OPTIONS_INIT.
+ * that cannot expand TB_ALLOC_OPTIONS_INIT. Writes only the fields that
+ * `version` has (a caller built against an older header passes a shorter
+ * struct), and sets opts->version to `version`.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL opts), TB_ERR_VERSION. */
 TB_API tb_status tb_alloc_options_init(tb_alloc_options *opts,
                                        uint32_t version);

@@ -12,8 +12,10 @@ const FlagName buffer_flag_names[] = {{"read_only", TB_BUFFER_READ_ONLY},
                                       {NULL, 0}};
 const FlagName send_flag_names[] = {{"read_only", TB_SEND_READ_ONLY},
                                     {NULL, 0}};
-static const FlagName alloc_flag_names[] = {{"huge_pages", TB_ALLOC_HUGE_PAGES},
-                                            {NULL, 0}};
+static const FlagName alloc_flag_names[] = {
+    {"huge_pages", TB_ALLOC_HUGE_PAGES},
+    {"uninitialized", TB_ALLOC_UNINITIALIZED},
+    {NULL, 0}};
 
 /* The runner's own name tables: they check the library's names rather than
  * reuse them. */

@@ -599,6 +599,16 @@ static void call_pixel_format_channels(Step *s) {
   if (s->error == NULL)
     result_u64(s, tb_pixel_format_channels(format));
 }
+static void call_pixel_format_is_yuv(Step *s) {
+  tb_pixel_format format = arg_pixel_format(s, "format");
+  if (s->error == NULL)
+    result_bool(s, tb_pixel_format_is_yuv(format));
+}
+static void call_pixel_format_has_alpha(Step *s) {
+  tb_pixel_format format = arg_pixel_format(s, "format");
+  if (s->error == NULL)
+    result_bool(s, tb_pixel_format_has_alpha(format));
+}
 static void call_pixel_format_plane_count(Step *s) {
   tb_pixel_format format = arg_pixel_format(s, "format");
   if (s->error == NULL)
@@ -1208,6 +1218,8 @@ static const Call calls[] = {
     CALL(pixel_format_from_fourcc),
     CALL(pixel_format_layout),
     CALL(pixel_format_channels),
+    CALL(pixel_format_is_yuv),
+    CALL(pixel_format_has_alpha),
     CALL(pixel_format_plane_count),
     CALL(pixel_format_bits),
     CALL(pixel_format_plane_hsub),

@@ -194,6 +194,8 @@ static const char *const signature_table[] = {
     "status pixel_format_from_fourcc(out_format out, u32 fourcc)",
     "layout pixel_format_layout(format format)",
     "u32 pixel_format_channels(format format)",
+    "bool pixel_format_is_yuv(format format)",
+    "bool pixel_format_has_alpha(format format)",
     "u32 pixel_format_plane_count(format format)",
     "u32 pixel_format_bits(format format)",
     "u32 pixel_format_plane_hsub(format format, size plane)",
@@ -358,7 +360,8 @@ typedef struct Flag {
 static const Flag map_flags[] = {{"read", 0x1}, {"write", 0x2}, {0}};
 static const Flag buffer_flags[] = {{"read_only", 0x1}, {0}};
 static const Flag send_flags[] = {{"read_only", 0x1}, {0}};
-static const Flag alloc_flags[] = {{"huge_pages", 0x1}, {0}};
+static const Flag alloc_flags[] = {
+    {"huge_pages", 0x1}, {"uninitialized", 0x2}, {0}};
 static const Flag seals[] = {{"seal", F_SEAL_SEAL},
                              {"shrink", F_SEAL_SHRINK},
                              {"grow", F_SEAL_GROW},

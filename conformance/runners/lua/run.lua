@@ -79,7 +79,8 @@ local PIXEL_LAYOUTS = {[0] = "invalid", "packed", "planar", "semi_planar"}
 local MAP_FLAGS = {read = core.TB_MAP_READ, write = core.TB_MAP_WRITE}
 local BUFFER_FLAGS = {read_only = core.TB_BUFFER_READ_ONLY}
 local SEND_FLAGS = {read_only = core.TB_SEND_READ_ONLY}
-local ALLOC_FLAGS = {huge_pages = core.TB_ALLOC_HUGE_PAGES}
+local ALLOC_FLAGS = {huge_pages = core.TB_ALLOC_HUGE_PAGES,
+                     uninitialized = core.TB_ALLOC_UNINITIALIZED}
 
 -- Argument accessors over one step's args, bound to its case.
 local Args = {}
@@ -647,7 +648,7 @@ end
 calls.pixel_format_layout = function(a)
   return value(PIXEL_LAYOUTS[core.tb_pixel_format_layout(a:pixel_format("format"))])
 end
-for _, fact in ipairs {"channels", "plane_count", "bits"} do
+for _, fact in ipairs {"channels", "plane_count", "bits", "is_yuv", "has_alpha"} do
   calls["pixel_format_" .. fact] = function(a)
     return value(core["tb_pixel_format_" .. fact](a:pixel_format("format")))
   end

@@ -42,7 +42,10 @@ PIXEL_LAYOUTS = ["invalid", "packed", "planar", "semi_planar"]
 MAP_FLAGS = {"read": core.TB_MAP_READ, "write": core.TB_MAP_WRITE}
 BUFFER_FLAGS = {"read_only": core.TB_BUFFER_READ_ONLY}
 SEND_FLAGS = {"read_only": core.TB_SEND_READ_ONLY}
-ALLOC_FLAGS = {"huge_pages": core.TB_ALLOC_HUGE_PAGES}
+ALLOC_FLAGS = {
+    "huge_pages": core.TB_ALLOC_HUGE_PAGES,
+    "uninitialized": core.TB_ALLOC_UNINITIALIZED,
+}
 SEALS = {
     "shrink": fcntl.F_SEAL_SHRINK,
     "grow": fcntl.F_SEAL_GROW,
@@ -590,6 +593,10 @@ CALLS = {
         PIXEL_LAYOUTS[core.tb_pixel_format_layout(a.pixel_format("format"))]),
     "pixel_format_channels": lambda a, case: value(
         core.tb_pixel_format_channels(a.pixel_format("format"))),
+    "pixel_format_is_yuv": lambda a, case: value(
+        core.tb_pixel_format_is_yuv(a.pixel_format("format"))),
+    "pixel_format_has_alpha": lambda a, case: value(
+        core.tb_pixel_format_has_alpha(a.pixel_format("format"))),
     "pixel_format_plane_count": lambda a, case: value(
         core.tb_pixel_format_plane_count(a.pixel_format("format"))),
     "pixel_format_bits": lambda a, case: value(
