@@ -2,7 +2,7 @@
  * planes from fds, and plane views. */
 #include "tensor/image.h"
 
-G_DEFINE_QUARK(tb - image - error - quark, tb_image_error)
+TB_DEFINE_QUARK(tb - image - error - quark, tb_image_error)
 
 /* How the image tensor is shaped (image.h gives the reasons). */
 typedef enum TbImageShape {
