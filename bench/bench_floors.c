@@ -1,7 +1,17 @@
-/* The physical floors of a handoff between two processes, in both
- * placements (producer and consumer pinned to different CPUs, then both on
- * one CPU): what any design that wakes a sleeping peer, or streams through
- * shared memory, cannot beat on this machine.
+/* tensorbuf's pooled handoff against the physical floors of a handoff
+ * between two processes, in both placements (producer and consumer pinned
+ * to different CPUs, then both on one CPU), in one run:
+ *
+ *   pooled      one-way: a tb_pool of 4 1080p RGBA u8 SHM frames; the
+ *               producer acquires, stamps the clock into the first bytes,
+ *               sends; the consumer, blocked in tb_channel_recv, maps and
+ *               reads the stamp, then drops the frame (p50, p99; vs the
+ *               futex wake floor)
+ *   pooled 4    sustained frames/s with up to 4 frames in flight (vs the
+ *               ring floor)
+ *
+ * The floors: what any design that wakes a sleeping peer, or streams
+ * through shared memory, cannot beat on this machine.
  *
  *   futex wake  one-way: the producer stamps CLOCK_MONOTONIC into shared
  *               memory and FUTEX_WAKEs the consumer asleep in FUTEX_WAIT,
@@ -17,6 +27,8 @@
  * answer) so that every round finds the consumer asleep. */
 #define _GNU_SOURCE
 #include "harness.h"
+
+#include <tensorbuf/tensorbuf.h>
 
 #include <linux/futex.h>
 #include <sched.h>
@@ -34,6 +46,8 @@
 #define ROUNDS 4000
 #define RING_SLOTS 4
 #define RING_ITEMS 200000
+#define POOLED_FRAMES 20000
+#define POOL_SIZE 4
 #define SPINS_BEFORE_SLEEP 256
 
 typedef struct shared {
@@ -144,6 +158,40 @@ static void consume_ring(shared *s) {
   }
 }
 
+/* The stamp in a received frame (its first 8 bytes). */
+static int64_t read_stamp(tb_tensor *tensor) {
+  tb_map *map = NULL;
+  bench_check(tb_tensor_map(&map, tensor, TB_MAP_READ), "tb_tensor_map");
+  int64_t stamp;
+  memcpy(&stamp, tb_map_data(map), sizeof stamp);
+  tb_map_free(map);
+  return stamp;
+}
+
+static void consume_pooled(shared *s, tb_channel *channel) {
+  for (uint32_t round = 0; round < ROUNDS; round++) {
+    tb_tensor *tensor = NULL;
+    bench_check(tb_channel_recv(&tensor, channel, -1), "tb_channel_recv");
+    atomic_store(&s->one_way[round], now_ns() - read_stamp(tensor));
+    tb_tensor_unref(tensor);
+    atomic_store(&s->pong, round + 1);
+    futex_wake(&s->pong);
+  }
+}
+
+static void consume_pooled_stream(tb_channel *channel) {
+  for (int64_t frame = 0; frame < POOLED_FRAMES; frame++) {
+    tb_tensor *tensor = NULL;
+    bench_check(tb_channel_recv(&tensor, channel, -1), "tb_channel_recv");
+    if (read_stamp(tensor) != frame) {
+      fprintf(stderr, "bench_floors: frame %lld out of order\n",
+              (long long)frame);
+      exit(EXIT_FAILURE);
+    }
+    tb_tensor_unref(tensor);
+  }
+}
+
 /* ---- the producers ------------------------------------------------------- */
 
 static void produce_wakes(shared *s) {
@@ -178,15 +226,51 @@ static void produce_ring(shared *s) {
   }
 }
 
+/* Acquires a frame, writes the clock (or `sequence`, for a stream) into it
+ * and sends it. */
+static void send_frame(tb_pool *pool, tb_channel *channel, bool clock,
+                       int64_t sequence) {
+  tb_tensor *tensor = NULL;
+  bench_check(tb_pool_acquire(&tensor, pool, -1), "tb_pool_acquire");
+  tb_map *map = NULL;
+  bench_check(tb_tensor_map(&map, tensor, TB_MAP_WRITE), "tb_tensor_map");
+  int64_t stamp = clock ? now_ns() : sequence;
+  memcpy(tb_map_data(map), &stamp, sizeof stamp);
+  tb_map_free(map);
+  bench_check(tb_channel_send(channel, tensor, 0), "tb_channel_send");
+  tb_tensor_unref(tensor);
+}
+
+static void produce_pooled(shared *s, tb_pool *pool, tb_channel *channel) {
+  for (uint32_t round = 0; round < ROUNDS; round++) {
+    send_frame(pool, channel, true, 0);
+    while (atomic_load(&s->pong) == round)
+      futex_wait(&s->pong, round);
+  }
+}
+
+static void produce_pooled_stream(tb_pool *pool, tb_channel *channel) {
+  for (int64_t frame = 0; frame < POOLED_FRAMES; frame++)
+    send_frame(pool, channel, false, frame);
+}
+
 /* ---- one placement ------------------------------------------------------- */
 
-typedef enum floor_kind { FLOOR_WAKE, FLOOR_MESSAGE, FLOOR_RING } floor_kind;
+typedef enum floor_kind {
+  FLOOR_WAKE,
+  FLOOR_MESSAGE,
+  FLOOR_RING,
+  POOLED,
+  POOLED_STREAM
+} floor_kind;
 
 /* Runs one floor with the consumer pinned to `consumer_cpu` and this process
  * to `producer_cpu`; returns the ring's wall time in ns (0 for the others). */
-static double run_floor(floor_kind kind, shared *s, int producer_cpu,
-                        int consumer_cpu) {
+static double run_floor(floor_kind kind, shared *s, tb_pool *pool,
+                        int producer_cpu, int consumer_cpu) {
   memset(s, 0, sizeof *s);
+  tb_channel *producer_end = NULL, *consumer_end = NULL;
+  bench_check(tb_channel_pair(&producer_end, &consumer_end), "tb_channel_pair");
   int sockets[2];
   bench_check_system(
       socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets) == 0,
@@ -195,61 +279,84 @@ static double run_floor(floor_kind kind, shared *s, int producer_cpu,
   bench_check_system(child >= 0, "fork");
   if (child == 0) {
     close(sockets[0]);
+    tb_channel_unref(producer_end);
     pin(consumer_cpu);
     if (kind == FLOOR_WAKE)
       consume_wakes(s);
     else if (kind == FLOOR_MESSAGE)
       consume_messages(s, sockets[1]);
-    else
+    else if (kind == FLOOR_RING)
       consume_ring(s);
+    else if (kind == POOLED)
+      consume_pooled(s, consumer_end);
+    else
+      consume_pooled_stream(consumer_end);
+    tb_channel_unref(consumer_end);
     _exit(EXIT_SUCCESS);
   }
   close(sockets[1]);
+  tb_channel_unref(consumer_end);
   pin(producer_cpu);
   int64_t start = now_ns();
   if (kind == FLOOR_WAKE)
     produce_wakes(s);
   else if (kind == FLOOR_MESSAGE)
     produce_messages(sockets[0]);
-  else
+  else if (kind == FLOOR_RING)
     produce_ring(s);
+  else if (kind == POOLED)
+    produce_pooled(s, pool, producer_end);
+  else
+    produce_pooled_stream(pool, producer_end);
   int status = 0;
   bench_check_system(waitpid(child, &status, 0) == child, "waitpid");
   int64_t elapsed = now_ns() - start;
   bench_check_system(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                      "the consumer process");
   close(sockets[0]);
+  /* Every frame home before the channel goes (the releases are on it). */
+  tb_tensor *all[POOL_SIZE];
+  for (int i = 0; i < POOL_SIZE; i++)
+    bench_check(tb_pool_acquire(&all[i], pool, 10000), "tb_pool_acquire");
+  for (int i = 0; i < POOL_SIZE; i++)
+    tb_tensor_unref(all[i]);
+  tb_channel_unref(producer_end);
   return (double)elapsed;
 }
 
-static void report_placement(shared *s, const char *placement, int producer_cpu,
-                             int consumer_cpu) {
+static void report_placement(shared *s, tb_pool *pool, const char *placement,
+                             int producer_cpu, int consumer_cpu) {
+  double wake[2], message[2], pooled[2];
+  run_floor(FLOOR_WAKE, s, pool, producer_cpu, consumer_cpu);
+  percentiles(s, &wake[0], &wake[1]);
+  run_floor(FLOOR_MESSAGE, s, pool, producer_cpu, consumer_cpu);
+  percentiles(s, &message[0], &message[1]);
+  run_floor(POOLED, s, pool, producer_cpu, consumer_cpu);
+  percentiles(s, &pooled[0], &pooled[1]);
+  double ring_ns = run_floor(FLOOR_RING, s, pool, producer_cpu, consumer_cpu);
+  double stream_ns =
+      run_floor(POOLED_STREAM, s, pool, producer_cpu, consumer_cpu);
   char name[128];
-  double p50, p99;
-  snprintf(name, sizeof name, "floor futex wake one-way p50 (%s)", placement);
-  if (bench_selected(name)) {
-    run_floor(FLOOR_WAKE, s, producer_cpu, consumer_cpu);
-    percentiles(s, &p50, &p99);
-    bench_report_time(name, p50, NULL, 0, NULL);
-    snprintf(name, sizeof name, "floor futex wake one-way p99 (%s)", placement);
-    bench_report_time(name, p99, NULL, 0, NULL);
-  }
-  snprintf(name, sizeof name, "floor 16-byte message one-way p50 (%s)",
-           placement);
-  if (bench_selected(name)) {
-    run_floor(FLOOR_MESSAGE, s, producer_cpu, consumer_cpu);
-    percentiles(s, &p50, &p99);
-    bench_report_time(name, p50, NULL, 0, NULL);
-    snprintf(name, sizeof name, "floor 16-byte message one-way p99 (%s)",
+  const char *quantile[2] = {"p50", "p99"};
+  for (int q = 0; q < 2; q++) {
+    snprintf(name, sizeof name, "floor 16-byte message one-way %s (%s)",
+             quantile[q], placement);
+    bench_report_time(name, message[q], "futex wake floor", wake[q], NULL);
+    snprintf(name, sizeof name,
+             "handoff pooled 1080p one-way %s (%s) vs futex wake", quantile[q],
              placement);
-    bench_report_time(name, p99, NULL, 0, NULL);
+    bench_report_time(name, pooled[q], "futex wake floor", wake[q], NULL);
+    snprintf(name, sizeof name,
+             "handoff pooled 1080p one-way %s (%s) vs 16-byte message",
+             quantile[q], placement);
+    bench_report_time(name, pooled[q], "16-byte message floor", message[q],
+                      NULL);
   }
-  snprintf(name, sizeof name, "floor 4-slot futex ring items/s (%s)",
+  snprintf(name, sizeof name,
+           "handoff pooled 1080p frames/s, 4 in flight (%s) vs futex ring",
            placement);
-  if (bench_selected(name)) {
-    double elapsed = run_floor(FLOOR_RING, s, producer_cpu, consumer_cpu);
-    bench_report(name, RING_ITEMS * 1e9 / elapsed, "frames/s", NULL, 0, NULL);
-  }
+  bench_report(name, POOLED_FRAMES * 1e9 / stream_ns, "frames/s",
+               "4-slot futex ring floor", RING_ITEMS * 1e9 / ring_ns, NULL);
 }
 
 int main(void) {
@@ -268,11 +375,24 @@ int main(void) {
       else
         second = cpu;
     }
+  const int64_t shape[] = {1080, 1920, 4};
+  tb_alloc_options shm;
+  tb_alloc_options_init(&shm, TB_ALLOC_OPTIONS_VERSION);
+  shm.memory = TB_MEMORY_SHM;
+  tb_tensor *prototype = NULL;
+  bench_check(tb_tensor_new(&prototype, TB_DTYPE_U8, 3, shape, &shm),
+              "tb_tensor_new");
+  tb_pool *pool = NULL;
+  bench_check(tb_pool_new(&pool, prototype, POOL_SIZE), "tb_pool_new");
+  tb_tensor_unref(prototype);
+  const char *quick = getenv("TB_BENCH_QUICK");
   if (second >= 0)
-    report_placement(s, "2 CPUs", first, second);
+    report_placement(s, pool, "2 CPUs", first, second);
   else
     fprintf(stderr, "bench_floors: one CPU allowed; no 2-CPU placement\n");
-  report_placement(s, "1 CPU", first, first);
+  if (quick == NULL || second < 0)
+    report_placement(s, pool, "1 CPU", first, first);
+  tb_pool_unref(pool);
   munmap(s, sizeof(shared));
   return bench_end();
 }
