@@ -9,6 +9,20 @@
 #include "tensorbuf/tensorbuf.h"
 #include <glib.h>
 
+/* G_DEFINE_QUARK without its data race (a plain static read and written by
+ * every first caller, which ThreadSanitizer reports): first callers may each
+ * look the name up, and get the same quark. */
+#define TB_DEFINE_QUARK(QN, q_n)                                               \
+  GQuark q_n##_quark(void) {                                                   \
+    static GQuark quark;                                                       \
+    GQuark known = (GQuark)g_atomic_int_get(&quark);                           \
+    if (G_UNLIKELY(known == 0)) {                                              \
+      known = g_quark_from_static_string(#QN);                                 \
+      g_atomic_int_set(&quark, known);                                         \
+    }                                                                          \
+    return known;                                                              \
+  }
+
 GQuark tb_backend_error_quark(void);
 GQuark tb_buffer_error_quark(void);
 GQuark tb_tensor_error_quark(void);

@@ -4,25 +4,9 @@
 #include <stdatomic.h>
 #include <string.h>
 
-/* Every error domain is made once when the library loads: GLib's lazy
- * G_DEFINE_QUARK is first touched by whichever threads fail first, at once
- * (ThreadSanitizer reports the race on its static). */
-static GQuark tb_quarks[5];
-
-__attribute__((constructor)) static void tb_error_quarks_init(void) {
-  static const char *const names[G_N_ELEMENTS(tb_quarks)] = {
-      "tb-backend-error-quark", "tb-buffer-error-quark",
-      "tb-tensor-error-quark", "tb-image-error-quark",
-      "tb-dlpack-error-quark"};
-  for (size_t i = 0; i < G_N_ELEMENTS(tb_quarks); i++)
-    tb_quarks[i] = g_quark_from_static_string(names[i]);
-}
-
-GQuark tb_backend_error_quark(void) { return tb_quarks[0]; }
-GQuark tb_buffer_error_quark(void) { return tb_quarks[1]; }
-GQuark tb_tensor_error_quark(void) { return tb_quarks[2]; }
-GQuark tb_image_error_quark(void) { return tb_quarks[3]; }
-GQuark tb_dlpack_error_quark(void) { return tb_quarks[4]; }
+TB_DEFINE_QUARK(tb - backend - error - quark, tb_backend_error)
+TB_DEFINE_QUARK(tb - buffer - error - quark, tb_buffer_error)
+TB_DEFINE_QUARK(tb - tensor - error - quark, tb_tensor_error)
 
 /* GError carries no errno, so the one behind a TB_ERR_SYSTEM waits here for
  * the boundary to collect it on the same thread. */

@@ -1,6 +1,6 @@
 /* Timeline fences: a 64-bit counter in a sealed memfd page, woken by a
- * process-shared futex. The page is an ordinary SHM buffer, so creation,
- * import (classification, sealing, size checks) and export are the buffer's.
+ * process-shared futex. The page is an ordinary SHM buffer, so creation and
+ * export are the buffer's; import accepts only what creation makes.
  *
  * The futex word is a wake sequence, not the counter (futexes are 32-bit):
  * a signal raises the counter, bumps the sequence and wakes sleepers; a
@@ -12,9 +12,12 @@
 #include "sharing/fence.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/magic.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,16 +62,47 @@ tb_fence *tb_fence_create(uint64_t initial, GError **error) {
   return fence_wrap(buffer);
 }
 
+/* Refuses, before anything is mapped, every fd that is not what
+ * tb_fence_create makes: a memfd on tmpfs (not hugetlbfs, not a dma-buf,
+ * which may have no CPU mapping at all), sealed against shrinking and
+ * growing, of exactly one fence page. Seals only ever accumulate, so the
+ * size read after them is final. */
+static gboolean fence_fd_check(int fd, TbFdInfo *info, GError **error) {
+  if (!tb_fd_inspect(fd, info, error))
+    return FALSE;
+  const char *problem = NULL;
+  struct statfs fs;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (info->backend != &tb_backend_memfd)
+    problem = "is a dma-buf";
+  else if (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC)
+    problem = "is shared memory outside tmpfs";
+  else if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
+                            (F_SEAL_SHRINK | F_SEAL_GROW))
+    problem = "is not sealed against shrinking and growing";
+  else if (info->size != TB_FENCE_SIZE)
+    problem = "is not one page long";
+  if (problem == NULL)
+    return TRUE;
+  g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
+              "fd %d %s, so it is not a tensorbuf fence", fd, problem);
+  return FALSE;
+}
+
 tb_fence *tb_fence_open(int fd, GError **error) {
-  /* The size is checked below, so that a short memfd is "not a fence"
-   * (TB_ERR_BAD_FD) like any other wrong one. */
-  tb_buffer *buffer = tb_buffer_import(fd, 0, error);
+  TbFdInfo info;
+  if (!fence_fd_check(fd, &info, error))
+    return NULL;
+  tb_buffer *buffer = tb_buffer_adopt_fd(fd, &info, error);
   if (buffer == NULL)
     return NULL;
+  /* The page is the peer's to write: the magic is read once, here. */
   const TbFencePage *page = buffer->data;
-  if (buffer->size != TB_FENCE_SIZE || page->magic != TB_FENCE_MAGIC) {
+  if (page->magic != TB_FENCE_MAGIC) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
-                "fd %d is shared memory but not a tensorbuf fence", fd);
+                "fd %d is a sealed page of shared memory without the fence "
+                "magic, so it is not a tensorbuf fence",
+                fd);
     tb_buffer_unref(buffer);
     return NULL;
   }
@@ -94,8 +128,18 @@ void tb_fence_unref(tb_fence *fence) {
     g_atomic_rc_box_release_full(fence, fence_clear);
 }
 
+_Atomic uint64_t *tb_fence_counter(const tb_fence *fence) {
+  return &fence->page->value;
+}
+
+void tb_fence_wake(tb_fence *fence) {
+  atomic_fetch_add(&fence->page->wake_sequence, 1);
+  syscall(SYS_futex, &fence->page->wake_sequence, FUTEX_WAKE, INT32_MAX, NULL,
+          NULL, 0);
+}
+
 uint64_t tb_fence_value(const tb_fence *fence) {
-  return fence != NULL ? atomic_load(&fence->page->value) : 0;
+  return fence != NULL ? atomic_load(tb_fence_counter(fence)) : 0;
 }
 
 gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error) {
@@ -104,8 +148,8 @@ gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error) {
                 "this fence was imported read-only; it can wait, not signal");
     return FALSE;
   }
-  TbFencePage *page = fence->page;
-  uint64_t current = atomic_load(&page->value);
+  _Atomic uint64_t *counter = tb_fence_counter(fence);
+  uint64_t current = atomic_load(counter);
   do {
     if (value <= current) {
       g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
@@ -115,19 +159,20 @@ gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error) {
                   value, current);
       return FALSE;
     }
-  } while (!atomic_compare_exchange_weak(&page->value, &current, value));
-  atomic_fetch_add(&page->wake_sequence, 1);
-  syscall(SYS_futex, &page->wake_sequence, FUTEX_WAKE, INT32_MAX, NULL, NULL,
-          0);
+  } while (!atomic_compare_exchange_weak(counter, &current, value));
+  tb_fence_wake(fence);
   return TRUE;
 }
 
 gboolean tb_fence_await(tb_fence *fence, uint64_t value, int64_t timeout_ns,
                         GError **error) {
   TbFencePage *page = fence->page;
+  /* One absolute CLOCK_MONOTONIC deadline, fixed here: FUTEX_WAIT_BITSET
+   * takes it as is, so neither a spurious wake-up nor a signal handler
+   * (EINTR) can stretch the wait. */
   struct timespec deadline;
   clock_gettime(CLOCK_MONOTONIC, &deadline);
-  if (timeout_ns >= 0) {
+  if (timeout_ns > 0) {
     int64_t nsec = deadline.tv_nsec + timeout_ns % 1000000000;
     deadline.tv_sec += timeout_ns / 1000000000 + nsec / 1000000000;
     deadline.tv_nsec = nsec % 1000000000;
@@ -138,17 +183,19 @@ gboolean tb_fence_await(tb_fence *fence, uint64_t value, int64_t timeout_ns,
       return TRUE;
     if (timeout_ns == 0)
       break;
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so
-     * spurious wake-ups do not stretch the timeout. */
     long slept = syscall(SYS_futex, &page->wake_sequence, FUTEX_WAIT_BITSET,
-                         sequence, timeout_ns >= 0 ? &deadline : NULL, NULL,
+                         sequence, timeout_ns > 0 ? &deadline : NULL, NULL,
                          FUTEX_BITSET_MATCH_ANY);
-    int errnum = errno;
-    if (slept != 0 && errnum == ETIMEDOUT) {
-      if (atomic_load(&page->value) >= value)
-        return TRUE;
-      break;
+    if (slept == 0 || errno == EINTR || errno == EAGAIN)
+      continue; /* woken, interrupted, or the sequence moved: test again */
+    if (errno != ETIMEDOUT) {
+      tb_set_system_error(error, TB_BUFFER_ERROR, errno,
+                          "futex wait on the fence");
+      return FALSE;
     }
+    if (atomic_load(&page->value) >= value)
+      return TRUE;
+    break;
   }
   g_set_error(error, TB_BUFFER_ERROR, TB_ERR_TIMEOUT,
               "the fence is at %" G_GUINT64_FORMAT ", below %" G_GUINT64_FORMAT

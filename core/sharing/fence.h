@@ -9,6 +9,12 @@ tb_fence *tb_fence_create(uint64_t initial, GError **error);
 tb_fence *tb_fence_open(int fd, GError **error);
 int tb_fence_dup_fd(const tb_fence *fence, GError **error);
 gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error);
+/* The counter in the shared page, for writers other than tb_fence_raise
+ * (a GPU stream that writes it in place); call tb_fence_wake after such a
+ * write reaches memory. */
+_Atomic uint64_t *tb_fence_counter(const tb_fence *fence);
+/* Wakes every process sleeping in tb_fence_await on this fence. */
+void tb_fence_wake(tb_fence *fence);
 gboolean tb_fence_await(tb_fence *fence, uint64_t value, int64_t timeout_ns,
                         GError **error);
 

@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+TB_DEFINE_QUARK(tb - dlpack - error - quark, tb_dlpack_error)
 #define TB_DLPACK_ERROR (tb_dlpack_error_quark())
 
 /* The DLPack type of every tb_dtype, both ways. */

@@ -2,14 +2,41 @@
  * processes (by fd and on a channel). */
 #include "tb_peer.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/dma-heap.h>
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/seccomp.h>
+#include <linux/udmabuf.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define MS_NS INT64_C(1000000)
+
+/* The first eight bytes of a fence page ("\0TBFENE1"), as a peer forging
+ * one by hand writes them. */
+#define FENCE_MAGIC UINT64_C(0x31454e4546425400)
+#define FENCE_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+
+/* A memfd of `size` bytes that starts with `magic`, with `seals` added. */
+static int forged_page(uint64_t size, uint64_t magic, int seals) {
+  int fd = tb_test_memfd(0, MFD_ALLOW_SEALING);
+  assert_int_equal(ftruncate(fd, (off_t)size), 0);
+  assert_int_equal(pwrite(fd, &magic, sizeof magic, 0), (ssize_t)sizeof magic);
+  if (seals != 0)
+    assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
+  return fd;
+}
 
 /* Checks that a wait of `timeout_ms` times out, and took about that long:
  * not early, and not more than two seconds late on a loaded machine. */
@@ -120,6 +147,39 @@ static void import_refuses_what_is_not_a_fence(void **state) {
     close(fds[i]);
   }
 
+  /* Pages that carry the magic but are not what tb_fence_new makes: not
+   * sealed (the import must not seal it either), sealed only against
+   * shrinking, or of another size. */
+  int unsealed = forged_page(4096, FENCE_MAGIC, 0);
+  TB_ASSERT_STATUS(tb_fence_import_fd(&fence, unsealed), TB_ERR_BAD_FD);
+  assert_non_null(strstr(tb_last_error(), "not sealed"));
+  assert_int_equal(fcntl(unsealed, F_GET_SEALS), 0);
+  close(unsealed);
+  const int forged[] = {forged_page(4096, FENCE_MAGIC, F_SEAL_SHRINK),
+                        forged_page(8192, FENCE_MAGIC, FENCE_SEALS),
+                        forged_page(2048, FENCE_MAGIC, FENCE_SEALS),
+                        forged_page(4096, ~FENCE_MAGIC, FENCE_SEALS)};
+  for (size_t i = 0; i < sizeof forged / sizeof *forged; i++) {
+    TB_ASSERT_STATUS(tb_fence_import_fd(&fence, forged[i]), TB_ERR_BAD_FD);
+    close(forged[i]);
+  }
+  /* A tmpfs file that is not a memfd (POSIX shared memory) cannot be sealed. */
+  int shm = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (shm >= 0) {
+    const uint64_t magic = FENCE_MAGIC;
+    assert_int_equal(ftruncate(shm, 4096), 0);
+    assert_int_equal(pwrite(shm, &magic, sizeof magic, 0), 8);
+    TB_ASSERT_STATUS(tb_fence_import_fd(&fence, shm), TB_ERR_BAD_FD);
+    close(shm);
+  }
+  /* A huge-page memfd is not on tmpfs. */
+  int huge =
+      memfd_create("huge", MFD_CLOEXEC | MFD_HUGETLB | MFD_ALLOW_SEALING);
+  if (huge >= 0) {
+    TB_ASSERT_STATUS(tb_fence_import_fd(&fence, huge), TB_ERR_BAD_FD);
+    close(huge);
+  }
+
   /* A tensor's shared memory is not a fence either. */
   const int64_t shape[] = {4096};
   tb_tensor *tensor = tb_test_arange(TB_DTYPE_U8, 1, shape, TB_MEMORY_SHM);
@@ -141,6 +201,142 @@ static void import_refuses_what_is_not_a_fence(void **state) {
   close(regular);
   TB_ASSERT_STATUS(tb_fence_import_fd(&fence, regular), TB_ERR_BAD_FD);
   assert_ptr_equal(fence, TB_SENTINEL(tb_fence));
+}
+
+/* A page forged by hand exactly as tb_fence_new makes it is a fence: the
+ * checks above refuse what differs, not what a peer wrote. */
+static void import_accepts_a_forged_fence_page(void **state) {
+  (void)state;
+  int fd = forged_page(4096, FENCE_MAGIC, FENCE_SEALS);
+  const uint64_t value = 41;
+  assert_int_equal(pwrite(fd, &value, sizeof value, 8), 8);
+  tb_fence *fence = NULL;
+  TB_ASSERT_OK(tb_fence_import_fd(&fence, fd));
+  close(fd);
+  assert_int_equal(tb_fence_value(fence), 41);
+  TB_ASSERT_OK(tb_fence_signal(fence, 42));
+  TB_ASSERT_OK(tb_fence_wait(fence, 42, 0));
+  tb_fence_unref(fence);
+}
+
+/* A dma-buf made here, as a foreign process would hand it over, or -1. */
+static int make_dma_buf(size_t size) {
+  static const char *const heaps[] = {"/dev/dma_heap/system",
+                                      "/dev/dma_heap/linux,cma",
+                                      "/dev/dma_heap/default_cma_region"};
+  for (size_t i = 0; i < sizeof heaps / sizeof *heaps; i++) {
+    int heap = open(heaps[i], O_RDWR | O_CLOEXEC);
+    if (heap < 0)
+      continue;
+    struct dma_heap_allocation_data request = {.len = size,
+                                               .fd_flags = O_RDWR | O_CLOEXEC};
+    int rc = ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &request);
+    close(heap);
+    if (rc == 0)
+      return (int)request.fd;
+  }
+  int device = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+  if (device < 0)
+    return -1;
+  int memfd = forged_page(size, FENCE_MAGIC, F_SEAL_SHRINK);
+  struct udmabuf_create create = {
+      .memfd = (uint32_t)memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size};
+  int fd = ioctl(device, UDMABUF_CREATE, &create);
+  close(memfd);
+  close(device);
+  return fd;
+}
+
+/* Finding 11: a dma-buf (which may have no CPU mapping at all) arriving where
+ * a fence is expected, by fd or on a channel, is refused before anything
+ * reads it. */
+static void import_refuses_dma_bufs(void **state) {
+  (void)state;
+  int fd = make_dma_buf(4096);
+  if (fd < 0) {
+    print_message("skipped: no dma-buf can be made in this process (no "
+                  "/dev/dma_heap/{system,linux,cma,default_cma_region}, no "
+                  "/dev/udmabuf)\n");
+    skip();
+  }
+  tb_fence *fence = TB_SENTINEL(tb_fence);
+  TB_ASSERT_STATUS(tb_fence_import_fd(&fence, fd), TB_ERR_BAD_FD);
+  assert_non_null(strstr(tb_last_error(), "dma-buf"));
+  assert_ptr_equal(fence, TB_SENTINEL(tb_fence));
+  close(fd);
+}
+
+/* Kills the futex waits of the calling process (FUTEX_WAIT_BITSET on shared
+ * words, which only fences use) with ENOSYS. */
+static void refuse_shared_futex_waits(void) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+               offsetof(struct seccomp_data, args[1])),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAIT_BITSET, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog program = {.len = sizeof code / sizeof *code,
+                               .filter = code};
+  TB_PEER_ASSERT(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+  TB_PEER_ASSERT(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0);
+}
+
+/* Child: waits on a fence with the futex refused by the kernel. */
+static void wait_without_futex(tb_peer_end *end, void *arg) {
+  (void)end;
+  tb_fence *fence = arg;
+  refuse_shared_futex_waits();
+  int64_t start = tb_peer_now_ms();
+  TB_PEER_ASSERT_STATUS(tb_fence_wait(fence, 1, 5000 * MS_NS), TB_ERR_SYSTEM);
+  TB_PEER_ASSERT(tb_last_errno() == ENOSYS);
+  TB_PEER_ASSERT_STATUS(tb_fence_wait(fence, 1, -1), TB_ERR_SYSTEM);
+  /* A satisfied wait never sleeps, so it still succeeds. */
+  TB_PEER_ASSERT_OK(tb_fence_wait(fence, 0, -1));
+  TB_PEER_ASSERT(tb_peer_now_ms() - start < 2500);
+}
+
+/* Finding 11: a futex error other than EINTR, EAGAIN and ETIMEDOUT ends the
+ * wait with TB_ERR_SYSTEM instead of spinning. */
+static void futex_errors_are_system_errors(void **state) {
+  (void)state;
+  tb_fence *fence = NULL;
+  TB_ASSERT_OK(tb_fence_new(&fence, 0));
+  tb_peer_end end;
+  pid_t child = tb_peer_start(&end, TB_PEER_CHANNEL, wait_without_futex,
+                              TB_PEER_CHANNEL, fence);
+  tb_peer_join(child);
+  tb_peer_end_close(&end);
+  tb_fence_unref(fence);
+}
+
+static volatile sig_atomic_t alarms;
+static void count_alarm(int signum) {
+  (void)signum;
+  alarms++;
+}
+
+/* An interval timer interrupts the futex every millisecond (its handler
+ * without SA_RESTART, so the wait sees EINTR): the deadline stays where the
+ * call put it. */
+static void interrupted_waits_keep_their_deadline(void **state) {
+  (void)state;
+  tb_fence *fence = NULL;
+  TB_ASSERT_OK(tb_fence_new(&fence, 0));
+  struct sigaction action = {.sa_handler = count_alarm}, saved;
+  sigemptyset(&action.sa_mask);
+  assert_int_equal(sigaction(SIGALRM, &action, &saved), 0);
+  const struct itimerval every_ms = {{0, 1000}, {0, 1000}}, off = {0};
+  alarms = 0;
+  assert_int_equal(setitimer(ITIMER_REAL, &every_ms, NULL), 0);
+  assert_wait_times_out(fence, 1, 200);
+  assert_wait_times_out(fence, 1, 30);
+  assert_int_equal(setitimer(ITIMER_REAL, &off, NULL), 0);
+  assert_int_equal(sigaction(SIGALRM, &saved, NULL), 0);
+  assert_true(alarms >= 20); /* the waits were in fact interrupted */
+  tb_fence_unref(fence);
 }
 
 static void timeout_zero_only_tests(void **state) {
@@ -354,6 +550,10 @@ int main(void) {
       TB_TEST(rejects_bad_arguments),
       TB_TEST(export_and_import_share_the_counter),
       TB_TEST(import_refuses_what_is_not_a_fence),
+      TB_TEST(import_accepts_a_forged_fence_page),
+      TB_TEST(import_refuses_dma_bufs),
+      TB_TEST(futex_errors_are_system_errors),
+      TB_TEST(interrupted_waits_keep_their_deadline),
       TB_TEST(timeout_zero_only_tests),
       TB_TEST(signal_in_one_process_wakes_the_other),
       TB_TEST(waiter_times_out_when_the_signaller_dies),

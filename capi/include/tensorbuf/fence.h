@@ -24,8 +24,11 @@ TB_API tb_status tb_fence_new(tb_fence **out, uint64_t initial);
 
 /* Opens a fence from an fd made by tb_fence_export_fd (dup'd: the caller
  * keeps its own). A read-only fd gives a fence that can wait but not signal.
- * Errors: TB_ERR_INVALID_ARGUMENT (NULL out, negative fd), TB_ERR_BAD_FD (not
- * a memfd, too small, or not a tensorbuf fence), TB_ERR_SYSTEM. */
+ * Only what tb_fence_new makes is accepted: a memfd on tmpfs, sealed against
+ * shrinking and growing, exactly one 4096-byte page, starting with the fence
+ * magic. Errors: TB_ERR_INVALID_ARGUMENT (NULL out, negative fd),
+ * TB_ERR_BAD_FD (anything else: a dma-buf, an unsealed or hugetlbfs memfd, a
+ * file of another size, a page without the magic), TB_ERR_SYSTEM. */
 TB_API tb_status tb_fence_import_fd(tb_fence **out, int fd);
 
 /* A new fd (close-on-exec) for the fence; the caller closes it.
@@ -46,9 +49,11 @@ TB_API uint64_t tb_fence_value(const tb_fence *fence);
 TB_API tb_status tb_fence_signal(tb_fence *fence, uint64_t value);
 
 /* Waits until the counter is >= `value`, at most `timeout_ns` nanoseconds
- * (negative: no limit; 0: just test). A waiter whose signaller died is
- * released by its timeout.
- * Errors: TB_ERR_INVALID_ARGUMENT (NULL fence), TB_ERR_TIMEOUT. */
+ * (negative: no limit; 0: just test), measured on CLOCK_MONOTONIC from the
+ * call: signal handlers that interrupt the wait do not extend it. A waiter
+ * whose signaller died is released by its timeout.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL fence), TB_ERR_TIMEOUT,
+ * TB_ERR_SYSTEM (the kernel refused the futex wait; tb_last_errno says why). */
 TB_API tb_status tb_fence_wait(tb_fence *fence, uint64_t value,
                                int64_t timeout_ns);
 
