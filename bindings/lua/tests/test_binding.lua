@@ -54,7 +54,7 @@ end)
 
 test("dtype and memory names", function()
   eq(table.concat(tb.dtypes, " "), "bool u8 i8 u16 i16 u32 i32 u64 i64 f16 bf16 f32 f64", "dtypes")
-  eq(table.concat(tb.memory_kinds, " "), "auto heap shm dma cuda cuda_host", "memory kinds")
+  eq(table.concat(tb.memory_kinds, " "), "auto heap shm dma cuda cuda_host file", "memory kinds")
   eq(integer(tb.dtype_size("bf16"), "dtype_size"), 2, "dtype_size bf16")
   eq(tb.dtype_size("f64"), 8, "dtype_size f64")
   eq(tb.memory_available("heap"), true, "heap is always available")

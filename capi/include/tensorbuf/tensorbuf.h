@@ -12,6 +12,7 @@
 #include "tensorbuf/tensor.h"
 #include "tensorbuf/channel.h"
 #include "tensorbuf/fence.h"
+#include "tensorbuf/file.h"
 #include "tensorbuf/image.h"
 #include "tensorbuf/pool.h"
 #include "tensorbuf/types.h"
