@@ -15,6 +15,7 @@
 #include "tensorbuf/file.h"
 #include "tensorbuf/image.h"
 #include "tensorbuf/pool.h"
+#include "tensorbuf/safetensors.h"
 #include "tensorbuf/types.h"
 
 #endif /* TENSORBUF_H */
