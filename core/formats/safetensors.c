@@ -54,8 +54,12 @@ void tb_safetensors_header_free(TbSafetensorsHeader *header) {
   g_free(header);
 }
 
-/* The deepest nesting of [ and { outside strings. */
-static gboolean nesting_within(const char *json, size_t length, int limit) {
+/* Checks the bracket structure before json-glib sees it: nesting no
+ * deeper than `limit` (json-glib recurses), and nothing but whitespace after
+ * the object that closes first (json-glib 1.6 leaks its tree when it fails
+ * on trailing bytes). FALSE with a message otherwise. */
+static gboolean brackets_fit(const char *json, size_t length, int limit,
+                             GError **error) {
   int depth = 0;
   gboolean in_string = FALSE;
   for (size_t i = 0; i < length; i++) {
@@ -68,13 +72,25 @@ static gboolean nesting_within(const char *json, size_t length, int limit) {
     } else if (c == '"') {
       in_string = TRUE;
     } else if (c == '[' || c == '{') {
-      if (++depth > limit)
+      if (++depth > limit) {
+        g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                    "header nests deeper than %d levels", limit);
         return FALSE;
-    } else if (c == ']' || c == '}') {
-      depth--;
+      }
+    } else if ((c == ']' || c == '}') && --depth == 0) {
+      for (size_t j = i + 1; j < length; j++) {
+        if (!g_ascii_isspace(json[j])) {
+          g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                      "header has bytes other than spaces after its object, "
+                      "at byte %zu",
+                      j);
+          return FALSE;
+        }
+      }
+      return TRUE;
     }
   }
-  return TRUE;
+  return TRUE; /* unterminated: json-glib says where */
 }
 
 /* A JSON integer that fits int64 and is >= 0; FALSE for anything else
@@ -303,12 +319,8 @@ TbSafetensorsHeader *tb_safetensors_parse(const uint8_t *file, uint64_t size,
   if (!header_bounds(file, size, &length, error))
     return NULL;
   const char *json = (const char *)file + 8;
-  if (!nesting_within(json, (size_t)length, TB_SAFETENSORS_MAX_NESTING)) {
-    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "header nests deeper than %d levels",
-                TB_SAFETENSORS_MAX_NESTING);
+  if (!brackets_fit(json, (size_t)length, TB_SAFETENSORS_MAX_NESTING, error))
     return NULL;
-  }
   g_autoptr(JsonParser) parser = json_parser_new_immutable();
   GError *json_error = NULL;
   if (!json_parser_load_from_data(parser, json, (gssize)length, &json_error)) {

@@ -192,6 +192,8 @@ static void malformed_headers_are_refused(void **state) {
   (void)state;
   static const Malformed cases[] = {
       {"not json", "{\"a\":", 0, TB_ERR_INVALID_ARGUMENT, "JSON"},
+      {"bytes after the object", "{}[]", 0, TB_ERR_INVALID_ARGUMENT,
+       "after its object"},
       {"not an object", "[1, 2]  ", 0, TB_ERR_INVALID_ARGUMENT, "'{'"},
       {"entry not an object", "{\"a\":3}", 0, TB_ERR_INVALID_ARGUMENT,
        "tensor \"a\""},
