@@ -30,7 +30,7 @@
  *   HANDLE ** (argout, any name)         new owned handle (see above)
  *   tb_dtype *out, tb_memory *out,
  *   tb_pixel_format *out, int *out_fd,
- *   double *out,
+ *   tb_read_mode *mode_out, double *out,
  *   int64_t *out, double *scale_out,
  *   int64_t *zero_point_out (argout)     returned values, in order; an fd
  *                                        is the caller's to close
@@ -109,6 +109,8 @@ TB_HANDLE(tb_fence, tb_fence_unref)
 TB_HANDLE(tb_pool, tb_pool_unref)
 TB_HANDLE(tb_channel, tb_channel_unref)
 TB_HANDLE(tb_listener, tb_listener_free)
+TB_HANDLE(tb_safetensors, tb_safetensors_close)
+TB_HANDLE(tb_safetensors_writer, tb_safetensors_writer_free)
 
 %newobject tb_buffer_ref;
 %newobject tb_tensor_ref;
@@ -144,5 +146,7 @@ TB_HANDLE(tb_listener, tb_listener_free)
 %include "tensorbuf/fence.h"
 %include "tensorbuf/pool.h"
 %include "tensorbuf/channel.h"
+%include "tensorbuf/file.h"
+%include "tensorbuf/safetensors.h"
 /* tensorbuf/dlpack.h is left to the languages that have DLPack consumers:
  * its structs and deleters are for C code such as NumPy and PyTorch. */

@@ -31,12 +31,14 @@ foreach(dir LIBDIR INCLUDEDIR)
     set(TB_PC_${dir} "\${prefix}/${CMAKE_INSTALL_${dir}}")
   endif()
 endforeach()
-# GLib goes to Libs.private, not Requires.private: the public headers include
-# none of it, so `pkg-config --cflags` must not add its include paths nor
-# need its .pc file; only a static link (`--static`) names its library.
-# The compiler's own library directories are left out of GLib's -L flags.
+# GLib and json-glib go to Libs.private, not Requires.private: the public
+# headers include none of them, so `pkg-config --cflags` must not add their
+# include paths nor need their .pc files; only a static link (`--static`)
+# names their libraries. The compiler's own library directories are left out.
 set(TB_PC_LIBS_PRIVATE "")
-foreach(flag IN LISTS GLIB_LDFLAGS)
+set(tb_private_flags ${JSON_GLIB_LDFLAGS} ${GLIB_LDFLAGS})
+list(REMOVE_DUPLICATES tb_private_flags)
+foreach(flag IN LISTS tb_private_flags)
   string(REGEX REPLACE "^-L" "" dir "${flag}")
   if(NOT flag MATCHES "^-L" OR NOT dir IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES)
     string(APPEND TB_PC_LIBS_PRIVATE "${flag} ")

@@ -28,9 +28,11 @@ GQuark tb_buffer_error_quark(void);
 GQuark tb_tensor_error_quark(void);
 GQuark tb_image_error_quark(void);
 GQuark tb_dlpack_error_quark(void);
+GQuark tb_format_error_quark(void);
 #define TB_BACKEND_ERROR (tb_backend_error_quark())
 #define TB_BUFFER_ERROR (tb_buffer_error_quark())
 #define TB_TENSOR_ERROR (tb_tensor_error_quark())
+#define TB_FORMAT_ERROR (tb_format_error_quark())
 
 /* Sets a TB_ERR_SYSTEM error with `errnum` remembered for tb_last_errno(). */
 void tb_set_system_error(GError **error, GQuark domain, int errnum,

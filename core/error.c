@@ -7,6 +7,7 @@
 TB_DEFINE_QUARK(tb - backend - error - quark, tb_backend_error)
 TB_DEFINE_QUARK(tb - buffer - error - quark, tb_buffer_error)
 TB_DEFINE_QUARK(tb - tensor - error - quark, tb_tensor_error)
+TB_DEFINE_QUARK(tb - format - error - quark, tb_format_error)
 
 /* GError carries no errno, so the one behind a TB_ERR_SYSTEM waits here for
  * the boundary to collect it on the same thread. */

@@ -334,6 +334,57 @@ end
 
 tb.import = core.tb_tensor_import
 
+-- ---- files -----------------------------------------------------------------------
+
+-- tb.safetensors.load(path[, {sealed_copy = true}]) -> {name = tensor},
+-- every tensor a read-only view of the file's one mapping (or of a sealed
+-- memfd copy); tb.safetensors.save(path, {name = tensor}[, metadata]).
+tb.safetensors = {}
+
+local function file_flags(options, func)
+  options = options or {}
+  check_spec(options, func, {sealed_copy = true})
+  return options.sealed_copy and core.TB_FILE_SEALED_COPY or 0
+end
+
+function tb.safetensors.load(path, options)
+  local file = core.tb_safetensors_open(path,
+                                        file_flags(options, "tensorbuf.safetensors.load"))
+  local tensors = {}
+  for i = 0, core.tb_safetensors_count(file) - 1 do
+    local name = core.tb_safetensors_name(file, i)
+    tensors[name] = core.tb_safetensors_tensor(file, name)
+  end
+  return tensors
+end
+
+function tb.safetensors.metadata(path)
+  local file = core.tb_safetensors_open(path, 0)
+  local metadata = {}
+  for i = 0, core.tb_safetensors_metadata_count(file) - 1 do
+    local key = core.tb_safetensors_metadata_key(file, i)
+    metadata[key] = core.tb_safetensors_metadata_value(file, key)
+  end
+  return metadata
+end
+
+function tb.safetensors.save(path, tensors, metadata)
+  local writer = core.tb_safetensors_writer_new()
+  for name, tensor in pairs(tensors) do
+    core.tb_safetensors_writer_add(writer, name, tensor)
+  end
+  for key, value in pairs(metadata or {}) do
+    core.tb_safetensors_writer_set_metadata(writer, key, value)
+  end
+  core.tb_safetensors_writer_save(writer, path)
+end
+
+-- tb.map_file(path[, {sealed_copy = true}]): the whole file as one
+-- read-only buffer (memory "file", or "shm" for a sealed copy).
+function tb.map_file(path, options)
+  return core.tb_buffer_map_file(path, -1, file_flags(options, "tensorbuf.map_file"))
+end
+
 -- ---- images ----------------------------------------------------------------------
 
 -- Names generated from the C constants: TB_PIXEL_LAYOUT_SEMI_PLANAR is

@@ -14,6 +14,7 @@
  *   HANDLE ** (argout)       a new object owning one reference (SWIG
  *                            destructor: tb_*_unref / tb_map_free)
  *   tb_dtype *out, tb_memory *out, tb_pixel_format *out, int *out_fd,
+ *   tb_read_mode *mode_out,
  *   double *out, int64_t *out, double *scale_out,
  *   int64_t *zero_point_out  returned ints / floats, in order (several: a
  *                            list); an fd is the caller's to close
@@ -447,6 +448,7 @@ TB_PY_VALUE_OUT(tb_dtype, out, PyLong_FromLong)
 TB_PY_VALUE_OUT(tb_memory, out, PyLong_FromLong)
 TB_PY_VALUE_OUT(tb_pixel_format, out, PyLong_FromLong)
 TB_PY_VALUE_OUT(int, out_fd, PyLong_FromLong)
+TB_PY_VALUE_OUT(tb_read_mode, mode_out, PyLong_FromLong)
 TB_PY_VALUE_OUT(double, out, PyFloat_FromDouble)
 TB_PY_VALUE_OUT(int64_t, out, PyLong_FromLongLong)
 TB_PY_VALUE_OUT(double, scale_out, PyFloat_FromDouble)

@@ -25,7 +25,7 @@ tb_status tb_dtype_from_name(tb_dtype *out, const char *name) {
 tb_status tb_memory_from_name(tb_memory *out, const char *name) {
   TB_REQUIRE(out);
   TB_REQUIRE(name);
-  for (unsigned i = 0; i < TB_MEMORY_CUDA_HOST + 1u; i++) {
+  for (unsigned i = 0; tb_memory_name((tb_memory)i) != NULL; i++) {
     if (g_str_equal(name, tb_memory_name((tb_memory)i))) {
       *out = (tb_memory)i;
       return TB_OK;

@@ -11,6 +11,7 @@ static const char *const tb_memory_names[] = {
     [TB_MEMORY_AUTO] = "auto", [TB_MEMORY_HEAP] = "heap",
     [TB_MEMORY_SHM] = "shm",   [TB_MEMORY_DMA] = "dma",
     [TB_MEMORY_CUDA] = "cuda", [TB_MEMORY_CUDA_HOST] = "cuda_host",
+    [TB_MEMORY_FILE] = "file",
 };
 
 const char *tb_memory_name(tb_memory memory) {
@@ -27,6 +28,8 @@ const TbBackend *tb_backend_for(tb_memory memory) {
     return &tb_backend_memfd;
   case TB_MEMORY_DMA:
     return &tb_backend_dma;
+  case TB_MEMORY_FILE:
+    return &tb_backend_file;
   case TB_MEMORY_AUTO:
   case TB_MEMORY_CUDA:
   case TB_MEMORY_CUDA_HOST:

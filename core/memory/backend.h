@@ -41,6 +41,7 @@ extern const TbBackend tb_backend_heap;
 extern const TbBackend tb_backend_wrapped;
 extern const TbBackend tb_backend_memfd;
 extern const TbBackend tb_backend_dma;
+extern const TbBackend tb_backend_file;
 
 /* DMA_BUF_IOCTL_SYNC START (`start`) or END on a dma-buf for a CPU access of
  * `map_flags` (TB_MAP_READ/WRITE): the bracket the DMA backend puts around

@@ -270,13 +270,26 @@ static gboolean dma_buf_size(int fd, const struct stat *st, uint64_t *size,
   return TRUE;
 }
 
-/* Classifies `fd` by what the kernel says it is and makes sure a memfd can
- * be kept from shrinking under a mapping. Changes nothing: a failed import
- * must leave the caller's fd as it was, so the seal goes on in adopt. */
+/* A regular file that `accept` lets through as FILE memory: read-only,
+ * its size read now and never guaranteed. */
+static gboolean inspect_as_file(const struct stat *st, uint32_t accept,
+                                TbFdInfo *info) {
+  if (!(accept & TB_IMPORT_ACCEPT_FILE) || !S_ISREG(st->st_mode))
+    return FALSE;
+  info->backend = &tb_backend_file;
+  info->flags = TB_BUFFER_READ_ONLY;
+  info->size = (uint64_t)st->st_size;
+  info->size_final = FALSE;
+  return TRUE;
+}
+
 /* Classifies `fd` by what the kernel says it is. The seals are read before
  * the size: a memfd already sealed against shrinking then has its final
- * size, and needs neither sealing nor a second look when it is adopted. */
-gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
+ * size, and needs neither sealing nor a second look when it is adopted.
+ * Changes nothing: a failed import must leave the caller's fd as it was, so
+ * a seal goes on in adopt. */
+gboolean tb_fd_inspect_accepting(int fd, uint32_t accept, TbFdInfo *info,
+                                 GError **error) {
   int seals = fcntl(fd, F_GET_SEALS);
   struct stat st;
   if (fstat(fd, &st) != 0) {
@@ -297,13 +310,18 @@ gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
       info->size_final = TRUE; /* a dma-buf's size never changes */
       return dma_buf_size(fd, &st, &info->size, error);
     }
+    if (inspect_as_file(&st, accept, info))
+      return TRUE;
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
                 "fd %d is %s, not a memfd or dma-buf", fd,
                 describe_file_type(st.st_mode));
     return FALSE;
   }
   if (!(seals & F_SEAL_SHRINK) && ((seals & F_SEAL_SEAL) || opened_read_only)) {
-    /* Adding a seal needs a writable fd and no F_SEAL_SEAL. */
+    /* Adding a seal needs a writable fd and no F_SEAL_SEAL. A file on tmpfs
+     * is shared memory that way too, and may still come in as a file. */
+    if (inspect_as_file(&st, accept, info))
+      return TRUE;
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_BAD_FD,
                 "fd %d is shared memory that is not sealed against "
                 "shrinking and cannot be sealed (made without "
@@ -332,6 +350,10 @@ gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
   info->size = (uint64_t)st.st_size;
   info->size_final = (seals & F_SEAL_SHRINK) != 0;
   return TRUE;
+}
+
+gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
+  return tb_fd_inspect_accepting(fd, 0, info, error);
 }
 
 /* Seals a memfd against shrinking, then checks that it still holds the size
@@ -363,8 +385,10 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
     return NULL;
   }
   /* Sealed only after the dup, so that running out of fds leaves the
-   * caller's memfd unsealed. */
-  if (!info->size_final && !seal_memfd(fd, info->size, error)) {
+   * caller's memfd unsealed. A regular file has no seals: its backend
+   * checks the size again once it is mapped. */
+  if (info->backend == &tb_backend_memfd && !info->size_final &&
+      !seal_memfd(fd, info->size, error)) {
     close(own);
     return NULL;
   }
@@ -377,9 +401,10 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
   return buffer_publish(buffer);
 }
 
-tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {
+tb_buffer *tb_buffer_import_accepting(int fd, uint64_t needed, uint32_t accept,
+                                      GError **error) {
   TbFdInfo info;
-  if (!tb_fd_inspect(fd, &info, error))
+  if (!tb_fd_inspect_accepting(fd, accept, &info, error))
     return NULL;
   if (needed > info.size) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
@@ -389,6 +414,10 @@ tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {
     return NULL;
   }
   return tb_buffer_adopt_fd(fd, &info, error);
+}
+
+tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {
+  return tb_buffer_import_accepting(fd, needed, 0, error);
 }
 
 int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error) {

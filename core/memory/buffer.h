@@ -45,13 +45,32 @@ typedef struct TbFdInfo {
   uint64_t device, inode;   /* the file's identity: dups share it */
 } TbFdInfo;
 
-/* Classifies `fd` and finds its size, changing nothing. */
+/* What an import accepts beyond memfds and dma-bufs. */
+#define TB_IMPORT_ACCEPT_FILE                                                  \
+  0x1u /* a regular file, as read-only FILE                                    \
+          memory (unsealable: opt-in only) */
+
+/* Classifies `fd` and finds its size, changing nothing. A regular file is
+ * refused unless `accept` has TB_IMPORT_ACCEPT_FILE. */
+gboolean tb_fd_inspect_accepting(int fd, uint32_t accept, TbFdInfo *info,
+                                 GError **error);
+/* tb_fd_inspect_accepting with nothing more accepted. */
 gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error);
 /* A buffer over a dup of `fd`, which `info` describes (tb_fd_inspect); seals
  * a memfd against shrinking first. */
 tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error);
-/* Imports a memfd or dma-buf (dup'd) whose size must hold `needed` bytes. */
+/* Imports a memfd or dma-buf (dup'd) whose size must hold `needed` bytes;
+ * also a regular file if `accept` has TB_IMPORT_ACCEPT_FILE. A receiver
+ * passes that flag only when its options allow files: a file's sender can
+ * truncate it and make every reader of the mapping fault. */
+tb_buffer *tb_buffer_import_accepting(int fd, uint64_t needed, uint32_t accept,
+                                      GError **error);
+/* tb_buffer_import_accepting with nothing more accepted. */
 tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
+/* A read-only FILE buffer over the whole regular file at `path` or `fd`
+ * (exactly one of them), or with TB_FILE_SEALED_COPY a sealed SHM copy. */
+tb_buffer *tb_buffer_open_file(const char *path, int fd, uint32_t flags,
+                               GError **error);
 int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_buffer, tb_buffer_unref)

@@ -104,6 +104,11 @@ gboolean tb_tensor_copy_out(tb_tensor *tensor, void *dst, size_t size,
 gboolean tb_tensor_copy_in(tb_tensor *tensor, const void *src, size_t size,
                            GError **error);
 
+/* Reads the tensor's bytes from `fd` at `offset` (file_read.c). */
+gboolean tb_tensor_read_file_at(tb_tensor *tensor, int fd, uint64_t offset,
+                                uint32_t flags, tb_read_mode *mode_out,
+                                GError **error);
+
 tb_map *tb_map_create(tb_tensor *tensor, uint32_t flags, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_tensor, tb_tensor_unref)

@@ -25,8 +25,8 @@ static const struct {
 };
 #define NDTYPES (sizeof dtypes / sizeof *dtypes)
 
-static const char *const memory_names[] = {"auto", "heap", "shm",
-                                           "dma",  "cuda", "cuda_host"};
+static const char *const memory_names[] = {"auto", "heap",      "shm", "dma",
+                                           "cuda", "cuda_host", "file"};
 #define NMEMORY (sizeof memory_names / sizeof *memory_names)
 
 static void dtype_sizes_names_and_parsing(void **state) {

@@ -69,7 +69,7 @@ static void new_in_every_dtype_and_memory(void **state) {
 static void new_in_unavailable_memory_is_unsupported(void **state) {
   (void)state;
   const tb_memory kinds[] = {TB_MEMORY_DMA, TB_MEMORY_CUDA,
-                             TB_MEMORY_CUDA_HOST};
+                             TB_MEMORY_CUDA_HOST, TB_MEMORY_FILE};
   const int64_t shape[] = {16};
   for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
     tb_alloc_options opts = tb_test_options(kinds[k]);

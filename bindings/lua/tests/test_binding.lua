@@ -54,7 +54,7 @@ end)
 
 test("dtype and memory names", function()
   eq(table.concat(tb.dtypes, " "), "bool u8 i8 u16 i16 u32 i32 u64 i64 f16 bf16 f32 f64", "dtypes")
-  eq(table.concat(tb.memory_kinds, " "), "auto heap shm dma cuda cuda_host", "memory kinds")
+  eq(table.concat(tb.memory_kinds, " "), "auto heap shm dma cuda cuda_host file", "memory kinds")
   eq(integer(tb.dtype_size("bf16"), "dtype_size"), 2, "dtype_size bf16")
   eq(tb.dtype_size("f64"), 8, "dtype_size f64")
   eq(tb.memory_available("heap"), true, "heap is always available")
@@ -652,6 +652,32 @@ test_shm("images", function()
   raises("TB_ERR_UNSUPPORTED", "tb_pixel_format_from_fourcc: ", tb.pixel_format_of_fourcc, 0)
   raises("TB_ERR_LAYOUT", "tb_image_set_format: ", plain.set_format, plain:slice(2, 1, 2, 2),
          "rgba")
+end)
+
+-- ---- safetensors -----------------------------------------------------------------
+
+test("safetensors save and load: read-only views of the file", function()
+  local path = os.tmpname()
+  local w = tb.tensor {shape = {2, 3}, dtype = "f32", memory = "heap"}
+  w:set({1, 2}, 2.5)
+  local b = tb.tensor {shape = {4}, dtype = "i16", memory = "heap"}
+  b:set({3}, -7)
+  tb.safetensors.save(path, {w = w, b = b}, {format = "pt"})
+  local loaded = tb.safetensors.load(path)
+  eq(loaded.w:memory(), "file", "a view of the file")
+  eq(loaded.w:get({1, 2}), 2.5, "w[1][2]")
+  eq(loaded.b:get({3}), -7, "b[3]")
+  eq(loaded.b:dtype(), "i16", "dtype")
+  eq(tb.safetensors.metadata(path).format, "pt", "metadata")
+  eq(tb.safetensors.load(path, {sealed_copy = true}).w:memory(), "shm", "sealed copy")
+  eq(tb.map_file(path):memory(), "file", "map_file")
+  raises("TB_ERR_READ_ONLY", "tb_tensor_set_i64: ", loaded.w.set, loaded.w, {1, 1}, 1)
+  local f = io.open(path, "wb")
+  local header = '{"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}}'
+  f:write(string.pack("<I8", #header), header, "\0")
+  f:close()
+  raises("TB_ERR_DTYPE", "tb_safetensors_open: ", tb.safetensors.load, path)
+  os.remove(path)
 end)
 
 -- ---- every status ----------------------------------------------------------------

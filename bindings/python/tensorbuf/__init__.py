@@ -16,6 +16,7 @@ PermissionError, ...); each has .code and .name. The C API itself is
 tensorbuf.core (tensorbuf_core: C names and argument order).
 """
 
+from . import safetensors
 from . import tensorbuf_core as core
 from .image import PIXEL_FORMATS, image, import_image
 from .interop import from_dlpack, from_numpy
@@ -87,4 +88,5 @@ __all__ = [
     "memory_auto_skipped",
     "memory_available",
     "memory_trim",
+    "safetensors",
 ]  # the error classes stay qualified: TimeoutError, SystemError shadow builtins

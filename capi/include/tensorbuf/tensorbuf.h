@@ -12,8 +12,10 @@
 #include "tensorbuf/tensor.h"
 #include "tensorbuf/channel.h"
 #include "tensorbuf/fence.h"
+#include "tensorbuf/file.h"
 #include "tensorbuf/image.h"
 #include "tensorbuf/pool.h"
+#include "tensorbuf/safetensors.h"
 #include "tensorbuf/types.h"
 
 #endif /* TENSORBUF_H */

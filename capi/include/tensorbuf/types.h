@@ -43,23 +43,27 @@ TB_API tb_status tb_dtype_from_name(tb_dtype *out, const char *name);
 
 /* Where a buffer's bytes live. Values are ABI. */
 typedef enum tb_memory {
-  TB_MEMORY_AUTO = 0,     /* best available: DMA, then SHM, then HEAP */
-  TB_MEMORY_HEAP = 1,     /* process-private, aligned; not shareable */
-  TB_MEMORY_SHM = 2,      /* sealed memfd, shareable by fd */
-  TB_MEMORY_DMA = 3,      /* DMA-BUF: the dma-heap TENSORBUF_DMA_HEAP names,
-                             then default_cma_region, linux,cma, reserved,
-                             system; else udmabuf over a sealed memfd */
-  TB_MEMORY_CUDA = 4,     /* CUDA device memory, exportable as an fd */
-  TB_MEMORY_CUDA_HOST = 5 /* SHM pinned for the GPU */
+  TB_MEMORY_AUTO = 0,      /* best available: DMA, then SHM, then HEAP */
+  TB_MEMORY_HEAP = 1,      /* process-private, aligned; not shareable */
+  TB_MEMORY_SHM = 2,       /* sealed memfd, shareable by fd */
+  TB_MEMORY_DMA = 3,       /* DMA-BUF: the dma-heap TENSORBUF_DMA_HEAP names,
+                              then default_cma_region, linux,cma, reserved,
+                              system; else udmabuf over a sealed memfd */
+  TB_MEMORY_CUDA = 4,      /* CUDA device memory, exportable as an fd */
+  TB_MEMORY_CUDA_HOST = 5, /* SHM pinned for the GPU */
+  TB_MEMORY_FILE = 6       /* read-only mapping of a regular file; made by
+                              tb_buffer_map_file (file.h), never allocated */
 } tb_memory;
 
-/* Lower-case name ("auto", "heap", "shm", "dma", "cuda", "cuda_host");
+/* Lower-case name ("auto", "heap", "shm", "dma", "cuda", "cuda_host",
+ * "file");
  * NULL for a value outside the enum. */
 TB_API const char *tb_memory_name(tb_memory memory);
 /* Errors: TB_ERR_INVALID_ARGUMENT (NULL argument or unknown name). */
 TB_API tb_status tb_memory_from_name(tb_memory *out, const char *name);
 /* Whether buffers of this kind can be allocated in this process now
- * (AUTO and HEAP: always). Probes once per kind; thread-safe. */
+ * (AUTO and HEAP: always; FILE: never, files are mapped, not allocated).
+ * Probes once per kind; thread-safe. */
 TB_API bool tb_memory_available(tb_memory memory);
 
 /* Why the calling thread's last allocation with memory AUTO skipped kinds

@@ -32,6 +32,7 @@ static const char *const memory_names[] = {
     [TB_MEMORY_AUTO] = "auto", [TB_MEMORY_HEAP] = "heap",
     [TB_MEMORY_SHM] = "shm",   [TB_MEMORY_DMA] = "dma",
     [TB_MEMORY_CUDA] = "cuda", [TB_MEMORY_CUDA_HOST] = "cuda_host",
+    [TB_MEMORY_FILE] = "file",
 };
 
 static const char *const pixel_format_names[] = {
