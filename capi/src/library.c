@@ -3,6 +3,9 @@
 #include "boundary.h"
 #include "core.h"
 
+#include <stddef.h>
+#include <string.h>
+
 uint32_t tb_version_number(void) { return TB_VERSION_NUMBER; }
 const char *tb_version_string(void) { return TB_VERSION_STRING; }
 int64_t tb_live_objects(void) { return tb_live_get(); }
@@ -33,13 +36,21 @@ tb_status tb_memory_from_name(tb_memory *out, const char *name) {
                  "name is \"%s\", not a memory kind name", name);
 }
 
+/* The bytes of tb_alloc_options that each version has: a caller built with
+ * an older header has a smaller struct, so only its part is written. */
+static const size_t tb_alloc_options_sizes[] = {
+    [1] = offsetof(tb_alloc_options, flags) + sizeof(uint32_t),
+    [2] = offsetof(tb_alloc_options, device) + sizeof(uint32_t),
+};
+
 tb_status tb_alloc_options_init(tb_alloc_options *opts, uint32_t version) {
   TB_REQUIRE(opts);
-  if (version != TB_ALLOC_OPTIONS_VERSION)
+  if (version < 1 || version > TB_ALLOC_OPTIONS_VERSION)
     return tb_fail(__func__, TB_ERR_VERSION,
-                   "version is %u; this library knows version %u", version,
-                   TB_ALLOC_OPTIONS_VERSION);
-  const tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
-  *opts = defaults;
+                   "version is %u; this library knows versions 1 to %u",
+                   version, TB_ALLOC_OPTIONS_VERSION);
+  tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
+  defaults.version = version;
+  memcpy(opts, &defaults, tb_alloc_options_sizes[version]);
   return TB_OK;
 }

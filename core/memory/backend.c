@@ -27,9 +27,11 @@ const TbBackend *tb_backend_for(tb_memory memory) {
     return &tb_backend_memfd;
   case TB_MEMORY_DMA:
     return &tb_backend_dma;
-  case TB_MEMORY_AUTO:
   case TB_MEMORY_CUDA:
+    return &tb_backend_cuda;
   case TB_MEMORY_CUDA_HOST:
+    return &tb_backend_cuda_host;
+  case TB_MEMORY_AUTO:
     break;
   }
   return NULL;

@@ -12,6 +12,7 @@ typedef struct TbAllocParams {
   uint64_t alignment; /* power of two */
   const char *name;   /* may be NULL */
   uint32_t flags;     /* TB_ALLOC_* */
+  uint32_t device;    /* CUDA kinds: the device ordinal */
 } TbAllocParams;
 
 typedef struct TbBackend {
@@ -38,6 +39,8 @@ extern const TbBackend tb_backend_heap;
 extern const TbBackend tb_backend_wrapped;
 extern const TbBackend tb_backend_memfd;
 extern const TbBackend tb_backend_dma;
+extern const TbBackend tb_backend_cuda;
+extern const TbBackend tb_backend_cuda_host;
 
 /* DMA_BUF_IOCTL_SYNC START (`start`) or END on a dma-buf for a CPU access of
  * `map_flags` (TB_MAP_READ/WRITE): the bracket the DMA backend puts around

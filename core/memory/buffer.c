@@ -51,9 +51,9 @@ gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
   static const tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
   if (opts == NULL)
     opts = &defaults;
-  if (opts->version != TB_ALLOC_OPTIONS_VERSION) {
+  if (opts->version < 1 || opts->version > TB_ALLOC_OPTIONS_VERSION) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_VERSION,
-                "opts->version is %u; this library knows version %u",
+                "opts->version is %u; this library knows versions 1 to %u",
                 opts->version, TB_ALLOC_OPTIONS_VERSION);
     return FALSE;
   }
@@ -80,13 +80,14 @@ gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
     alignment = MAX(alignment, TB_HUGE_PAGE_ALIGNMENT);
   if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory, error))
     return FALSE;
+  params->device = opts->version >= 2 ? opts->device : 0;
   params->alignment = alignment;
   params->name = opts->name;
   params->flags = opts->flags;
   return TRUE;
 }
 
-static tb_buffer *buffer_new(uint64_t size, const TbBackend *backend,
+tb_buffer *tb_buffer_prepare(uint64_t size, const TbBackend *backend,
                              uint32_t flags) {
   tb_buffer *buffer = g_atomic_rc_box_new0(tb_buffer);
   buffer->size = size;
@@ -97,21 +98,23 @@ static tb_buffer *buffer_new(uint64_t size, const TbBackend *backend,
 }
 
 /* Registers a fully built buffer: from here on it is a live handle. */
-static tb_buffer *buffer_publish(tb_buffer *buffer) {
+tb_buffer *tb_buffer_publish(tb_buffer *buffer) {
   registry_add(buffer);
   tb_live_add(1);
   return buffer;
 }
 
+void tb_buffer_discard(tb_buffer *buffer) { g_atomic_rc_box_release(buffer); }
+
 tb_buffer *tb_buffer_alloc(uint64_t size, const TbAllocParams *params,
                            GError **error) {
   const TbBackend *backend = tb_backend_for(params->memory);
-  tb_buffer *buffer = buffer_new(size, backend, 0);
+  tb_buffer *buffer = tb_buffer_prepare(size, backend, 0);
   if (!backend->alloc(buffer, params, error)) {
     g_atomic_rc_box_release(buffer);
     return NULL;
   }
-  return buffer_publish(buffer);
+  return tb_buffer_publish(buffer);
 }
 
 tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
@@ -128,11 +131,11 @@ tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
                 "data is NULL but size is %" G_GUINT64_FORMAT, size);
     return NULL;
   }
-  tb_buffer *buffer = buffer_new(size, &tb_backend_wrapped, flags);
+  tb_buffer *buffer = tb_buffer_prepare(size, &tb_backend_wrapped, flags);
   buffer->data = data != NULL ? data : tb_empty_bytes;
   buffer->destroy = destroy;
   buffer->user_data = user_data;
-  return buffer_publish(buffer);
+  return tb_buffer_publish(buffer);
 }
 
 static const char *describe_file_type(mode_t mode) {
@@ -186,6 +189,7 @@ gboolean tb_fd_inspect(int fd, TbFdInfo *info, GError **error) {
     return FALSE;
   }
   info->device = (uint64_t)st.st_dev;
+  info->cuda_device = 0;
   info->inode = (uint64_t)st.st_ino;
   int access = fcntl(fd, F_GETFL);
   gboolean opened_read_only = access >= 0 && (access & O_ACCMODE) == O_RDONLY;
@@ -255,13 +259,14 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
     close(own);
     return NULL;
   }
-  tb_buffer *buffer = buffer_new(info->size, info->backend, info->flags);
+  tb_buffer *buffer = tb_buffer_prepare(info->size, info->backend, info->flags);
+  buffer->cuda_device = info->cuda_device;
   if (!info->backend->import_fd(buffer, own, error)) {
     close(own);
     g_atomic_rc_box_release(buffer);
     return NULL;
   }
-  return buffer_publish(buffer);
+  return tb_buffer_publish(buffer);
 }
 
 tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error) {

@@ -18,6 +18,8 @@ struct tb_buffer {
   size_t mapping_size;
   tb_destroy_notify destroy; /* wrapped memory */
   void *user_data;
+  uint32_t cuda_device; /* CUDA kinds: the device ordinal */
+  void *backend_data;   /* what the backend keeps beside the bytes */
 };
 
 gboolean tb_buffer_params(TbAllocParams *params, const tb_alloc_options *opts,
@@ -34,6 +36,7 @@ typedef struct TbFdInfo {
   uint64_t size;            /* bytes of the file */
   gboolean size_final;      /* sealed against shrinking before it was read */
   uint64_t device, inode;   /* the file's identity: dups share it */
+  uint32_t cuda_device;     /* CUDA_HOST imports: the device to register on */
 } TbFdInfo;
 
 /* Classifies `fd` and finds its size, changing nothing. */
@@ -44,6 +47,15 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error);
 /* Imports a memfd or dma-buf (dup'd) whose size must hold `needed` bytes. */
 tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
 int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error);
+
+/* For backends that make buffers from something other than options or a
+ * classified fd (CUDA imports, foreign device memory): a buffer of `size`
+ * bytes of `backend`'s kind that is not live yet. Fill it, then publish it
+ * (it becomes a live handle) or discard it (nothing is released). */
+tb_buffer *tb_buffer_prepare(uint64_t size, const TbBackend *backend,
+                             uint32_t flags);
+tb_buffer *tb_buffer_publish(tb_buffer *buffer);
+void tb_buffer_discard(tb_buffer *buffer);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_buffer, tb_buffer_unref)
 
