@@ -38,17 +38,20 @@ def bandwidth(copy):
 start = time.perf_counter()
 tb_pinned = tensorbuf.Tensor((N,), "u8", memory="cuda_host")
 register_ms = (time.perf_counter() - start) * 1e3
+tb_pinned_huge = tensorbuf.Tensor((N,), "u8", memory="cuda_host", huge_pages=True)
 tb_shm = tensorbuf.Tensor((N,), "u8", memory="shm")
 torch_pinned = torch.empty(N, dtype=torch.uint8).pin_memory()
 torch_pageable = torch.empty(N, dtype=torch.uint8)
 for t in (tb_shm,):
     t.numpy()[:] = 1
 tb_pinned.numpy()[:] = 1
+tb_pinned_huge.numpy()[:] = 1
 torch_pinned.fill_(1)
 torch_pageable.fill_(1)
 
 rows = {
     "tensorbuf cuda_host -> cuda (tb_tensor_copy)": bandwidth(lambda: tb_device.copy_from(tb_pinned)),
+    "tensorbuf cuda_host huge_pages -> cuda (tb_tensor_copy)": bandwidth(lambda: tb_device.copy_from(tb_pinned_huge)),
     "torch pinned -> cuda (copy_)": bandwidth(lambda: device.copy_(torch_pinned)),
     "torch pageable -> cuda (copy_)": bandwidth(lambda: device.copy_(torch_pageable)),
     "tensorbuf shm -> cuda (tb_tensor_copy, pageable)": bandwidth(lambda: tb_device.copy_from(tb_shm)),
