@@ -32,7 +32,9 @@
  *   tb_pixel_format *out, int *out_fd,
  *   tb_read_mode *mode_out, double *out,
  *   int64_t *out, double *scale_out,
- *   int64_t *zero_point_out (argout)     returned values, in order; an fd
+ *   int64_t *zero_point_out,
+ *   uint32_t *out, uint64_t *out (argout)
+ *                                        returned values, in order; an fd
  *                                        is the caller's to close
  *   integer types (in/out)               native integers, never floats;
  *                                        narrower types range-checked
@@ -142,6 +144,7 @@ TB_HANDLE(tb_safetensors_writer, tb_safetensors_writer_free)
 %include "tensorbuf/types.h"
 %include "tensorbuf/buffer.h"
 %include "tensorbuf/tensor.h"
+%include "tensorbuf/cuda.h"
 %include "tensorbuf/image.h"
 %include "tensorbuf/fence.h"
 %include "tensorbuf/pool.h"

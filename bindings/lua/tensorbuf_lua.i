@@ -329,6 +329,9 @@ static const tb_alloc_options *tb_lua_alloc_options(lua_State *L, int arg,
     } else if (strcmp(field, "flags") == 0) {
       options->flags =
           (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
+    } else if (strcmp(field, "device") == 0) {
+      options->device =
+          (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
     } else {
       tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT, "%s: opts has no field %s",
                          func, luaL_tolstring(L, -3, NULL));
@@ -354,6 +357,10 @@ static void tb_lua_push_alloc_options(lua_State *L,
   lua_setfield(L, -2, "name");
   lua_pushinteger(L, options->flags);
   lua_setfield(L, -2, "flags");
+  if (options->version >= 2) { /* the field version 2 added */
+    lua_pushinteger(L, options->device);
+    lua_setfield(L, -2, "device");
+  }
 }
 %}
 
@@ -439,6 +446,10 @@ TB_LUA_OUT_VALUE(tb_pixel_format, out, lua_pushinteger)
 TB_LUA_OUT_VALUE(int, out_fd, lua_pushinteger)
 TB_LUA_OUT_VALUE(tb_read_mode, mode_out, lua_pushinteger)
 TB_LUA_OUT_VALUE(int64_t, out, lua_pushinteger)
+TB_LUA_OUT_VALUE(uint32_t, out, lua_pushinteger)
+/* Device addresses stay below 2^63 (the canonical user half of the address
+ * space), so Lua's signed integer holds them. */
+TB_LUA_OUT_VALUE(uint64_t, out, lua_pushinteger)
 TB_LUA_OUT_VALUE(int64_t, zero_point_out, lua_pushinteger)
 TB_LUA_OUT_VALUE(double, out, lua_pushnumber)
 TB_LUA_OUT_VALUE(double, scale_out, lua_pushnumber)

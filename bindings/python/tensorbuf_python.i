@@ -15,7 +15,7 @@
  *                            destructor: tb_*_unref / tb_map_free)
  *   tb_dtype *out, tb_memory *out, tb_pixel_format *out, int *out_fd,
  *   tb_read_mode *mode_out,
- *   double *out, int64_t *out, double *scale_out,
+ *   double *out, int64_t *out, uint32_t *out, uint64_t *out, double *scale_out,
  *   int64_t *zero_point_out  returned ints / floats, in order (several: a
  *                            list); an fd is the caller's to close
  *   (size_t ndim, const int64_t *shape), (size_t nindex,
@@ -400,6 +400,8 @@ static int tb_py_alloc_options_from(const tb_alloc_options **out,
         opts->memory = (uint32_t)number;
       else if (strcmp(field, "flags") == 0)
         opts->flags = (uint32_t)number;
+      else if (strcmp(field, "device") == 0)
+        opts->device = (uint32_t)number;
       else {
         PyErr_Format(PyExc_TypeError, "opts has no field \"%s\"", field);
         return 0;
@@ -412,10 +414,17 @@ static int tb_py_alloc_options_from(const tb_alloc_options **out,
 
 static PyObject *tb_py_alloc_options_dict(const tb_alloc_options *opts) {
   const char *memory = tb_memory_name((tb_memory)opts->memory);
-  return Py_BuildValue("{s:I,s:s,s:K,s:z,s:I}", "version", opts->version,
-                       "memory", memory, "alignment",
-                       (unsigned long long)opts->alignment, "name", opts->name,
-                       "flags", opts->flags);
+  PyObject *dict = Py_BuildValue(
+      "{s:I,s:s,s:K,s:z,s:I}", "version", opts->version, "memory", memory,
+      "alignment", (unsigned long long)opts->alignment, "name", opts->name,
+      "flags", opts->flags);
+  if (dict != NULL && opts->version >= 2) { /* the field version 2 added */
+    PyObject *device = PyLong_FromUnsignedLong(opts->device);
+    if (device == NULL || PyDict_SetItemString(dict, "device", device) != 0)
+      Py_CLEAR(dict);
+    Py_XDECREF(device);
+  }
+  return dict;
 }
 %}
 
@@ -451,6 +460,8 @@ TB_PY_VALUE_OUT(int, out_fd, PyLong_FromLong)
 TB_PY_VALUE_OUT(tb_read_mode, mode_out, PyLong_FromLong)
 TB_PY_VALUE_OUT(double, out, PyFloat_FromDouble)
 TB_PY_VALUE_OUT(int64_t, out, PyLong_FromLongLong)
+TB_PY_VALUE_OUT(uint32_t, out, PyLong_FromUnsignedLong)
+TB_PY_VALUE_OUT(uint64_t, out, PyLong_FromUnsignedLongLong)
 TB_PY_VALUE_OUT(double, scale_out, PyFloat_FromDouble)
 TB_PY_VALUE_OUT(int64_t, zero_point_out, PyLong_FromLongLong)
 
@@ -1069,6 +1080,72 @@ static int tb_py_int_pair(PyObject *pair, const char *argument, long *first,
   return !PyErr_Occurred();
 }
 
+/* The DLPack device of a tensor: (kDLCUDA, ordinal) for CUDA memory,
+ * (kDLCUDAHost, 0) for pinned memory, else (kDLCPU, 0). */
+static void tb_py_dlpack_device_of(const tb_tensor *tensor, long *type,
+                                   long *id) {
+  uint32_t ordinal = 0;
+  *id = 0;
+  switch (tb_tensor_memory(tensor)) {
+  case TB_MEMORY_CUDA:
+    *type = TB_DLPACK_DEVICE_CUDA;
+    if (tb_tensor_cuda_device(&ordinal, tensor) == TB_OK)
+      *id = (long)ordinal;
+    break;
+  case TB_MEMORY_CUDA_HOST:
+    *type = TB_DLPACK_DEVICE_CUDA_HOST;
+    break;
+  default:
+    *type = TB_DLPACK_DEVICE_CPU;
+  }
+}
+
+/* The array API's stream rule for __dlpack__: the consumer names the
+ * stream it will use (None: the legacy default stream, 1; 2: per-thread
+ * default; -1: do not synchronise; 0 is ambiguous and refused), and the
+ * producer orders its pending work (tensorbuf's asynchronous copies of the
+ * memory) before that stream's next work. CPU tensors take only None. */
+static bool tb_py_dlpack_stream(const tb_tensor *tensor, long device_type,
+                                PyObject *stream) {
+  if (device_type == TB_DLPACK_DEVICE_CPU) {
+    if (stream != Py_None) {
+      PyErr_SetString(PyExc_BufferError,
+                      "stream must be None for a CPU tensor");
+      return false;
+    }
+    return true;
+  }
+  long long handle = 1;
+  if (stream != Py_None) {
+    handle = PyLong_AsLongLong(stream);
+    if (handle == -1 && PyErr_Occurred())
+      return false;
+  }
+  if (handle == 0) {
+    PyErr_SetString(PyExc_BufferError,
+                    "stream 0 is ambiguous for CUDA; pass 1 (legacy default "
+                    "stream), 2 (per-thread default), a stream handle, or -1 "
+                    "(no synchronisation)");
+    return false;
+  }
+  if (handle < -1) {
+    PyErr_Format(PyExc_BufferError, "stream is %lld; not a CUDA stream",
+                 handle);
+    return false;
+  }
+  if (handle == -1)
+    return true;
+  tb_status status;
+  Py_BEGIN_ALLOW_THREADS
+  status = tb_tensor_cuda_wait(tensor, (uint64_t)handle);
+  Py_END_ALLOW_THREADS
+  if (status != TB_OK) {
+    tb_py_raise(status);
+    return false;
+  }
+  return true;
+}
+
 /* __dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)
  * of the Python array API: a versioned capsule when the consumer reads
  * DLPack 1.x, else a legacy one (which cannot mark memory read-only: a
@@ -1106,19 +1183,21 @@ static PyObject *tb_py_tensor_base_dlpack(tb_py_tensor_base *self,
   }
   PyObject *stream = values[0], *max_version = values[1],
            *dl_device = values[2], *copy = values[3];
-  if (stream != Py_None) {
-    PyErr_SetString(PyExc_BufferError,
-                    "stream must be None for a CPU tensor");
+  tb_tensor *own = tb_py_tensor_base_tensor(self);
+  if (own == NULL)
     return NULL;
-  }
+  long device_type, device_id;
+  tb_py_dlpack_device_of(own, &device_type, &device_id);
+  if (!tb_py_dlpack_stream(own, device_type, stream))
+    return NULL;
   long first, second;
   if (dl_device != Py_None) {
     if (!tb_py_int_pair(dl_device, "dl_device", &first, &second))
       return NULL;
-    if (first != TB_DLPACK_DEVICE_CPU || second != 0) {
+    if (first != device_type || second != device_id) {
       PyErr_Format(PyExc_BufferError,
-                   "dl_device is (%ld, %ld); the tensor is on the CPU (1, 0)",
-                   first, second);
+                   "dl_device is (%ld, %ld); the tensor is on (%ld, %ld)",
+                   first, second, device_type, device_id);
       return NULL;
     }
   }
@@ -1136,7 +1215,23 @@ static PyObject *tb_py_tensor_base_dlpack(tb_py_tensor_base *self,
     return NULL;
   PyObject *capsule;
   if (copied) {
-    PyObject *source = PyObject_CallMethod((PyObject *)self, "copy", NULL);
+    /* A copy on the tensor's own device: where the consumer looks. */
+    PyObject *source = NULL;
+    if (device_type == TB_DLPACK_DEVICE_CPU) {
+      source = PyObject_CallMethod((PyObject *)self, "copy", NULL);
+    } else {
+      PyObject *method = PyObject_GetAttrString((PyObject *)self, "copy");
+      PyObject *kwargs = Py_BuildValue(
+          "{s:s,s:l}", "memory",
+          device_type == TB_DLPACK_DEVICE_CUDA ? "cuda" : "cuda_host",
+          "device", device_id);
+      PyObject *no_args = PyTuple_New(0);
+      if (method != NULL && kwargs != NULL && no_args != NULL)
+        source = PyObject_Call(method, no_args, kwargs);
+      Py_XDECREF(method);
+      Py_XDECREF(kwargs);
+      Py_XDECREF(no_args);
+    }
     if (source == NULL)
       return NULL;
     tb_tensor *tensor = NULL;
@@ -1180,9 +1275,15 @@ static PyObject *tb_py_cpu_device;
 
 static PyObject *tb_py_tensor_base_dlpack_device(tb_py_tensor_base *self,
                                                  PyObject *unused) {
-  (void)self;
   (void)unused;
-  return Py_NewRef(tb_py_cpu_device);
+  tb_tensor *tensor = tb_py_tensor_base_tensor(self);
+  if (tensor == NULL)
+    return NULL;
+  long type, id;
+  tb_py_dlpack_device_of(tensor, &type, &id);
+  if (type == TB_DLPACK_DEVICE_CPU)
+    return Py_NewRef(tb_py_cpu_device);
+  return Py_BuildValue("(ll)", type, id);
 }
 
 static PyMethodDef tb_py_tensor_base_methods[] = {
@@ -1191,7 +1292,8 @@ static PyMethodDef tb_py_tensor_base_methods[] = {
      "__dlpack__(*, stream=None, max_version=None, dl_device=None, "
      "copy=None)\n--\n\nA DLPack capsule sharing the tensor's memory."},
     {"__dlpack_device__", (PyCFunction)tb_py_tensor_base_dlpack_device,
-     METH_NOARGS, "(kDLCPU, 0): tensors are CPU memory."},
+     METH_NOARGS,
+     "(device type, id): (kDLCPU, 0), (kDLCUDA, ordinal) or (kDLCUDAHost, 0)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -30,9 +30,11 @@ const TbBackend *tb_backend_for(tb_memory memory) {
     return &tb_backend_dma;
   case TB_MEMORY_FILE:
     return &tb_backend_file;
-  case TB_MEMORY_AUTO:
   case TB_MEMORY_CUDA:
+    return &tb_backend_cuda;
   case TB_MEMORY_CUDA_HOST:
+    return &tb_backend_cuda_host;
+  case TB_MEMORY_AUTO:
     break;
   }
   return NULL;

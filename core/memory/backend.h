@@ -15,6 +15,7 @@ typedef struct TbAllocParams {
   /* AUTO was asked for: a failed allocation falls back to the next kind
    * (tb_backend_auto_order). */
   gboolean automatic;
+  uint32_t device;    /* CUDA kinds: the device ordinal */
 } TbAllocParams;
 
 typedef struct TbBackend {
@@ -42,6 +43,8 @@ extern const TbBackend tb_backend_wrapped;
 extern const TbBackend tb_backend_memfd;
 extern const TbBackend tb_backend_dma;
 extern const TbBackend tb_backend_file;
+extern const TbBackend tb_backend_cuda;
+extern const TbBackend tb_backend_cuda_host;
 
 /* DMA_BUF_IOCTL_SYNC START (`start`) or END on a dma-buf for a CPU access of
  * `map_flags` (TB_MAP_READ/WRITE): the bracket the DMA backend puts around

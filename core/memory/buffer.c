@@ -54,9 +54,10 @@ bool tb_buffer_alive(uint64_t id) {
  * assertions keep both in step with the header. */
 #define TB_OPTIONS_END(field)                                                  \
   (offsetof(tb_alloc_options, field) + sizeof(((tb_alloc_options *)0)->field))
-#define TB_OPTIONS_LAST flags
+#define TB_OPTIONS_LAST device
 static const size_t tb_alloc_options_sizes[] = {
     [1] = TB_OPTIONS_END(flags),
+    [2] = TB_OPTIONS_END(device),
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(tb_alloc_options_sizes) ==
                 TB_ALLOC_OPTIONS_VERSION + 1);
@@ -121,13 +122,14 @@ gboolean tb_buffer_params(TbAllocParams *params,
   if (!tb_backend_resolve((tb_memory)opts->memory, &params->memory,
                           &params->automatic, error))
     return FALSE;
+  params->device = opts->device;
   params->alignment = alignment;
   params->name = opts->name;
   params->flags = opts->flags;
   return TRUE;
 }
 
-static tb_buffer *buffer_new(uint64_t size, const TbBackend *backend,
+tb_buffer *tb_buffer_prepare(uint64_t size, const TbBackend *backend,
                              uint32_t flags) {
   tb_buffer *buffer = g_atomic_rc_box_new0(tb_buffer);
   buffer->size = size;
@@ -152,7 +154,7 @@ static uint64_t file_key(int fd) {
 }
 
 /* Registers a fully built buffer: from here on it is a live handle. */
-static tb_buffer *buffer_publish(tb_buffer *buffer) {
+tb_buffer *tb_buffer_publish(tb_buffer *buffer) {
   if (buffer->fd >= 0)
     buffer->key = file_key(buffer->fd);
   registry_add(buffer);
@@ -160,15 +162,17 @@ static tb_buffer *buffer_publish(tb_buffer *buffer) {
   return buffer;
 }
 
+void tb_buffer_discard(tb_buffer *buffer) { g_atomic_rc_box_release(buffer); }
+
 static tb_buffer *buffer_alloc_kind(uint64_t size, const TbAllocParams *params,
                                     GError **error) {
   const TbBackend *backend = tb_backend_for(params->memory);
-  tb_buffer *buffer = buffer_new(size, backend, 0);
+  tb_buffer *buffer = tb_buffer_prepare(size, backend, 0);
   if (!backend->alloc(buffer, params, error)) {
     g_atomic_rc_box_release(buffer);
     return NULL;
   }
-  return buffer_publish(buffer);
+  return tb_buffer_publish(buffer);
 }
 
 /* Why the calling thread's last AUTO allocation skipped kinds. */
@@ -228,11 +232,11 @@ tb_buffer *tb_buffer_wrap_memory(void *data, uint64_t size, uint32_t flags,
                 "data is NULL but size is %" G_GUINT64_FORMAT, size);
     return NULL;
   }
-  tb_buffer *buffer = buffer_new(size, &tb_backend_wrapped, flags);
+  tb_buffer *buffer = tb_buffer_prepare(size, &tb_backend_wrapped, flags);
   buffer->data = data != NULL ? data : tb_empty_bytes;
   buffer->destroy = destroy;
   buffer->user_data = user_data;
-  return buffer_publish(buffer);
+  return tb_buffer_publish(buffer);
 }
 
 static const char *describe_file_type(mode_t mode) {
@@ -299,6 +303,7 @@ gboolean tb_fd_inspect_accepting(int fd, uint32_t accept, TbFdInfo *info,
     return FALSE;
   }
   info->device = (uint64_t)st.st_dev;
+  info->cuda_device = 0;
   info->inode = (uint64_t)st.st_ino;
   int access = fcntl(fd, F_GETFL);
   gboolean opened_read_only = access >= 0 && (access & O_ACCMODE) == O_RDONLY;
@@ -392,13 +397,14 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
     close(own);
     return NULL;
   }
-  tb_buffer *buffer = buffer_new(info->size, info->backend, info->flags);
+  tb_buffer *buffer = tb_buffer_prepare(info->size, info->backend, info->flags);
+  buffer->cuda_device = info->cuda_device;
   if (!info->backend->import_fd(buffer, own, error)) {
     close(own);
     g_atomic_rc_box_release(buffer);
     return NULL;
   }
-  return buffer_publish(buffer);
+  return tb_buffer_publish(buffer);
 }
 
 tb_buffer *tb_buffer_import_accepting(int fd, uint64_t needed, uint32_t accept,

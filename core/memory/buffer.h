@@ -20,6 +20,8 @@ struct tb_buffer {
   uint64_t key;   /* tb_buffer_key: the fd's file, 0 without an fd */
   tb_destroy_notify destroy; /* wrapped memory */
   void *user_data;
+  uint32_t cuda_device; /* CUDA kinds: the device ordinal */
+  void *backend_data;   /* what the backend keeps beside the bytes */
 };
 
 /* Bytes of tb_alloc_options that struct version `version` has (its last
@@ -43,6 +45,7 @@ typedef struct TbFdInfo {
   uint64_t size;            /* bytes of the file */
   gboolean size_final;      /* sealed against shrinking before it was read */
   uint64_t device, inode;   /* the file's identity: dups share it */
+  uint32_t cuda_device;     /* CUDA_HOST imports: the device to register on */
 } TbFdInfo;
 
 /* What an import accepts beyond memfds and dma-bufs. */
@@ -72,6 +75,15 @@ tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
 tb_buffer *tb_buffer_open_file(const char *path, int fd, uint32_t flags,
                                GError **error);
 int tb_buffer_dup_fd(const tb_buffer *buffer, GError **error);
+
+/* For backends that make buffers from something other than options or a
+ * classified fd (CUDA imports, foreign device memory): a buffer of `size`
+ * bytes of `backend`'s kind that is not live yet. Fill it, then publish it
+ * (it becomes a live handle) or discard it (nothing is released). */
+tb_buffer *tb_buffer_prepare(uint64_t size, const TbBackend *backend,
+                             uint32_t flags);
+tb_buffer *tb_buffer_publish(tb_buffer *buffer);
+void tb_buffer_discard(tb_buffer *buffer);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_buffer, tb_buffer_unref)
 

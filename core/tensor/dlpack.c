@@ -6,10 +6,15 @@
  * per consumer call, so it stays one allocation), until the consumer calls
  * the deleter.
  *
- * An import wraps the bytes the producer's layout reaches as a HEAP buffer
- * whose destroy-notify calls the producer's deleter, and views it with the
+ * CUDA tensors go out as kDLCUDA by their device address (the GPU owns
+ * them: no CPU access is opened), CUDA_HOST ones as kDLCUDAHost.
+ *
+ * An import wraps the bytes the producer's layout reaches as a buffer
+ * (HEAP for the CPU, CUDA or CUDA_HOST for those devices) whose
+ * destroy-notify calls the producer's deleter, and views it with the
  * producer's shape and strides. */
 #include "tensor/dlpack.h"
+#include "memory/backend_cuda.h"
 
 #include <string.h>
 
@@ -59,18 +64,39 @@ static tb_dlpack_dtype dlpack_dtype(tb_dtype dtype) {
   g_assert_not_reached(); /* a tensor always has a valid dtype */
 }
 
-/* Opens CPU access to the tensor and describes it; the caller fills in the
+/* Where a DLPack consumer finds the tensor: device memory by its device
+ * address, everything else by its CPU address inside an open access
+ * bracket (`access`, 0 when none was opened). */
+static gboolean export_place(tb_tensor *tensor, uint32_t access,
+                             tb_dlpack_device *device, void **data,
+                             GError **error) {
+  tb_memory memory = tb_tensor_memory(tensor);
+  gboolean empty = tb_tensor_numel(tensor) == 0;
+  if (memory == TB_MEMORY_CUDA) {
+    uint64_t address = 0;
+    if (!empty && !tb_tensor_device_address(tensor, &address, error))
+      return FALSE;
+    *device = (tb_dlpack_device){TB_DLPACK_DEVICE_CUDA,
+                                 (int32_t)tensor->buffer->cuda_device};
+    *data = (void *)(uintptr_t)address;
+    return TRUE;
+  }
+  if (!tb_tensor_begin_access(tensor, access, error))
+    return FALSE;
+  /* Pinned memory is host memory the GPU also reaches: DLPack's
+   * kDLCUDAHost, whose device id is always 0. */
+  *device = (tb_dlpack_device){memory == TB_MEMORY_CUDA_HOST
+                                   ? TB_DLPACK_DEVICE_CUDA_HOST
+                                   : TB_DLPACK_DEVICE_CPU,
+                               0};
+  *data = empty ? NULL : tb_tensor_base(tensor);
+  return TRUE;
+}
+
+/* Opens access to the tensor and describes it; the caller fills in the
  * managed struct. */
 static TbDlpackExport *export_new(tb_tensor *tensor, gboolean read_only,
                                   tb_dlpack_tensor *dl_tensor, GError **error) {
-  /* Device memory is reached through staging copies: its CPU address is not
-   * the tensor's memory, so it must never go out as a CPU tensor. */
-  if (tb_tensor_memory(tensor) == TB_MEMORY_CUDA) {
-    g_set_error(error, TB_DLPACK_ERROR, TB_ERR_UNSUPPORTED,
-                "the tensor is in CUDA device memory; DLPack export of device "
-                "memory is not implemented yet");
-    return NULL;
-  }
   /* DLPack allows negative strides, but PyTorch aborts the process on one
    * (seen with torch 2.11) and ONNX Runtime refuses them: a clean refusal
    * here is better than a crash there. */
@@ -85,19 +111,21 @@ static TbDlpackExport *export_new(tb_tensor *tensor, gboolean read_only,
     }
   }
   uint32_t access = read_only ? TB_MAP_READ : TB_MAP_READ | TB_MAP_WRITE;
-  if (!tb_tensor_begin_access(tensor, access, error))
+  tb_dlpack_device device;
+  void *data;
+  if (!export_place(tensor, access, &device, &data, error))
     return NULL;
   TbDlpackExport *export = g_new(TbDlpackExport, 1);
   export->tensor = tb_tensor_ref(tensor);
-  export->access = access;
+  export->access = device.device_type == TB_DLPACK_DEVICE_CUDA ? 0 : access;
   memcpy(export->shape, tensor->shape, tensor->ndim * sizeof *tensor->shape);
   memcpy(export->strides, tensor->strides,
          tensor->ndim * sizeof *tensor->strides);
   /* data points at element 0 and byte_offset is 0: what NumPy, PyTorch and
-   * CuPy produce and expect on the CPU; DLPack asks for NULL when empty. */
+   * CuPy produce and expect; DLPack asks for NULL when empty. */
   *dl_tensor = (tb_dlpack_tensor){
-      .data = tb_tensor_numel(tensor) > 0 ? tb_tensor_base(tensor) : NULL,
-      .device = {TB_DLPACK_DEVICE_CPU, 0},
+      .data = data,
+      .device = device,
       .ndim = (int32_t)tensor->ndim,
       .dtype = dlpack_dtype(tensor->dtype),
       .shape = export->shape,
@@ -108,7 +136,8 @@ static TbDlpackExport *export_new(tb_tensor *tensor, gboolean read_only,
 }
 
 static void export_free(TbDlpackExport *export) {
-  tb_tensor_end_access(export->tensor, export->access);
+  if (export->access != 0)
+    tb_tensor_end_access(export->tensor, export->access);
   tb_tensor_unref(export->tensor);
   g_free(export);
 }
@@ -244,12 +273,31 @@ static tb_tensor *import_tensor(const tb_dlpack_tensor *dl,
                                 uint32_t buffer_flags,
                                 tb_destroy_notify release, void *managed,
                                 GError **error) {
-  if (dl->device.device_type != TB_DLPACK_DEVICE_CPU) {
+  tb_memory memory;
+  switch (dl->device.device_type) {
+  case TB_DLPACK_DEVICE_CPU:
+    memory = TB_MEMORY_HEAP;
+    break;
+  case TB_DLPACK_DEVICE_CUDA:
+    memory = TB_MEMORY_CUDA;
+    break;
+  case TB_DLPACK_DEVICE_CUDA_HOST:
+    memory = TB_MEMORY_CUDA_HOST;
+    break;
+  default:
     g_set_error(error, TB_DLPACK_ERROR, TB_ERR_UNSUPPORTED,
-                "dl_tensor.device is {type %d, id %d}; tensorbuf imports only "
-                "CPU memory (type %d)",
+                "dl_tensor.device is {type %d, id %d}; tensorbuf imports CPU "
+                "(%d), CUDA (%d) and CUDA host (%d) memory",
                 dl->device.device_type, dl->device.device_id,
-                TB_DLPACK_DEVICE_CPU);
+                TB_DLPACK_DEVICE_CPU, TB_DLPACK_DEVICE_CUDA,
+                TB_DLPACK_DEVICE_CUDA_HOST);
+    return NULL;
+  }
+  if (dl->device.device_id < 0 ||
+      (memory != TB_MEMORY_CUDA && dl->device.device_id != 0)) {
+    g_set_error(error, TB_DLPACK_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "dl_tensor.device.device_id is %d for device type %d",
+                dl->device.device_id, dl->device.device_type);
     return NULL;
   }
   tb_dtype dtype;
@@ -272,9 +320,24 @@ static tb_tensor *import_tensor(const tb_dlpack_tensor *dl,
     return NULL;
   /* The deleter is attached only once the tensor exists, so that a failure
    * below releases the buffer without deleting the producer's tensor. */
-  g_autoptr(tb_buffer) buffer = tb_buffer_wrap_memory(
-      hi > lo ? (void *)(first + (uintptr_t)lo) : NULL,
-      (uint64_t)hi - (uint64_t)lo, buffer_flags, NULL, NULL, error);
+  tb_memory usable;
+  GError *unusable = NULL;
+  if (!tb_backend_resolve(memory, &usable, &unusable)) {
+    g_set_error(error, TB_DLPACK_ERROR, TB_ERR_UNSUPPORTED,
+                "dl_tensor.device is {type %d, id %d}: %s",
+                dl->device.device_type, dl->device.device_id,
+                unusable->message);
+    g_error_free(unusable);
+    return NULL;
+  }
+  uint64_t size = (uint64_t)hi - (uint64_t)lo;
+  void *start = hi > lo ? (void *)(first + (uintptr_t)lo) : NULL;
+  g_autoptr(tb_buffer) buffer =
+      memory == TB_MEMORY_HEAP
+          ? tb_buffer_wrap_memory(start, size, buffer_flags, NULL, NULL, error)
+          : tb_cuda_buffer_wrap((uint64_t)(uintptr_t)start, size, memory,
+                                (uint32_t)dl->device.device_id, buffer_flags,
+                                error);
   if (buffer == NULL)
     return NULL;
   tb_tensor *tensor =

@@ -197,19 +197,27 @@ tb_tensor *tb_tensor_view(tb_buffer *buffer, uint64_t offset, tb_dtype dtype,
   return tensor_build(buffer, offset, dtype, ndim, shape, strides);
 }
 
-tb_tensor *tb_tensor_open_fd(int fd, tb_dtype dtype, size_t ndim,
-                             const int64_t *shape, uint64_t offset,
-                             GError **error) {
-  uint64_t numel, needed;
+gboolean tb_tensor_bytes_at(tb_dtype dtype, size_t ndim, const int64_t *shape,
+                            uint64_t offset, uint64_t *end, GError **error) {
+  uint64_t numel;
   if (!check_shape(dtype, ndim, shape, &numel, error))
-    return NULL;
-  if (!tb_add_u64(offset, numel * tb_dtype_size(dtype), &needed)) {
+    return FALSE;
+  if (!tb_add_u64(offset, numel * tb_dtype_size(dtype), end)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
                 "byte_offset %" G_GUINT64_FORMAT " plus the tensor's bytes "
                 "overflows",
                 offset);
-    return NULL;
+    return FALSE;
   }
+  return TRUE;
+}
+
+tb_tensor *tb_tensor_open_fd(int fd, tb_dtype dtype, size_t ndim,
+                             const int64_t *shape, uint64_t offset,
+                             GError **error) {
+  uint64_t needed;
+  if (!tb_tensor_bytes_at(dtype, ndim, shape, offset, &needed, error))
+    return NULL;
   g_autoptr(tb_buffer) buffer = tb_buffer_import(fd, needed, error);
   if (buffer == NULL)
     return NULL;

@@ -54,6 +54,10 @@ tb_tensor *tb_tensor_create(tb_dtype dtype, size_t ndim, const int64_t *shape,
 tb_tensor *tb_tensor_view(tb_buffer *buffer, uint64_t offset, tb_dtype dtype,
                           size_t ndim, const int64_t *shape,
                           const int64_t *strides, GError **error);
+/* Checks a row-major layout of `shape` and gives the end of its bytes when
+ * it starts at `offset`: what a file must hold to import it. */
+gboolean tb_tensor_bytes_at(tb_dtype dtype, size_t ndim, const int64_t *shape,
+                            uint64_t offset, uint64_t *end, GError **error);
 tb_tensor *tb_tensor_open_fd(int fd, tb_dtype dtype, size_t ndim,
                              const int64_t *shape, uint64_t offset,
                              GError **error);
@@ -108,6 +112,23 @@ gboolean tb_tensor_copy_in(tb_tensor *tensor, const void *src, size_t size,
 gboolean tb_tensor_read_file_at(tb_tensor *tensor, int fd, uint64_t offset,
                                 uint32_t flags, tb_read_mode *mode_out,
                                 GError **error);
+
+/* copy.c */
+gboolean tb_tensor_copy_into(tb_tensor *dst, tb_tensor *src, uint64_t stream,
+                             GError **error);
+
+/* cuda.c: CUDA and CUDA_HOST tensors (TB_ERR_UNSUPPORTED for others). */
+gboolean tb_tensor_cuda_device_of(const tb_tensor *tensor, uint32_t *device,
+                                  GError **error);
+gboolean tb_tensor_device_address(const tb_tensor *tensor, uint64_t *address,
+                                  GError **error);
+tb_tensor *tb_tensor_open_cuda_fd(int fd, tb_memory memory, uint32_t device,
+                                  tb_dtype dtype, size_t ndim,
+                                  const int64_t *shape, uint64_t offset,
+                                  GError **error);
+gboolean tb_tensor_cuda_order(const tb_tensor *tensor, uint64_t stream,
+                              GError **error);
+tb_tensor *tb_tensor_dma_buf_of(const tb_tensor *tensor, GError **error);
 
 tb_map *tb_map_create(tb_tensor *tensor, uint32_t flags, GError **error);
 

@@ -309,24 +309,26 @@ static void export_rejects_bad_arguments(void **state) {
   tb_tensor_unref(tensor);
 }
 
-static void export_needs_cpu_access(void **state) {
+static void export_of_cuda_memory_gives_its_device_address(void **state) {
   (void)state;
   if (!tb_memory_available(TB_MEMORY_CUDA)) {
-    TB_SKIP("no CUDA device memory in this process, so no "
-            "memory without CPU access to export");
+    TB_SKIP("no CUDA driver or GPU in this process, so no memory without "
+            "CPU access to export");
   }
   const int64_t shape[] = {2};
   tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
   opts.memory = TB_MEMORY_CUDA;
   tb_tensor *tensor = NULL;
   TB_ASSERT_OK(tb_tensor_new(&tensor, TB_DTYPE_U8, 1, shape, &opts));
-  tb_dlpack_managed_tensor_versioned *managed =
-      TB_SENTINEL(tb_dlpack_managed_tensor_versioned);
-  TB_ASSERT_STATUS(tb_tensor_to_dlpack(&managed, tensor, 0),
-                   TB_ERR_UNSUPPORTED);
-  tb_dlpack_managed_tensor *legacy = TB_SENTINEL(tb_dlpack_managed_tensor);
-  TB_ASSERT_STATUS(tb_tensor_to_dlpack_legacy(&legacy, tensor),
-                   TB_ERR_UNSUPPORTED);
+  uint64_t address = 0;
+  TB_ASSERT_OK(tb_tensor_device_ptr(&address, tensor));
+  tb_dlpack_managed_tensor_versioned *managed = NULL;
+  TB_ASSERT_OK(tb_tensor_to_dlpack(&managed, tensor, 0));
+  assert_int_equal(managed->dl_tensor.device.device_type,
+                   TB_DLPACK_DEVICE_CUDA);
+  assert_int_equal(managed->dl_tensor.device.device_id, 0);
+  assert_int_equal((uintptr_t)managed->dl_tensor.data, address);
+  managed->deleter(managed);
   tb_tensor_unref(tensor);
 }
 
@@ -676,8 +678,7 @@ static void import_rejects_other_devices(void **state) {
   (void)state;
   uint8_t byte = 0;
   const int64_t shape[] = {1};
-  const int32_t devices[] = {TB_DLPACK_DEVICE_CUDA, TB_DLPACK_DEVICE_CUDA_HOST,
-                             0, 4, 14};
+  const int32_t devices[] = {0, 4, 14};
   for (size_t i = 0; i < sizeof devices / sizeof *devices; i++) {
     producer p;
     producer_init(&p, &byte, TB_DTYPE_U8, 1, shape, NULL);
@@ -685,6 +686,24 @@ static void import_rejects_other_devices(void **state) {
     assert_import_fails(&p, TB_ERR_UNSUPPORTED);
     assert_non_null(strstr(tb_last_error(), "device"));
   }
+  /* CUDA memory is refused without a driver, and a CPU address is never
+   * taken for CUDA memory with one. */
+  const int32_t cuda[] = {TB_DLPACK_DEVICE_CUDA, TB_DLPACK_DEVICE_CUDA_HOST};
+  for (size_t i = 0; i < sizeof cuda / sizeof *cuda; i++) {
+    producer p;
+    producer_init(&p, &byte, TB_DTYPE_U8, 1, shape, NULL);
+    p.versioned.dl_tensor.device.device_type = cuda[i];
+    assert_import_fails(&p, tb_memory_available(TB_MEMORY_CUDA)
+                                ? TB_ERR_INVALID_ARGUMENT
+                                : TB_ERR_UNSUPPORTED);
+  }
+  /* A device id that does not exist for the kind. */
+  producer p;
+  producer_init(&p, &byte, TB_DTYPE_U8, 1, shape, NULL);
+  p.versioned.dl_tensor.device =
+      (tb_dlpack_device){TB_DLPACK_DEVICE_CUDA_HOST, 1};
+  assert_import_fails(&p, TB_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(tb_last_error(), "device_id"));
 }
 
 static void import_rejects_other_types(void **state) {
@@ -840,7 +859,7 @@ int main(void) {
       TB_TEST(export_marks_read_only_memory),
       TB_TEST(export_read_only_on_request),
       TB_TEST(export_rejects_bad_arguments),
-      TB_TEST(export_needs_cpu_access),
+      TB_TEST(export_of_cuda_memory_gives_its_device_address),
       TB_TEST(legacy_export_describes_the_tensor),
       TB_TEST(legacy_export_refuses_read_only_memory),
       TB_TEST(import_takes_every_dtype),

@@ -148,6 +148,7 @@ static void alloc_options_init_fills_the_defaults(void **state) {
  * version had it: a new version adds one line. */
 static const size_t options_version_end[] = {
     [1] = offsetof(tb_alloc_options, flags) + sizeof(uint32_t),
+    [2] = offsetof(tb_alloc_options, device) + sizeof(uint32_t),
 };
 
 static void alloc_options_init_writes_only_its_version(void **state) {

@@ -412,9 +412,9 @@ test("allocation options", function()
   local defaults = core.tb_alloc_options_init(core.TB_ALLOC_OPTIONS_VERSION)
   eq(defaults.memory, "auto", "default memory")
   eq(integer(defaults.alignment, "alignment"), 0, "default alignment")
-  raises("TB_ERR_VERSION", "tb_alloc_options_init: ", core.tb_alloc_options_init, 2)
+  raises("TB_ERR_VERSION", "tb_alloc_options_init: ", core.tb_alloc_options_init, core.TB_ALLOC_OPTIONS_VERSION + 1)
   raises("TB_ERR_VERSION", "tb_tensor_new: ", core.tb_tensor_new, core.TB_DTYPE_U8, {1},
-         {version = 2})
+         {version = core.TB_ALLOC_OPTIONS_VERSION + 1})
   raises("TB_ERR_INVALID_ARGUMENT", "tb_tensor_new: ", core.tb_tensor_new, core.TB_DTYPE_U8,
          {1}, {memroy = "heap"})
   raises("TB_ERR_INVALID_ARGUMENT", "tb_tensor_new: ", core.tb_tensor_new, core.TB_DTYPE_U8,

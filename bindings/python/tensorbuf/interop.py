@@ -64,28 +64,44 @@ def from_numpy(array, *, memory="auto", name=None):
 
 def from_dlpack(obj, *, device=None, copy=None):
     """A tensor over the memory of any DLPack producer (a NumPy array, a
-    PyTorch CPU tensor, ...) or of a DLPack capsule, without a copy (unless
-    ``copy=True``). The producer's memory stays alive as long as the tensor
-    or any view or map of it does."""
-    if device is not None and tuple(device) != (1, 0):
-        raise BufferError(f"device is {tuple(device)}; tensorbuf imports CPU memory (1, 0)")
+    PyTorch CPU or CUDA tensor, a CuPy array, ...) or of a DLPack capsule,
+    without a copy (unless ``copy=True``). CUDA memory gives a "cuda" tensor,
+    pinned host memory a "cuda_host" one. The producer's memory stays alive
+    as long as the tensor or any view or map of it does."""
     if not hasattr(obj, "__dlpack__"):
         return Tensor._wrap_handle(_core.tb_py_from_dlpack(obj))
+    producer_device = (1, 0)
     if hasattr(obj, "__dlpack_device__"):
         producer_device = tuple(obj.__dlpack_device__())
-        if producer_device[0] != 1:
-            raise _core.UnsupportedError(
-                f"from_dlpack: the memory is on DLPack device {producer_device}; "
-                "tensorbuf imports CPU memory (1, 0)"
-            )
+    if device is not None and tuple(device) != producer_device:
+        raise BufferError(
+            f"device is {tuple(device)} but the memory is on {producer_device}; "
+            "tensorbuf imports memory where it is (copy it with Tensor.copy)")
+    if producer_device[0] not in (1, 2, 3):
+        raise _core.UnsupportedError(
+            f"from_dlpack: the memory is on DLPack device {producer_device}; "
+            "tensorbuf imports CPU (1), CUDA (2) and CUDA host (3) memory"
+        )
+    if producer_device[0] != 1 and not _core.tb_memory_available(_core.TB_MEMORY_CUDA):
+        raise _core.UnsupportedError(
+            f"from_dlpack: the memory is on CUDA device {producer_device} and "
+            "this process has no CUDA driver or GPU")
     versioned = {"max_version": (1, 1)}
+    if producer_device[0] == 2:
+        # tensorbuf's own device work (copies with stream 0) runs on the
+        # legacy default stream: the producer orders its work before it.
+        versioned["stream"] = 1
     if copy is not None:
         versioned["copy"] = copy
     try:
         capsule = obj.__dlpack__(**versioned)
         copied = False
     except TypeError:  # a producer older than DLPack 1.0 in Python
-        capsule = obj.__dlpack__()
+        legacy = {"stream": 1} if producer_device[0] == 2 else {}
+        capsule = obj.__dlpack__(**legacy)
         copied = bool(copy)
     tensor = Tensor._wrap_handle(_core.tb_py_from_dlpack(capsule))
-    return tensor.copy(memory="heap") if copied else tensor
+    if not copied:
+        return tensor
+    return tensor.copy(memory=tensor.memory if producer_device[0] != 1 else "heap",
+                       device=producer_device[1] if producer_device[0] == 2 else 0)

@@ -44,18 +44,20 @@ def dtype_code(dtype):
 
 
 def alloc_options(memory="auto", name=None, alignment=0, huge_pages=False,
-                  uninitialized=False):
+                  uninitialized=False, device=0):
     """The options dict tensorbuf_core takes, or None for the defaults.
 
     ``uninitialized=True`` gives bytes that may hold anything, as
     ``np.empty`` does: for outputs that are written in full before a read.
+    ``device`` is the CUDA device ordinal of the CUDA memory kinds.
     """
     flags = (_core.TB_ALLOC_HUGE_PAGES if huge_pages else 0) | (
         _core.TB_ALLOC_UNINITIALIZED if uninitialized else 0)
-    if memory == "auto" and name is None and not alignment and not flags:
+    if (memory == "auto" and name is None and not alignment and not flags
+            and not device):
         return None
     return {"memory": memory, "name": name, "alignment": alignment,
-            "flags": flags}
+            "flags": flags, "device": device}
 
 
 def _shape_tuple(shape):
@@ -76,10 +78,10 @@ class Buffer:
     __slots__ = ("_handle", "__weakref__")
 
     def __init__(self, size, *, memory="auto", name=None, alignment=0,
-                 huge_pages=False, uninitialized=False):
+                 huge_pages=False, uninitialized=False, device=0):
         self._handle = _core.tb_buffer_new(
             size, alloc_options(memory, name, alignment, huge_pages,
-                                uninitialized)
+                                uninitialized, device)
         )
 
     @classmethod
@@ -179,11 +181,12 @@ class Tensor(_core.TensorBase):
     __slots__ = ("__weakref__",)
 
     def __init__(self, shape, dtype="f32", *, memory="auto", name=None,
-                 alignment=0, huge_pages=False, uninitialized=False):
+                 alignment=0, huge_pages=False, uninitialized=False, device=0):
         self._handle = _core.tb_tensor_new(
             dtype_code(dtype),
             _shape_tuple(shape),
-            alloc_options(memory, name, alignment, huge_pages, uninitialized),
+            alloc_options(memory, name, alignment, huge_pages, uninitialized,
+                          device),
         )
 
     @classmethod
@@ -207,6 +210,17 @@ class Tensor(_core.TensorBase):
         """A row-major tensor over a memfd or dma-buf (the fd is dup'd)."""
         return cls._wrap_handle(
             _core.tb_tensor_import_fd(fd, dtype_code(dtype), _shape_tuple(shape), offset)
+        )
+
+    @classmethod
+    def import_cuda_fd(cls, fd, shape, dtype="u8", *, memory="cuda", device=0, offset=0):
+        """A row-major tensor over another process's CUDA memory (``memory``
+        "cuda": a CUDA shareable fd mapped on ``device``) or pinned memory
+        ("cuda_host": its memfd, registered here). The fd is dup'd."""
+        return cls._wrap_handle(
+            _core.tb_tensor_import_cuda_fd(
+                fd, _core.tb_memory_from_name(memory), device, dtype_code(dtype),
+                _shape_tuple(shape), offset)
         )
 
     # ---- description -------------------------------------------------------
@@ -257,6 +271,16 @@ class Tensor(_core.TensorBase):
     @property
     def read_only(self):
         return _core.tb_tensor_read_only(self._handle)
+
+    @property
+    def device_ptr(self):
+        """The device address of element 0 (CUDA and CUDA_HOST memory)."""
+        return _core.tb_tensor_device_ptr(self._handle)
+
+    @property
+    def cuda_device(self):
+        """The CUDA device ordinal (CUDA and CUDA_HOST memory)."""
+        return _core.tb_tensor_cuda_device(self._handle)
 
     @property
     def contiguous(self):
@@ -537,12 +561,19 @@ class Tensor(_core.TensorBase):
         """Copies ``data`` (exactly nbytes, row-major) into the elements."""
         _core.tb_tensor_write_bytes(self._handle, data)
 
-    def copy(self, *, memory="auto", name=None):
+    def copy(self, *, memory="auto", name=None, device=0):
         """A new row-major tensor of ``memory`` holding the same elements."""
         copy = Tensor(self.shape, self.dtype, memory=memory,
-                      name=self.name if name is None else name)
-        copy.write_bytes(self.tobytes())
+                      name=self.name if name is None else name, device=device)
+        copy.copy_from(self)
         return copy
+
+    def copy_from(self, source, *, stream=0):
+        """Copies ``source``'s elements (same dtype and shape) into this
+        tensor, across memory kinds. ``stream`` (a CUstream as an integer,
+        e.g. ``torch.cuda.current_stream().cuda_stream``) queues a device copy
+        without waiting for it; 0 waits."""
+        _core.tb_tensor_copy(self._handle, source._handle, stream)
 
     def export_fd(self):
         """A new fd for the buffer (SHM/DMA); the caller closes it."""

@@ -193,6 +193,19 @@ def test_from_dlpack_refuses_what_it_cannot_take():
     with pytest.raises(BufferError):
         tensorbuf.from_dlpack(tensorbuf.Tensor((1,), "u8"), device=(2, 0))
 
+    class OpenClProducer:
+        def __dlpack_device__(self):
+            return (4, 0)
+
+        def __dlpack__(self, **kwargs):
+            raise AssertionError("must not be called")
+
+    with pytest.raises(tensorbuf.UnsupportedError):
+        tensorbuf.from_dlpack(OpenClProducer())
+
+
+@pytest.mark.skipif(tensorbuf.memory_available("cuda"), reason="a CUDA driver is loaded")
+def test_from_dlpack_of_cuda_memory_without_a_driver():
     class GpuProducer:
         def __dlpack_device__(self):
             return (2, 0)
@@ -200,7 +213,7 @@ def test_from_dlpack_refuses_what_it_cannot_take():
         def __dlpack__(self, **kwargs):
             raise AssertionError("must not be called")
 
-    with pytest.raises(tensorbuf.UnsupportedError):
+    with pytest.raises(tensorbuf.UnsupportedError, match="CUDA"):
         tensorbuf.from_dlpack(GpuProducer())
 
 

@@ -110,15 +110,17 @@ typedef struct tb_dlpack_managed_tensor_versioned {
  * is the address of element 0 (NULL for an empty tensor), byte_offset is 0,
  * strides are always set (in elements; zero strides are kept, negative ones
  * refused: PyTorch aborts on them and other consumers reject them),
- * the device is the CPU. Every tb_dtype has a DLPack type: bool is
- * kDLBool/8, bf16 is kDLBfloat/16. */
+ * the device is the CPU; for CUDA memory it is (kDLCUDA, ordinal) and data is
+ * the device address (no CPU access is opened), for CUDA_HOST memory
+ * (kDLCUDAHost, 0). Every tb_dtype has a DLPack type: bool is kDLBool/8,
+ * bf16 is kDLBfloat/16. */
 
 /* Versioned export (DLPack 1.1). flags: TB_DLPACK_EXPORT_READ_ONLY. The
  * result has TB_DLPACK_FLAG_READ_ONLY set when the tensor is read-only or the
  * flag asked for it; it is never IS_COPIED.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out or tensor, unknown flags),
  * TB_ERR_LAYOUT (a negative stride), TB_ERR_UNSUPPORTED (memory without CPU
- * access), TB_ERR_NO_MEMORY. */
+ * access, e.g. a dma-buf without mmap), TB_ERR_NO_MEMORY. */
 TB_API tb_status tb_tensor_to_dlpack(tb_dlpack_managed_tensor_versioned **out,
                                      tb_tensor *tensor, uint32_t flags);
 
@@ -137,14 +139,18 @@ TB_API tb_status tb_tensor_to_dlpack_legacy(tb_dlpack_managed_tensor **out,
  * map of that memory goes, from whichever thread drops it. On failure the
  * library has not called the deleter: the caller still owns `managed` and
  * must delete it.
- * Accepted: device kDLCPU; lanes 1 and the code/bits pairs of the 13 tb_dtype
+ * Accepted: devices kDLCPU, kDLCUDA (the data a device address of that
+ * ordinal: a TB_MEMORY_CUDA tensor, CPU maps staged) and kDLCUDAHost (id 0,
+ * pinned host memory: a TB_MEMORY_CUDA_HOST tensor); lanes 1 and the code/bits pairs of the 13 tb_dtype
  * values (kDLUInt/8 is u8, kDLBool/8 is bool); ndim 0..TB_MAX_DIMS; NULL
  * strides (row-major), negative or zero strides; NULL data only when the
- * tensor has no elements. The memory is a wrapped HEAP buffer (no fd).
+ * tensor has no elements. The memory is wrapped (no fd): HEAP on the CPU.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out or managed, NULL shape with ndim
  * > 0, NULL data with elements, a layout that wraps around the address
  * space), TB_ERR_VERSION (versioned: major version not 1),
- * TB_ERR_UNSUPPORTED (a device other than the CPU), TB_ERR_DTYPE (type not
+ * TB_ERR_UNSUPPORTED (another device, or CUDA memory without a driver; a
+ * CUDA address the driver does not know is TB_ERR_INVALID_ARGUMENT, as is
+ * a device id other than 0 for CPU memory), TB_ERR_DTYPE (type not
  * listed above), TB_ERR_SHAPE (negative ndim or dim, ndim > TB_MAX_DIMS, size
  * overflows). */
 

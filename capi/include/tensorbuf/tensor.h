@@ -71,6 +71,21 @@ TB_API tb_status tb_tensor_export_fd(int *out_fd, const tb_tensor *tensor);
  * fd or for NULL. */
 TB_API int tb_tensor_fd(const tb_tensor *tensor);
 
+/* Copies the elements of `src` into `dst` (same dtype and shape, any
+ * strides, any two memory kinds). Host memory is copied by the CPU; where
+ * either side is CUDA device memory the GPU copies, which needs both
+ * tensors contiguous. `stream` (a CUstream, see tensorbuf/cuda.h) queues a
+ * device copy asynchronously: the call returns at once and both tensors
+ * must stay alive and unmapped until the stream has run it. With stream 0,
+ * or without device memory, the copy is done when the call returns.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument, dst and src overlap),
+ * TB_ERR_DTYPE (dtypes differ), TB_ERR_SHAPE (shapes differ),
+ * TB_ERR_READ_ONLY (dst), TB_ERR_LAYOUT (a strided tensor in device
+ * memory), TB_ERR_UNSUPPORTED (memory without CPU access, no CUDA driver),
+ * TB_ERR_SYSTEM (the driver refused the copy). */
+TB_API tb_status tb_tensor_copy(tb_tensor *dst, const tb_tensor *src,
+                                uint64_t stream);
+
 /* ---- references ---------------------------------------------------------- */
 
 TB_API tb_tensor *tb_tensor_ref(tb_tensor *tensor); /* NULL-safe */

@@ -6,6 +6,7 @@
 #define TENSORBUF_H
 
 #include "tensorbuf/buffer.h"
+#include "tensorbuf/cuda.h"
 #include "tensorbuf/dlpack.h"
 #include "tensorbuf/export.h"
 #include "tensorbuf/status.h"

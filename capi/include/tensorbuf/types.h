@@ -84,7 +84,7 @@ TB_API const char *tb_memory_auto_skipped(void);
  * memory is reused. */
 #define TB_ALLOC_UNINITIALIZED 0x2u
 
-#define TB_ALLOC_OPTIONS_VERSION 1
+#define TB_ALLOC_OPTIONS_VERSION 2
 
 /* Options for every allocating call. NULL options mean the defaults below.
  * The struct only ever grows at its end; `version` says which fields the
@@ -96,10 +96,13 @@ typedef struct tb_alloc_options {
   uint64_t alignment; /* bytes, a power of two; 0 = 64 */
   const char *name;   /* tensor and memfd name (copied); may be NULL */
   uint32_t flags;     /* TB_ALLOC_* */
+  /* Version 2: */
+  uint32_t device; /* CUDA and CUDA_HOST: the device ordinal (cuDeviceGet);
+                      default 0; other kinds ignore it */
 } tb_alloc_options;
 
 #define TB_ALLOC_OPTIONS_INIT                                                  \
-  { TB_ALLOC_OPTIONS_VERSION, TB_MEMORY_AUTO, 0, NULL, 0 }
+  { TB_ALLOC_OPTIONS_VERSION, TB_MEMORY_AUTO, 0, NULL, 0, 0 }
 
 /* Fills *opts with the defaults of the given struct version, for languages
  * that cannot expand TB_ALLOC_OPTIONS_INIT. Writes only the fields that

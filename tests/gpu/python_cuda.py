@@ -1,0 +1,76 @@
+"""tensorbuf CUDA tensors with PyTorch and CuPy on the GPU machine.
+
+    python3 tests/gpu/python_cuda.py [PACKAGE_DIR]
+
+Checks that torch.from_dlpack and cupy.from_dlpack of a "cuda" tensor share
+its memory (same device pointer, writes visible both ways),
+tensorbuf.from_dlpack of a torch CUDA tensor likewise, __dlpack_device__,
+the __dlpack__ stream rules, and a copy queued on a torch stream.
+Exit status: 0 passed, 1 failed, 77 skipped (no GPU)."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
+                                   os.path.join(ROOT, "build-py", "gpu-python")))
+import tensorbuf  # noqa: E402
+
+if not tensorbuf.memory_available("cuda"):
+    print("SKIP python_cuda: no CUDA driver or GPU", file=sys.stderr)
+    sys.exit(77)
+import cupy  # noqa: E402
+import torch  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print(("PASS " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+t = tensorbuf.Tensor((4, 5), "f32", memory="cuda")
+check(t.__dlpack_device__() == (2, 0), "__dlpack_device__ of cuda is (2, 0)")
+tt = torch.from_dlpack(t)
+check(tt.is_cuda and tt.data_ptr() == t.device_ptr, "torch shares the device pointer")
+tt.fill_(3.0)
+torch.cuda.synchronize()
+check(t[1, 2] == 3.0, "tensorbuf reads torch's write")
+t[0, 0] = 7.0
+check(float(tt[0, 0]) == 7.0, "torch reads tensorbuf's write")
+cc = cupy.from_dlpack(t)
+check(cc.data.ptr == t.device_ptr, "cupy shares the device pointer")
+cc[2, 3] = 9.0
+cupy.cuda.runtime.deviceSynchronize()
+check(t[2, 3] == 9.0 and float(tt[2, 3]) == 9.0, "cupy's write is seen by both")
+
+src = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4)
+back = tensorbuf.from_dlpack(src)
+check(back.memory == "cuda" and back.device_ptr == src.data_ptr(),
+      "tensorbuf.from_dlpack(torch cuda) shares the memory")
+src[1, 1] = 42.0
+torch.cuda.synchronize()
+check(back[1, 1] == 42.0, "tensorbuf sees torch's later write")
+
+try:
+    t.__dlpack__(stream=0)
+    check(False, "stream=0 is refused")
+except BufferError:
+    check(True, "stream=0 is refused")
+stream = torch.cuda.Stream()
+big = tensorbuf.Tensor((1 << 20,), "f32", memory="cuda")
+host = tensorbuf.Tensor((1 << 20,), "f32", memory="cuda_host")
+check(host.__dlpack_device__() == (3, 0), "__dlpack_device__ of cuda_host is (3, 0)")
+host.numpy()[:] = 1.5
+big.copy_from(host, stream=stream.cuda_stream)
+with torch.cuda.stream(torch.cuda.Stream()) as _:
+    consumer = torch.cuda.current_stream()
+    view = torch.from_dlpack(big.__dlpack__(stream=consumer.cuda_stream))
+    total = float(view.sum())
+check(total == 1.5 * (1 << 20), f"consumer stream ordered after the async copy ({total})")
+pinned_t = tensorbuf.Tensor((8,), "u8", memory="cuda_host")
+check(pinned_t.device_ptr != 0, "cuda_host has a device pointer")
+del tt, cc, view
+print(("FAIL" if failures else "PASS") + f" python_cuda ({len(failures)} failures)")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,159 @@
+/* CUDA paths without a driver, and tb_tensor_copy between host kinds.
+ * TENSORBUF_LIBCUDA points the loader at a library that does not exist, so
+ * these run the same on a machine with a GPU: every CUDA call must refuse
+ * with TB_ERR_UNSUPPORTED naming what is missing, and leave nothing behind. */
+#include "tb_test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MISSING "/nonexistent/libcuda-for-tensorbuf-tests.so.1"
+
+static void cuda_kinds_are_unavailable_and_say_why(void **state) {
+  (void)state;
+  assert_false(tb_memory_available(TB_MEMORY_CUDA));
+  assert_false(tb_memory_available(TB_MEMORY_CUDA_HOST));
+  const tb_memory kinds[] = {TB_MEMORY_CUDA, TB_MEMORY_CUDA_HOST};
+  for (size_t i = 0; i < 2; i++) {
+    tb_alloc_options opts = tb_test_options(kinds[i]);
+    opts.device = 3;
+    const int64_t shape[] = {4};
+    tb_tensor *tensor = TB_SENTINEL(tb_tensor);
+    TB_ASSERT_STATUS(tb_tensor_new(&tensor, TB_DTYPE_F32, 1, shape, &opts),
+                     TB_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tb_last_error(), MISSING));
+    assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+  }
+}
+
+static void cuda_calls_refuse_other_memory(void **state) {
+  (void)state;
+  const int64_t shape[] = {4};
+  tb_tensor *shm = tb_test_arange(TB_DTYPE_F32, 1, shape, TB_MEMORY_SHM);
+  uint64_t address = 7;
+  uint32_t device = 7;
+  TB_ASSERT_STATUS(tb_tensor_device_ptr(&address, shm), TB_ERR_UNSUPPORTED);
+  TB_ASSERT_STATUS(tb_tensor_cuda_device(&device, shm), TB_ERR_UNSUPPORTED);
+  assert_int_equal(address, 7);
+  assert_int_equal(device, 7);
+  tb_tensor *dma = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_tensor_cuda_dma_buf(&dma, shm), TB_ERR_UNSUPPORTED);
+  assert_ptr_equal(dma, TB_SENTINEL(tb_tensor));
+  /* Nothing queued on non-CUDA memory: nothing to wait for. */
+  TB_ASSERT_OK(tb_tensor_cuda_wait(shm, 1));
+  TB_ASSERT_STATUS(tb_tensor_device_ptr(NULL, shm), TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_tensor_cuda_wait(NULL, 0), TB_ERR_INVALID_ARGUMENT);
+  tb_tensor_unref(shm);
+}
+
+static void cuda_import_checks_arguments_then_needs_the_driver(void **state) {
+  (void)state;
+  const int64_t shape[] = {4};
+  tb_tensor *tensor = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_tensor_import_cuda_fd(&tensor, -1, TB_MEMORY_CUDA, 0,
+                                            TB_DTYPE_F32, 1, shape, 0),
+                   TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_tensor_import_cuda_fd(NULL, 0, TB_MEMORY_CUDA, 0,
+                                            TB_DTYPE_F32, 1, shape, 0),
+                   TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_tensor_import_cuda_fd(&tensor, 0, TB_MEMORY_CUDA, 0,
+                                            TB_DTYPE_INVALID, 1, shape, 0),
+                   TB_ERR_DTYPE);
+  TB_ASSERT_STATUS(tb_tensor_import_cuda_fd(&tensor, 0, TB_MEMORY_CUDA, 0,
+                                            TB_DTYPE_F32, 1, shape, 0),
+                   TB_ERR_UNSUPPORTED);
+  assert_non_null(strstr(tb_last_error(), MISSING));
+  assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+}
+
+static void copy_between_host_kinds_follows_strides(void **state) {
+  (void)state;
+  const int64_t shape[] = {3, 4}, transposed[] = {4, 3};
+  tb_tensor *src = tb_test_arange(TB_DTYPE_I32, 2, shape, TB_MEMORY_HEAP);
+  tb_tensor *dst = tb_test_arange(TB_DTYPE_I32, 2, transposed, TB_MEMORY_SHM);
+  /* dst viewed transposed: dst[j][i] = src[i][j]. */
+  tb_buffer *buffer = tb_tensor_buffer(dst);
+  const int64_t strides[] = {1, 3};
+  tb_tensor *view = NULL;
+  TB_ASSERT_OK(tb_tensor_from_buffer(&view, buffer, 0, TB_DTYPE_I32, 2, shape,
+                                     strides));
+  TB_ASSERT_OK(tb_tensor_copy(view, src, 0));
+  for (int64_t i = 0; i < 3; i++) {
+    for (int64_t j = 0; j < 4; j++) {
+      int64_t got = -1;
+      TB_ASSERT_OK(tb_tensor_get_i64(&got, dst, 2, (int64_t[]){j, i}));
+      assert_int_equal(got, i * 4 + j);
+    }
+  }
+  /* A strided source (every other column) into a contiguous tensor. */
+  tb_tensor *columns = NULL, *packed = NULL;
+  TB_ASSERT_OK(tb_tensor_slice(&columns, src, 1, 0, 4, 2));
+  const int64_t half[] = {3, 2};
+  tb_alloc_options opts = tb_test_options(TB_MEMORY_HEAP);
+  TB_ASSERT_OK(tb_tensor_new(&packed, TB_DTYPE_I32, 2, half, &opts));
+  TB_ASSERT_OK(tb_tensor_copy(packed, columns, 0));
+  int64_t got = -1;
+  TB_ASSERT_OK(tb_tensor_get_i64(&got, packed, 2, (int64_t[]){2, 1}));
+  assert_int_equal(got, 2 * 4 + 2);
+  tb_tensor_unref(columns);
+  tb_tensor_unref(packed);
+  tb_tensor_unref(view);
+  tb_buffer_unref(buffer);
+  tb_tensor_unref(dst);
+  tb_tensor_unref(src);
+}
+
+static void copy_refuses_mismatches(void **state) {
+  (void)state;
+  const int64_t shape[] = {4}, other[] = {5};
+  tb_tensor *a = tb_test_arange(TB_DTYPE_F32, 1, shape, TB_MEMORY_HEAP);
+  tb_tensor *b = tb_test_arange(TB_DTYPE_I32, 1, shape, TB_MEMORY_HEAP);
+  tb_tensor *c = tb_test_arange(TB_DTYPE_F32, 1, other, TB_MEMORY_HEAP);
+  TB_ASSERT_STATUS(tb_tensor_copy(a, b, 0), TB_ERR_DTYPE);
+  TB_ASSERT_STATUS(tb_tensor_copy(a, c, 0), TB_ERR_SHAPE);
+  TB_ASSERT_STATUS(tb_tensor_copy(a, a, 0), TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_tensor_copy(NULL, a, 0), TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_tensor_copy(a, NULL, 0), TB_ERR_INVALID_ARGUMENT);
+  float data[4] = {0};
+  tb_buffer *frozen = NULL;
+  TB_ASSERT_OK(tb_buffer_wrap(&frozen, data, sizeof data, TB_BUFFER_READ_ONLY,
+                              NULL, NULL));
+  tb_tensor *read_only = NULL;
+  TB_ASSERT_OK(tb_tensor_from_buffer(&read_only, frozen, 0, TB_DTYPE_F32, 1,
+                                     shape, NULL));
+  TB_ASSERT_STATUS(tb_tensor_copy(read_only, a, 0), TB_ERR_READ_ONLY);
+  assert_true(data[3] == 0.0f);
+  tb_tensor_unref(read_only);
+  tb_buffer_unref(frozen);
+  tb_tensor_unref(a);
+  tb_tensor_unref(b);
+  tb_tensor_unref(c);
+}
+
+static void alloc_options_version_1_still_allocates(void **state) {
+  (void)state;
+  tb_alloc_options opts;
+  memset(&opts, 0x5a, sizeof opts);
+  TB_ASSERT_OK(tb_alloc_options_init(&opts, 1));
+  assert_int_equal(opts.version, 1);
+  assert_int_equal(opts.device, 0x5a5a5a5a); /* not part of version 1 */
+  tb_buffer *buffer = NULL;
+  TB_ASSERT_OK(tb_buffer_new(&buffer, 16, &opts));
+  tb_buffer_unref(buffer);
+  TB_ASSERT_OK(tb_alloc_options_init(&opts, 2));
+  assert_int_equal(opts.device, 0);
+}
+
+int main(void) {
+  setenv("TENSORBUF_LIBCUDA", MISSING, 1);
+  const struct CMUnitTest tests[] = {
+      TB_TEST(cuda_kinds_are_unavailable_and_say_why),
+      TB_TEST(cuda_calls_refuse_other_memory),
+      TB_TEST(cuda_import_checks_arguments_then_needs_the_driver),
+      TB_TEST(copy_between_host_kinds_follows_strides),
+      TB_TEST(copy_refuses_mismatches),
+      TB_TEST(alloc_options_version_1_still_allocates),
+  };
+  return TB_RUN_TESTS(tests);
+}
