@@ -9,7 +9,8 @@
  *         lane 1 (attacher -> creator: TB_RING_RELEASE records)
  *         each lane: a cache line its writer owns (tail, data sequence,
  *         closed), a line its reader owns (head, space sequence), two
- *         waiter words, then `capacity` record slots
+ *         waiter words, then `capacity` record slots, padded to a
+ *         cache line
  *   end   padding to the page; the file is exactly ring_size(capacity)
  *
  * Each side keeps its own copies of the indices it owns (the tail it
@@ -116,9 +117,16 @@ struct TbRing {
   _Atomic uint64_t sleeps, wakes, rings;
 };
 
+/* Bytes of one lane: its cache lines, then the slots, padded so that the
+ * next lane starts on a cache line too. */
+static size_t lane_size(uint32_t capacity) {
+  size_t slots = (size_t)capacity * sizeof(RingSlot);
+  return sizeof(RingLane) +
+         (slots + RING_CACHE_LINE - 1) / RING_CACHE_LINE * RING_CACHE_LINE;
+}
+
 static size_t ring_size(uint32_t capacity) {
-  size_t bytes = sizeof(RingHeader) +
-                 2 * (sizeof(RingLane) + (size_t)capacity * sizeof(RingSlot));
+  size_t bytes = sizeof(RingHeader) + 2 * lane_size(capacity);
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   return (bytes + page - 1) / page * page;
 }
@@ -144,8 +152,8 @@ int64_t tb_ring_deadline(int64_t timeout_ns) {
 
 /* Lane `index` of the mapping. */
 static LaneView lane_view(void *mapping, uint32_t capacity, unsigned index) {
-  size_t lane_bytes = sizeof(RingLane) + (size_t)capacity * sizeof(RingSlot);
-  uint8_t *lane = (uint8_t *)mapping + sizeof(RingHeader) + index * lane_bytes;
+  uint8_t *lane =
+      (uint8_t *)mapping + sizeof(RingHeader) + index * lane_size(capacity);
   return (LaneView){.lane = (RingLane *)lane,
                     .slots = (RingSlot *)(lane + sizeof(RingLane))};
 }

@@ -110,7 +110,8 @@ static uint8_t *map_ring(int fd, size_t *size) {
 }
 
 static size_t lane_offset(uint32_t capacity, unsigned lane) {
-  return HEADER_BYTES + lane * (LANE_BYTES + (size_t)capacity * SLOT_BYTES);
+  size_t slots = ((size_t)capacity * SLOT_BYTES + 63) / 64 * 64;
+  return HEADER_BYTES + lane * (LANE_BYTES + slots);
 }
 
 static void poke_u64(uint8_t *bytes, size_t offset, uint64_t value) {
