@@ -31,6 +31,7 @@
 #include "sharing/ring.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <linux/magic.h>
@@ -51,6 +52,10 @@ G_DEFINE_QUARK(tb - ring - error - quark, tb_ring_error)
 #define RING_CACHE_LINE 64u
 #define RING_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 #define RING_DOORBELL_MAX 16u
+/* How long a waiter polls the indices before it announces a sleep, when
+ * it may run beside its peer: a peer that publishes within it costs
+ * neither side a system call. About a futex wake's own cost. */
+#define RING_SPIN_NS 5000
 
 /* Waiter word bits: how the reader (or writer) of a lane waits. */
 #define WAIT_FUTEX 1u    /* asleep on the lane's futex sequence */
@@ -111,6 +116,7 @@ struct TbRing {
   uint16_t out_kind, in_kind;
   atomic_bool dead;   /* the peer scribbled: every call fails */
   atomic_bool closed; /* tb_ring_close was called here */
+  int spin; /* may run on more than one CPU: 1 yes, 0 no, -1 not known */
   int doorbell_fd;
   uint8_t doorbell[RING_DOORBELL_MAX];
   size_t doorbell_size;
@@ -171,6 +177,7 @@ static TbRing *ring_new(void *mapping, size_t size, uint32_t capacity,
   ring->out_kind = creator ? TB_RING_TENSOR : TB_RING_RELEASE;
   ring->in_kind = creator ? TB_RING_RELEASE : TB_RING_TENSOR;
   ring->doorbell_fd = -1;
+  ring->spin = -1;
   return ring;
 }
 
@@ -451,6 +458,39 @@ static gboolean timeout_error(GError **error, const char *what) {
 
 /* ---- push and pop ------------------------------------------------------- */
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __asm__ volatile("pause");
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+/* Polls `ready` (records waiting or slots free) for up to RING_SPIN_NS,
+ * before the deadline: > 0 ready, 0 not yet, < 0 the ring was killed. */
+static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
+                        int64_t deadline, GError **error) {
+  if (ring->spin < 0) {
+    /* Spinning where we share the only CPU we may use would only delay
+     * the peer we wait for. Asked at the first wait, not at creation,
+     * which may come before the caller pins its threads. */
+    cpu_set_t cpus;
+    ring->spin = sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
+                 CPU_COUNT(&cpus) > 1;
+  }
+  if (!ring->spin)
+    return 0;
+  int64_t until = MIN(deadline, tb_ring_now() + RING_SPIN_NS);
+  for (unsigned polls = 1;; polls++) {
+    for (int i = 0; i < 32; i++)
+      cpu_relax();
+    int64_t found = ready(ring, error);
+    if (found != 0 || peer_closed(ring) || (polls % 8 == 0 &&
+                                            tb_ring_now() >= until))
+      return found;
+  }
+}
+
 gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
                       int64_t deadline, GError **error) {
   if ((record->flags & ~TB_RING_FLAGS_KNOWN) != 0) {
@@ -471,6 +511,11 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
       break;
     if (tb_ring_now() >= deadline)
       return timeout_error(error, "full");
+    free_slots = spin_for(ring, slots_free, deadline, error);
+    if (free_slots < 0)
+      return FALSE;
+    if (free_slots > 0)
+      break;
     atomic_fetch_or(&out->lane->writer_waiting, WAIT_FUTEX);
     uint32_t seen = atomic_load(&out->lane->space_sequence);
     free_slots = slots_free(ring, error);
@@ -535,6 +580,11 @@ gboolean tb_ring_pop(TbRing *ring, TbRingRecord *out, int64_t deadline,
       return closed_error(error);
     if (tb_ring_now() >= deadline)
       return timeout_error(error, "empty");
+    waiting = spin_for(ring, records_waiting, deadline, error);
+    if (waiting < 0)
+      return FALSE;
+    if (waiting > 0)
+      continue;
     atomic_fetch_or(&in->lane->reader_waiting, WAIT_FUTEX);
     uint32_t seen = atomic_load(&in->lane->data_sequence);
     waiting = records_waiting(ring, error);
