@@ -12,24 +12,13 @@
  * left open (LeakSanitizer sees memory). Anything else aborts. */
 #include "sharing/ring.h"
 
-#include <dirent.h>
+#include "fuzz_fds.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-static int open_fds(void) {
-  DIR *dir = opendir("/proc/self/fd");
-  if (dir == NULL)
-    abort();
-  int count = 0;
-  const struct dirent *entry;
-  while ((entry = readdir(dir)) != NULL)
-    count += entry->d_name[0] != '.';
-  closedir(dir);
-  return count;
-}
 
 /* TRUE for success; FALSE for a failure a scribbling peer may cause. */
 static gboolean expected(gboolean ok, GError **error) {
@@ -51,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const uint8_t *scribble = size > 2 ? data + 2 : data;
   size_t scribble_size = size > 2 ? size - 2 : 0;
 
-  int fds_before = open_fds();
+  int fds_before = fuzz_open_fds();
   GError *error = NULL;
   int fd;
   TbRing *producer = tb_ring_create(capacity, &fd, &error);
@@ -97,8 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   tb_ring_free(producer);
   close(fd);
-  if (open_fds() != fds_before) {
-    fprintf(stderr, "fds: %d before, %d after\n", fds_before, open_fds());
+  if (fuzz_open_fds() != fds_before) {
+    fprintf(stderr, "fds: %d before, %d after\n", fds_before, fuzz_open_fds());
     abort();
   }
   return 0;

@@ -502,6 +502,28 @@ static pid_t fork_consumer(int fd, child_body body, int *report_fd) {
   return child;
 }
 
+/* A producer here and a forked consumer running `body`. */
+typedef struct forked {
+  TbRing *producer;
+  int fd, report_fd;
+  pid_t child;
+} forked;
+
+static forked fork_with_consumer(uint32_t capacity, child_body body) {
+  GError *error = NULL;
+  forked f;
+  f.producer = tb_ring_create(capacity, &f.fd, &error);
+  assert_ring_ok(f.producer != NULL, &error);
+  f.child = fork_consumer(f.fd, body, &f.report_fd);
+  return f;
+}
+
+static void forked_free(forked *f) {
+  close(f->report_fd);
+  tb_ring_free(f->producer);
+  close(f->fd);
+}
+
 #define MILLION 1000000u
 #define MILLION_CAPACITY 4u
 
@@ -524,16 +546,12 @@ static void consume_a_million(TbRing *ring, int report_fd) {
 static void a_million_records_between_processes(void **state) {
   (void)state;
   GError *error = NULL;
-  int fd;
-  TbRing *producer = tb_ring_create(MILLION_CAPACITY, &fd, &error);
-  assert_ring_ok(producer != NULL, &error);
-  int report_fd;
-  pid_t child = fork_consumer(fd, consume_a_million, &report_fd);
+  forked f = fork_with_consumer(MILLION_CAPACITY, consume_a_million);
   uint64_t released = 0;
   for (uint64_t i = 0; i < MILLION; i++) {
     TbRingRecord got;
     if (i - released == MILLION_CAPACITY) {
-      assert_ring_ok(tb_ring_pop(producer, &got,
+      assert_ring_ok(tb_ring_pop(f.producer, &got,
                                  tb_ring_deadline(10000 * MS_NS), &error),
                      &error);
       TbRingRecord expected = record_number(released++);
@@ -541,23 +559,23 @@ static void a_million_records_between_processes(void **state) {
       assert_int_equal(got.generation, expected.generation);
     }
     TbRingRecord record = record_number(i);
-    assert_ring_ok(tb_ring_push(producer, &record,
+    assert_ring_ok(tb_ring_push(f.producer, &record,
                                 tb_ring_deadline(10000 * MS_NS), &error),
                    &error);
   }
   while (released < MILLION) {
     TbRingRecord got;
-    assert_ring_ok(tb_ring_pop(producer, &got, tb_ring_deadline(10000 * MS_NS),
+    assert_ring_ok(tb_ring_pop(f.producer, &got, tb_ring_deadline(10000 * MS_NS),
                                &error),
                    &error);
     assert_int_equal(got.token, record_number(released++).token);
   }
-  child_report report = read_report(report_fd);
+  child_report report = read_report(f.report_fd);
   assert_int_equal(report.count, MILLION);
-  join_child(child);
+  join_child(f.child);
   TbRingStats stats;
-  tb_ring_stats(producer, &stats);
-  print_message("a million records: producer slept %llu times and woke the "
+  tb_ring_stats(f.producer, &stats);
+  print_message("a million records: f.producer slept %llu times and woke the "
                 "consumer %llu times; consumer slept %llu, woke %llu\n",
                 (unsigned long long)stats.sleeps,
                 (unsigned long long)stats.wakes,
@@ -565,9 +583,7 @@ static void a_million_records_between_processes(void **state) {
                 (unsigned long long)report.stats.wakes);
   /* Fewer wakes than records: the fast path made no system call. */
   assert_true(stats.wakes < MILLION && report.stats.wakes < MILLION);
-  close(report_fd);
-  tb_ring_free(producer);
-  close(fd);
+  forked_free(&f);
 }
 
 /* The consumer sleeps (empty ring) and the producer wakes it; then the
@@ -592,32 +608,26 @@ static void sleep_on_empty_then_on_full(TbRing *ring, int report_fd) {
 static void sleepers_are_woken_both_ways(void **state) {
   (void)state;
   GError *error = NULL;
-  int fd;
-  TbRing *producer = tb_ring_create(1, &fd, &error);
-  assert_ring_ok(producer != NULL, &error);
-  int report_fd;
-  pid_t child = fork_consumer(fd, sleep_on_empty_then_on_full, &report_fd);
+  forked f = fork_with_consumer(1, sleep_on_empty_then_on_full);
   usleep(200000); /* the consumer is asleep by now */
   TbRingRecord record = {.token = 1};
-  assert_ring_ok(tb_ring_push(producer, &record, 0, &error), &error);
+  assert_ring_ok(tb_ring_push(f.producer, &record, 0, &error), &error);
   usleep(50000);
   record.token = 2;
-  assert_ring_ok(tb_ring_push(producer, &record, 0, &error), &error);
+  assert_ring_ok(tb_ring_push(f.producer, &record, 0, &error), &error);
   record.token = 3; /* the ring holds one: this push sleeps */
   assert_ring_ok(
-      tb_ring_push(producer, &record, tb_ring_deadline(10000 * MS_NS), &error),
+      tb_ring_push(f.producer, &record, tb_ring_deadline(10000 * MS_NS), &error),
       &error);
-  child_report report = read_report(report_fd);
-  join_child(child);
+  child_report report = read_report(f.report_fd);
+  join_child(f.child);
   TbRingStats stats;
-  tb_ring_stats(producer, &stats);
+  tb_ring_stats(f.producer, &stats);
   assert_true(stats.sleeps >= 1);       /* the full ring */
   assert_true(stats.wakes >= 1);        /* the empty ring's sleeper */
   assert_true(report.stats.sleeps >= 1);
   assert_true(report.stats.wakes >= 1);
-  close(report_fd);
-  tb_ring_free(producer);
-  close(fd);
+  forked_free(&f);
 }
 
 static void wait_for_close(TbRing *ring, int report_fd) {
@@ -636,23 +646,17 @@ static void wait_for_close(TbRing *ring, int report_fd) {
 static void close_wakes_the_peer(void **state) {
   (void)state;
   GError *error = NULL;
-  int fd;
-  TbRing *producer = tb_ring_create(4, &fd, &error);
-  assert_ring_ok(producer != NULL, &error);
-  int report_fd;
-  pid_t child = fork_consumer(fd, wait_for_close, &report_fd);
+  forked f = fork_with_consumer(4, wait_for_close);
   for (uint64_t token = 1; token <= 3; token++) {
     TbRingRecord record = {.token = token};
-    assert_ring_ok(tb_ring_push(producer, &record, 0, &error), &error);
+    assert_ring_ok(tb_ring_push(f.producer, &record, 0, &error), &error);
   }
   usleep(100000);
-  tb_ring_close(producer);
-  child_report report = read_report(report_fd);
+  tb_ring_close(f.producer);
+  child_report report = read_report(f.report_fd);
   assert_int_equal(report.count, 3);
-  join_child(child);
-  close(report_fd);
-  tb_ring_free(producer);
-  close(fd);
+  join_child(f.child);
+  forked_free(&f);
 }
 
 static void die_without_closing(TbRing *ring, int report_fd) {
@@ -666,31 +670,25 @@ static void die_without_closing(TbRing *ring, int report_fd) {
 static void a_dead_peer_costs_only_the_deadline(void **state) {
   (void)state;
   GError *error = NULL;
-  int fd;
-  TbRing *producer = tb_ring_create(1, &fd, &error);
-  assert_ring_ok(producer != NULL, &error);
-  int report_fd;
-  pid_t child = fork_consumer(fd, die_without_closing, &report_fd);
-  join_child(child);
+  forked f = fork_with_consumer(1, die_without_closing);
+  join_child(f.child);
   TbRingRecord record = {.token = 1}, got;
-  assert_ring_ok(tb_ring_push(producer, &record, 0, &error), &error);
+  assert_ring_ok(tb_ring_push(f.producer, &record, 0, &error), &error);
   int64_t start = tb_ring_now();
   assert_ring_error(
-      tb_ring_push(producer, &record, tb_ring_deadline(100 * MS_NS), &error),
+      tb_ring_push(f.producer, &record, tb_ring_deadline(100 * MS_NS), &error),
       &error, TB_ERR_TIMEOUT);
   assert_ring_error(
-      tb_ring_pop(producer, &got, tb_ring_deadline(100 * MS_NS), &error),
+      tb_ring_pop(f.producer, &got, tb_ring_deadline(100 * MS_NS), &error),
       &error, TB_ERR_TIMEOUT);
   int64_t elapsed = tb_ring_now() - start;
   assert_true(elapsed >= 200 * MS_NS && elapsed < 5000 * MS_NS);
-  tb_ring_close(producer); /* as on the socket's hang-up */
-  assert_ring_error(tb_ring_pop(producer, &got, TB_RING_FOREVER, &error),
+  tb_ring_close(f.producer); /* as on the socket's hang-up */
+  assert_ring_error(tb_ring_pop(f.producer, &got, TB_RING_FOREVER, &error),
                     &error, TB_ERR_CLOSED);
-  assert_ring_error(tb_ring_push(producer, &record, TB_RING_FOREVER, &error),
+  assert_ring_error(tb_ring_push(f.producer, &record, TB_RING_FOREVER, &error),
                     &error, TB_ERR_CLOSED);
-  close(report_fd);
-  tb_ring_free(producer);
-  close(fd);
+  forked_free(&f);
 }
 
 static volatile sig_atomic_t timer_ticks;
