@@ -18,7 +18,8 @@
 #include "tensorbuf/channel.h"
 #include "tensorbuf/image.h"
 
-#include <dirent.h>
+#include "fuzz_fds.h"
+
 #include <fcntl.h>
 #include <glib.h>
 #include <stdio.h>
@@ -52,18 +53,6 @@ static int make_fd(enum fd_kind kind) {
       abort();
   }
   return fd;
-}
-
-static int open_fds(void) {
-  DIR *dir = opendir("/proc/self/fd");
-  if (dir == NULL)
-    abort();
-  int count = 0;
-  const struct dirent *entry;
-  while ((entry = readdir(dir)) != NULL)
-    count += entry->d_name[0] != '.';
-  closedir(dir);
-  return count;
 }
 
 /* Reads every byte an accepted tensor's elements span, worked out here
@@ -179,7 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * need a larger buffer to carry them. */
   if (size < 1 || size > 65536 + 2)
     return -1;
-  int fds_before = open_fds();
+  int fds_before = fuzz_open_fds();
   int64_t live_before = tb_live_objects();
 
   size_t nfds = data[0] & 3;
@@ -194,10 +183,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   for (size_t i = 0; i < nfds; i++)
     close(fds[i]);
-  if (tb_live_objects() != live_before || open_fds() != fds_before) {
+  if (tb_live_objects() != live_before || fuzz_open_fds() != fds_before) {
     fprintf(stderr, "leak: live handles %lld -> %lld, open fds %d -> %d\n",
             (long long)live_before, (long long)tb_live_objects(), fds_before,
-            open_fds());
+            fuzz_open_fds());
     abort();
   }
   return 0;
