@@ -669,9 +669,9 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
   if (tensor == NULL)
     return NULL;
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < nimported; i++)
+  for (size_t i = 0; i < nimported; i++) /* the cache takes the reference */
     g_hash_table_replace(channel->cache, id_key(imported[i].sender_id),
-                         tb_buffer_ref(imported[i].buffer));
+                         imported[i].buffer);
   g_mutex_unlock(&channel->lock);
   uint64_t token = tb_wire_lease(message->body);
   if (token != 0) {

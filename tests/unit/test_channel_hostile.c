@@ -240,6 +240,33 @@ static void releases_for_nothing_are_ignored(void **state) {
   hostile_close(&h);
 }
 
+/* Issue 9, finding 1: a message listing a buffer (with its fd) that the
+ * layout never uses. The receiver caches every buffer that came with an
+ * fd; the cache used to keep a pointer borrowed from the tensor, which had
+ * already dropped the unused buffer (a use after free on the next message
+ * that refers to it). The cache now holds a reference of its own. */
+static void an_unused_buffer_stays_valid_in_the_cache(void **state) {
+  (void)state;
+  hostile h = hostile_open();
+  const tb_forge_edit two = {TB_FORGE_BUFFERS, "@a(it) [(0, 7), (1, 8)]"};
+  g_autoptr(GBytes) listed = tb_forge_tensor(&two, 1);
+  send_with_memfds(&h, listed, 2);
+  tb_tensor *tensor = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
+  tb_tensor_unref(tensor);
+  /* Now a tensor over buffer 8, named by id only: the cached one. */
+  const tb_forge_edit cached = {TB_FORGE_BUFFERS, "@a(it) [(-1, 8)]"};
+  g_autoptr(GBytes) by_id = tb_forge_tensor(&cached, 1);
+  tb_forge_send_bytes(h.raw, by_id, NULL, 0);
+  TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
+  const int64_t index[] = {15, 3};
+  int64_t value = 0;
+  TB_ASSERT_OK(tb_tensor_get_i64(&value, tensor, 2, index));
+  assert_int_equal(value, 63); /* the memfd's byte 63, read through it */
+  tb_tensor_unref(tensor);
+  hostile_close(&h);
+}
+
 static void dropping_a_leased_tensor_sends_its_release(void **state) {
   (void)state;
   hostile h = hostile_open();
@@ -340,6 +367,7 @@ int main(void) {
       TB_TEST(unreferenced_fds_are_refused_and_closed),
       TB_TEST(cached_buffers_are_only_those_sent),
       TB_TEST(releases_for_nothing_are_ignored),
+      TB_TEST(an_unused_buffer_stays_valid_in_the_cache),
       TB_TEST(dropping_a_leased_tensor_sends_its_release),
       TB_TEST(an_empty_message_is_not_a_close),
       TB_TEST(peer_cannot_truncate_what_was_received),
