@@ -214,14 +214,23 @@ tb_listener *tb_listener_open(const char *path, GError **error) {
   return listener;
 }
 
-/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. */
+/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. The
+ * timeout is a monotonic deadline: a signal (EINTR) never extends it. */
 static gboolean wait_readable(int fd, int timeout_ms, const char *what,
                               GError **error) {
+  gint64 deadline = g_get_monotonic_time() +
+                    (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
   struct pollfd p = {.fd = fd, .events = POLLIN};
-  int ready;
-  do
-    ready = poll(&p, 1, timeout_ms);
-  while (ready < 0 && errno == EINTR);
+  int ready, left_ms = timeout_ms;
+  for (;;) {
+    ready = poll(&p, 1, left_ms);
+    if (ready >= 0 || errno != EINTR)
+      break;
+    if (timeout_ms >= 0) {
+      gint64 left_us = deadline - g_get_monotonic_time();
+      left_ms = left_us <= 0 ? 0 : (int)MIN((left_us + 999) / 1000, G_MAXINT);
+    }
+  }
   if (ready < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "poll");
     return FALSE;
@@ -355,22 +364,22 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
                        .msg_control = control.space,
                        .msg_controllen = sizeof control.space};
   ssize_t received;
+  /* ECONNRESET says the peer closed with messages of ours unread: it is
+   * reported once, before what the peer sent earlier, which is still
+   * queued and is read first (everything sent before a death arrives
+   * before TB_ERR_CLOSED). */
   do
     received = recvmsg(channel->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  while (received < 0 && errno == EINTR);
+  while (received < 0 && (errno == EINTR || errno == ECONNRESET));
   if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
                 "no message within %d ms", timeout_ms);
     return NULL;
   }
-  if (received < 0 && errno != ECONNRESET) {
+  if (received < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "recvmsg");
     return NULL;
   }
-  /* A reset (the peer closed with messages unread) fills in nothing: its
-   * control buffer holds no fds to take. */
-  if (received < 0)
-    msg.msg_controllen = 0;
   g_autoptr(TbMessage) message = g_new0(TbMessage, 1);
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
        c = CMSG_NXTHDR(&msg, c)) {
