@@ -41,6 +41,7 @@ struct tb_channel {
   uint64_t next_token;
   GQueue inbox;     /* TbMessage read ahead */
   GPtrArray *pools; /* pools that watch us (strong) */
+  atomic_bool hung_up; /* the peer has gone: nothing more will arrive */
 };
 
 /* A received pooled tensor: dropping it sends the release back. */
@@ -393,6 +394,7 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
   if (received <= 0 && peer_hung_up(channel->fd)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
                 "the peer closed the channel");
+    atomic_store(&channel->hung_up, true);
     drop_peer_leases(channel);
     return NULL;
   }
@@ -463,6 +465,10 @@ static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
     g_clear_pointer(&message, message_free);
   }
   return message;
+}
+
+gboolean tb_channel_hung_up(tb_channel *channel) {
+  return atomic_load(&channel->hung_up);
 }
 
 void tb_channel_pump(tb_channel *channel) {
