@@ -42,7 +42,12 @@ struct tb_channel {
   GQueue inbox;     /* TbMessage read ahead */
   GPtrArray *pools; /* pools that watch us (strong) */
   atomic_bool hung_up; /* the peer has gone: nothing more will arrive */
+  GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
 };
+
+/* Releases waiting for room in the socket; past this a release is dropped
+ * (a peer that reads nothing gets nothing back). */
+#define TB_CHANNEL_MAX_RELEASES 4096
 
 /* A received pooled tensor: dropping it sends the release back. */
 typedef struct TbRemoteLease {
@@ -75,6 +80,7 @@ static tb_channel *channel_wrap(int fd) {
                                           (GDestroyNotify)tb_lease_drop);
   channel->next_token = 1;
   g_queue_init(&channel->inbox);
+  channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
   channel->pools =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
   tb_live_add(1);
@@ -118,6 +124,7 @@ void tb_channel_unref(tb_channel *channel) {
   g_hash_table_unref(channel->sent);
   g_hash_table_unref(channel->cache);
   g_queue_clear_full(&channel->inbox, (GDestroyNotify)message_free);
+  g_array_unref(channel->releases_out);
   close(channel->fd);
   g_mutex_clear(&channel->lock);
   g_mutex_clear(&channel->read_lock);
@@ -304,8 +311,11 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
 
 /* ---- messages ----------------------------------------------------------- */
 
+/* Sends one message; with MSG_DONTWAIT in `flags`, *would_block says
+ * whether it failed for want of room. */
 static gboolean send_message(tb_channel *channel, GVariant *message,
-                             const int *fds, size_t nfds, GError **error) {
+                             const int *fds, size_t nfds, int flags,
+                             gboolean *would_block, GError **error) {
   g_autoptr(GVariant) owned = g_variant_ref_sink(message);
   if (!tb_wire_check_size(owned, error))
     return FALSE;
@@ -328,8 +338,10 @@ static gboolean send_message(tb_channel *channel, GVariant *message,
   }
   ssize_t sent;
   do
-    sent = sendmsg(channel->fd, &msg, MSG_NOSIGNAL);
+    sent = sendmsg(channel->fd, &msg, MSG_NOSIGNAL | flags);
   while (sent < 0 && errno == EINTR);
+  if (would_block != NULL)
+    *would_block = sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   if (sent >= 0)
     return TRUE;
   if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
@@ -413,6 +425,8 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
   return message->body != NULL ? g_steal_pointer(&message) : NULL;
 }
 
+static void flush_releases(tb_channel *channel);
+
 static void handle_release(tb_channel *channel, TbMessage *message) {
   uint64_t key = tb_wire_lease(message->body);
   g_mutex_lock(&channel->lock);
@@ -433,6 +447,7 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
  * arrive meanwhile are handled. */
 static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
                                int timeout_ms, GError **error) {
+  flush_releases(channel);
   gint64 deadline = g_get_monotonic_time() +
                     (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
   g_mutex_lock(&channel->read_lock);
@@ -472,6 +487,7 @@ gboolean tb_channel_hung_up(tb_channel *channel) {
 }
 
 void tb_channel_pump(tb_channel *channel) {
+  flush_releases(channel);
   if (!g_mutex_trylock(&channel->read_lock))
     return; /* another thread is reading and handles releases itself */
   TbMessage *message;
@@ -587,6 +603,7 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error) {
   if (!check_send_flags(flags, error))
     return FALSE;
+  flush_releases(channel);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
   gboolean with_fd[TB_WIRE_MAX_BUFFERS];
@@ -617,7 +634,7 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         tb_lease_hold(tensor->lease));
     g_mutex_unlock(&channel->lock);
   }
-  gboolean sent = send_message(channel, message, fds, nfds, error);
+  gboolean sent = send_message(channel, message, fds, nfds, 0, NULL, error);
   for (size_t i = 0; i < nfds; i++)
     close(fds[i]);
 
@@ -654,11 +671,55 @@ static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
   return buffer;
 }
 
+/* Sends a release without waiting; FALSE if the socket has no room. A
+ * peer that is gone has already taken its buffers back. */
+static gboolean try_release(tb_channel *channel, uint64_t token) {
+  gboolean would_block = FALSE;
+  send_message(channel, tb_wire_release(token), NULL, 0, MSG_DONTWAIT,
+               &would_block, NULL);
+  return !would_block;
+}
+
+/* Queues a release for the channel's next operation. */
+static void queue_release(tb_channel *channel, uint64_t token) {
+  g_mutex_lock(&channel->lock);
+  if (channel->releases_out->len < TB_CHANNEL_MAX_RELEASES)
+    g_array_append_val(channel->releases_out, token);
+  g_mutex_unlock(&channel->lock);
+}
+
+/* Sends the releases that found no room before, as far as there is room
+ * now. Every operation of the channel begins with it. */
+static void flush_releases(tb_channel *channel) {
+  g_mutex_lock(&channel->lock);
+  GArray *pending = NULL;
+  if (channel->releases_out->len > 0) {
+    pending = channel->releases_out;
+    channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+  }
+  g_mutex_unlock(&channel->lock);
+  if (pending == NULL)
+    return;
+  for (guint i = 0; i < pending->len; i++)
+    if (!try_release(channel, g_array_index(pending, uint64_t, i))) {
+      for (; i < pending->len; i++)
+        queue_release(channel, g_array_index(pending, uint64_t, i));
+      break;
+    }
+  g_array_unref(pending);
+}
+
+/* Dropping a received pooled tensor: never waits for the peer (which may
+ * have stopped reading), so an unref cannot block. */
 static void remote_release(TbLease *lease) {
   TbRemoteLease *remote = (TbRemoteLease *)lease;
-  /* A peer that is gone has already taken its buffers back. */
-  send_message(remote->channel, tb_wire_release(remote->token), NULL, 0, NULL);
-  tb_channel_unref(remote->channel);
+  tb_channel *channel = remote->channel;
+  g_mutex_lock(&channel->lock);
+  gboolean behind = channel->releases_out->len > 0;
+  g_mutex_unlock(&channel->lock);
+  if (behind || !try_release(channel, remote->token))
+    queue_release(channel, remote->token);
+  tb_channel_unref(channel);
   g_free(remote);
 }
 
@@ -714,7 +775,8 @@ gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
   int fd = tb_fence_dup_fd(fence, error);
   if (fd < 0)
     return FALSE;
-  gboolean sent = send_message(channel, tb_wire_fence(), &fd, 1, error);
+  gboolean sent =
+      send_message(channel, tb_wire_fence(), &fd, 1, 0, NULL, error);
   close(fd);
   return sent;
 }
