@@ -509,8 +509,13 @@ void tb_channel_pump(tb_channel *channel) {
 /* Makes the buffer's fd refuse writable mappings from now on, for a
  * read-only share; the sender's existing mapping keeps writing. */
 static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
-  if (buffer->backend != &tb_backend_memfd)
-    return TRUE; /* dma-bufs cannot be sealed: the receiver enforces it */
+  if (buffer->backend != &tb_backend_memfd) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+                "a read-only share of %s memory cannot be enforced (only "
+                "memfds can be sealed against writing); share it writable",
+                buffer->backend->name);
+    return FALSE;
+  }
   /* Sealed by an earlier share: a peer may since have added F_SEAL_SEAL,
    * which would refuse even a seal that is already there. */
   int seals = fcntl(buffer->fd, F_GET_SEALS);
@@ -524,6 +529,22 @@ static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
     return FALSE;
   }
   return TRUE;
+}
+
+/* A writable share of a memfd that an earlier read-only share sealed
+ * cannot be honoured (the peer could map it read-only only): refused
+ * rather than made read-only behind the caller's back. */
+static gboolean check_writable(tb_buffer *buffer, GError **error) {
+  if (buffer->backend != &tb_backend_memfd)
+    return TRUE;
+  int seals = fcntl(buffer->fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_FUTURE_WRITE))
+    return TRUE;
+  g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+              "this buffer was shared read-only before, which sealed it "
+              "against new writable mappings; share it with "
+              "TB_SEND_READ_ONLY");
+  return FALSE;
 }
 
 static gboolean check_send_flags(uint32_t flags, GError **error) {
@@ -552,7 +573,8 @@ static gboolean attach_fds(tb_buffer *const *buffers, const gboolean *with_fd,
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
                   "%s memory has no fd to send; allocate with memory shm",
                   buffers[i]->backend->name);
-    else if (!read_only || seal_read_only(buffers[i], error))
+    else if (read_only ? seal_read_only(buffers[i], error)
+                       : check_writable(buffers[i], error))
       fd = tb_buffer_dup_fd(buffers[i], error);
     if (fd < 0) {
       for (size_t j = 0; j < *nfds; j++)

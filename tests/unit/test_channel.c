@@ -830,6 +830,52 @@ static void channel_fd_works_with_poll(void **state) {
   tb_channel_unref(b);
 }
 
+/* ---- the read-only model (issue 9, finding 12) ------------------------ */
+
+/* One buffer, writable for one peer and read-only for another: the
+ * writable share comes (and is mapped) first; the read-only share seals the memfd, so the
+ * second peer cannot write while the first still can. A writable share
+ * after that is refused (it used to arrive read-only, silently). */
+static void one_buffer_writable_for_one_peer_read_only_for_another(
+    void **state) {
+  (void)state;
+  tb_channel *to_writer = NULL, *writer = NULL, *to_reader = NULL,
+             *reader = NULL, *to_late = NULL, *late = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&to_writer, &writer));
+  TB_ASSERT_OK(tb_channel_pair(&to_reader, &reader));
+  TB_ASSERT_OK(tb_channel_pair(&to_late, &late));
+  tb_tensor *tensor = shm_tensor(TB_DTYPE_U8, 4);
+  /* Writable first: mapped (at receipt) before the seal. */
+  TB_ASSERT_OK(tb_channel_send(to_writer, tensor, 0));
+  tb_tensor *writable = NULL, *read_only = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&writable, writer, PATIENCE_MS));
+  TB_ASSERT_OK(tb_channel_send(to_reader, tensor, TB_SEND_READ_ONLY));
+  TB_ASSERT_OK(tb_channel_recv(&read_only, reader, PATIENCE_MS));
+
+  const int64_t index[] = {2};
+  TB_ASSERT_STATUS(tb_tensor_set_i64(read_only, 1, index, 99),
+                   TB_ERR_READ_ONLY);
+  TB_ASSERT_OK(tb_tensor_set_i64(writable, 1, index, 77));
+  int64_t seen = 0;
+  TB_ASSERT_OK(tb_tensor_get_i64(&seen, read_only, 1, index));
+  assert_int_equal(seen, 77); /* the same bytes */
+
+  TB_ASSERT_STATUS(tb_channel_send(to_late, tensor, 0), TB_ERR_UNSUPPORTED);
+  TB_ASSERT_OK(tb_channel_send(to_late, tensor, TB_SEND_READ_ONLY));
+  tb_tensor *late_copy = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&late_copy, late, PATIENCE_MS));
+  TB_ASSERT_STATUS(tb_tensor_set_i64(late_copy, 1, index, 1),
+                   TB_ERR_READ_ONLY);
+
+  tb_tensor_unref(late_copy);
+  tb_tensor_unref(writable);
+  tb_tensor_unref(read_only);
+  tb_tensor_unref(tensor);
+  tb_channel *all[] = {to_writer, writer, to_reader, reader, to_late, late};
+  for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+    tb_channel_unref(all[i]);
+}
+
 /* ---- deadlines and death (issue 9, findings 8 and 10) ---------------- */
 
 /* Ticks left before the timer stops itself: 2 s of ticks, so that a wait
@@ -1009,6 +1055,7 @@ int main(void) {
       TB_TEST(second_listener_on_a_name_is_refused),
       TB_TEST(connect_to_a_stream_socket_fails),
       TB_TEST(channel_fd_works_with_poll),
+      TB_TEST(one_buffer_writable_for_one_peer_read_only_for_another),
       TB_TEST(signals_do_not_extend_timeouts),
       TB_TEST(what_a_dead_peer_sent_arrives_before_closed),
       TB_TEST(from_fd_takes_only_seqpacket_unix_sockets),
