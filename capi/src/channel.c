@@ -137,11 +137,11 @@ tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
     return tb_fail(__func__, TB_ERR_PROTOCOL,
                    "descriptor is a '%c' message, not a tensor", kind);
   TbWireImported imported[TB_WIRE_MAX_BUFFERS];
-  size_t nimported = 0; /* unset when the fds are refused before import */
-  TB_RETURN_HANDLE(out,
-                   tb_wire_parse_tensor(message, fds, nfds, NULL, NULL,
-                                        imported, &nimported, &error),
-                   error);
+  size_t nimported;
+  tb_tensor *tensor = tb_wire_parse_tensor(message, fds, nfds, NULL, NULL,
+                                           imported, &nimported, &error);
+  tb_wire_imported_clear(imported, &nimported);
+  TB_RETURN_HANDLE(out, tensor, error);
 }
 
 tb_status tb_pool_new(tb_pool **out, const tb_tensor *prototype, size_t count) {

@@ -41,7 +41,13 @@ struct tb_channel {
   uint64_t next_token;
   GQueue inbox;     /* TbMessage read ahead */
   GPtrArray *pools; /* pools that watch us (strong) */
+  atomic_bool hung_up; /* the peer has gone: nothing more will arrive */
+  GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
 };
+
+/* Releases waiting for room in the socket; past this a release is dropped
+ * (a peer that reads nothing gets nothing back). */
+#define TB_CHANNEL_MAX_RELEASES 4096
 
 /* A received pooled tensor: dropping it sends the release back. */
 typedef struct TbRemoteLease {
@@ -74,6 +80,7 @@ static tb_channel *channel_wrap(int fd) {
                                           (GDestroyNotify)tb_lease_drop);
   channel->next_token = 1;
   g_queue_init(&channel->inbox);
+  channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
   channel->pools =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
   tb_live_add(1);
@@ -117,6 +124,7 @@ void tb_channel_unref(tb_channel *channel) {
   g_hash_table_unref(channel->sent);
   g_hash_table_unref(channel->cache);
   g_queue_clear_full(&channel->inbox, (GDestroyNotify)message_free);
+  g_array_unref(channel->releases_out);
   close(channel->fd);
   g_mutex_clear(&channel->lock);
   g_mutex_clear(&channel->read_lock);
@@ -214,14 +222,23 @@ tb_listener *tb_listener_open(const char *path, GError **error) {
   return listener;
 }
 
-/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. */
+/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. The
+ * timeout is a monotonic deadline: a signal (EINTR) never extends it. */
 static gboolean wait_readable(int fd, int timeout_ms, const char *what,
                               GError **error) {
+  gint64 deadline = g_get_monotonic_time() +
+                    (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
   struct pollfd p = {.fd = fd, .events = POLLIN};
-  int ready;
-  do
-    ready = poll(&p, 1, timeout_ms);
-  while (ready < 0 && errno == EINTR);
+  int ready, left_ms = timeout_ms;
+  for (;;) {
+    ready = poll(&p, 1, left_ms);
+    if (ready >= 0 || errno != EINTR)
+      break;
+    if (timeout_ms >= 0) {
+      gint64 left_us = deadline - g_get_monotonic_time();
+      left_ms = left_us <= 0 ? 0 : (int)MIN((left_us + 999) / 1000, G_MAXINT);
+    }
+  }
   if (ready < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "poll");
     return FALSE;
@@ -294,8 +311,11 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
 
 /* ---- messages ----------------------------------------------------------- */
 
+/* Sends one message; with MSG_DONTWAIT in `flags`, *would_block says
+ * whether it failed for want of room. */
 static gboolean send_message(tb_channel *channel, GVariant *message,
-                             const int *fds, size_t nfds, GError **error) {
+                             const int *fds, size_t nfds, int flags,
+                             gboolean *would_block, GError **error) {
   g_autoptr(GVariant) owned = g_variant_ref_sink(message);
   if (!tb_wire_check_size(owned, error))
     return FALSE;
@@ -318,8 +338,10 @@ static gboolean send_message(tb_channel *channel, GVariant *message,
   }
   ssize_t sent;
   do
-    sent = sendmsg(channel->fd, &msg, MSG_NOSIGNAL);
+    sent = sendmsg(channel->fd, &msg, MSG_NOSIGNAL | flags);
   while (sent < 0 && errno == EINTR);
+  if (would_block != NULL)
+    *would_block = sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   if (sent >= 0)
     return TRUE;
   if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
@@ -355,22 +377,22 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
                        .msg_control = control.space,
                        .msg_controllen = sizeof control.space};
   ssize_t received;
+  /* ECONNRESET says the peer closed with messages of ours unread: it is
+   * reported once, before what the peer sent earlier, which is still
+   * queued and is read first (everything sent before a death arrives
+   * before TB_ERR_CLOSED). */
   do
     received = recvmsg(channel->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  while (received < 0 && errno == EINTR);
+  while (received < 0 && (errno == EINTR || errno == ECONNRESET));
   if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
                 "no message within %d ms", timeout_ms);
     return NULL;
   }
-  if (received < 0 && errno != ECONNRESET) {
+  if (received < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "recvmsg");
     return NULL;
   }
-  /* A reset (the peer closed with messages unread) fills in nothing: its
-   * control buffer holds no fds to take. */
-  if (received < 0)
-    msg.msg_controllen = 0;
   g_autoptr(TbMessage) message = g_new0(TbMessage, 1);
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
        c = CMSG_NXTHDR(&msg, c)) {
@@ -384,6 +406,7 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
   if (received <= 0 && peer_hung_up(channel->fd)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
                 "the peer closed the channel");
+    atomic_store(&channel->hung_up, true);
     drop_peer_leases(channel);
     return NULL;
   }
@@ -401,6 +424,8 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
   message->body = tb_wire_open(bytes, (size_t)received, &message->kind, error);
   return message->body != NULL ? g_steal_pointer(&message) : NULL;
 }
+
+static void flush_releases(tb_channel *channel);
 
 static void handle_release(tb_channel *channel, TbMessage *message) {
   uint64_t key = tb_wire_lease(message->body);
@@ -422,6 +447,7 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
  * arrive meanwhile are handled. */
 static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
                                int timeout_ms, GError **error) {
+  flush_releases(channel);
   gint64 deadline = g_get_monotonic_time() +
                     (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
   g_mutex_lock(&channel->read_lock);
@@ -456,7 +482,12 @@ static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
   return message;
 }
 
+gboolean tb_channel_hung_up(tb_channel *channel) {
+  return atomic_load(&channel->hung_up);
+}
+
 void tb_channel_pump(tb_channel *channel) {
+  flush_releases(channel);
   if (!g_mutex_trylock(&channel->read_lock))
     return; /* another thread is reading and handles releases itself */
   TbMessage *message;
@@ -478,8 +509,13 @@ void tb_channel_pump(tb_channel *channel) {
 /* Makes the buffer's fd refuse writable mappings from now on, for a
  * read-only share; the sender's existing mapping keeps writing. */
 static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
-  if (buffer->backend != &tb_backend_memfd)
-    return TRUE; /* dma-bufs cannot be sealed: the receiver enforces it */
+  if (buffer->backend != &tb_backend_memfd) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+                "a read-only share of %s memory cannot be enforced (only "
+                "memfds can be sealed against writing); share it writable",
+                buffer->backend->name);
+    return FALSE;
+  }
   /* Sealed by an earlier share: a peer may since have added F_SEAL_SEAL,
    * which would refuse even a seal that is already there. */
   int seals = fcntl(buffer->fd, F_GET_SEALS);
@@ -493,6 +529,22 @@ static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
     return FALSE;
   }
   return TRUE;
+}
+
+/* A writable share of a memfd that an earlier read-only share sealed
+ * cannot be honoured (the peer could map it read-only only): refused
+ * rather than made read-only behind the caller's back. */
+static gboolean check_writable(tb_buffer *buffer, GError **error) {
+  if (buffer->backend != &tb_backend_memfd)
+    return TRUE;
+  int seals = fcntl(buffer->fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_FUTURE_WRITE))
+    return TRUE;
+  g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+              "this buffer was shared read-only before, which sealed it "
+              "against new writable mappings; share it with "
+              "TB_SEND_READ_ONLY");
+  return FALSE;
 }
 
 static gboolean check_send_flags(uint32_t flags, GError **error) {
@@ -521,7 +573,8 @@ static gboolean attach_fds(tb_buffer *const *buffers, const gboolean *with_fd,
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
                   "%s memory has no fd to send; allocate with memory shm",
                   buffers[i]->backend->name);
-    else if (!read_only || seal_read_only(buffers[i], error))
+    else if (read_only ? seal_read_only(buffers[i], error)
+                       : check_writable(buffers[i], error))
       fd = tb_buffer_dup_fd(buffers[i], error);
     if (fd < 0) {
       for (size_t j = 0; j < *nfds; j++)
@@ -572,6 +625,7 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error) {
   if (!check_send_flags(flags, error))
     return FALSE;
+  flush_releases(channel);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
   gboolean with_fd[TB_WIRE_MAX_BUFFERS];
@@ -602,7 +656,7 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         tb_lease_hold(tensor->lease));
     g_mutex_unlock(&channel->lock);
   }
-  gboolean sent = send_message(channel, message, fds, nfds, error);
+  gboolean sent = send_message(channel, message, fds, nfds, 0, NULL, error);
   for (size_t i = 0; i < nfds; i++)
     close(fds[i]);
 
@@ -639,11 +693,55 @@ static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
   return buffer;
 }
 
+/* Sends a release without waiting; FALSE if the socket has no room. A
+ * peer that is gone has already taken its buffers back. */
+static gboolean try_release(tb_channel *channel, uint64_t token) {
+  gboolean would_block = FALSE;
+  send_message(channel, tb_wire_release(token), NULL, 0, MSG_DONTWAIT,
+               &would_block, NULL);
+  return !would_block;
+}
+
+/* Queues a release for the channel's next operation. */
+static void queue_release(tb_channel *channel, uint64_t token) {
+  g_mutex_lock(&channel->lock);
+  if (channel->releases_out->len < TB_CHANNEL_MAX_RELEASES)
+    g_array_append_val(channel->releases_out, token);
+  g_mutex_unlock(&channel->lock);
+}
+
+/* Sends the releases that found no room before, as far as there is room
+ * now. Every operation of the channel begins with it. */
+static void flush_releases(tb_channel *channel) {
+  g_mutex_lock(&channel->lock);
+  GArray *pending = NULL;
+  if (channel->releases_out->len > 0) {
+    pending = channel->releases_out;
+    channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+  }
+  g_mutex_unlock(&channel->lock);
+  if (pending == NULL)
+    return;
+  for (guint i = 0; i < pending->len; i++)
+    if (!try_release(channel, g_array_index(pending, uint64_t, i))) {
+      for (; i < pending->len; i++)
+        queue_release(channel, g_array_index(pending, uint64_t, i));
+      break;
+    }
+  g_array_unref(pending);
+}
+
+/* Dropping a received pooled tensor: never waits for the peer (which may
+ * have stopped reading), so an unref cannot block. */
 static void remote_release(TbLease *lease) {
   TbRemoteLease *remote = (TbRemoteLease *)lease;
-  /* A peer that is gone has already taken its buffers back. */
-  send_message(remote->channel, tb_wire_release(remote->token), NULL, 0, NULL);
-  tb_channel_unref(remote->channel);
+  tb_channel *channel = remote->channel;
+  g_mutex_lock(&channel->lock);
+  gboolean behind = channel->releases_out->len > 0;
+  g_mutex_unlock(&channel->lock);
+  if (behind || !try_release(channel, remote->token))
+    queue_release(channel, remote->token);
+  tb_channel_unref(channel);
   g_free(remote);
 }
 
@@ -669,9 +767,9 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
   if (tensor == NULL)
     return NULL;
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < nimported; i++)
+  for (size_t i = 0; i < nimported; i++) /* the cache takes the reference */
     g_hash_table_replace(channel->cache, id_key(imported[i].sender_id),
-                         tb_buffer_ref(imported[i].buffer));
+                         imported[i].buffer);
   g_mutex_unlock(&channel->lock);
   uint64_t token = tb_wire_lease(message->body);
   if (token != 0) {
@@ -699,7 +797,8 @@ gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
   int fd = tb_fence_dup_fd(fence, error);
   if (fd < 0)
     return FALSE;
-  gboolean sent = send_message(channel, tb_wire_fence(), &fd, 1, error);
+  gboolean sent =
+      send_message(channel, tb_wire_fence(), &fd, 1, 0, NULL, error);
   close(fd);
   return sent;
 }

@@ -204,6 +204,12 @@ const uint64_t *tb_wire_forget(GVariant *message, size_t *count) {
   return ids;
 }
 
+void tb_wire_imported_clear(TbWireImported *imported, size_t *nimported) {
+  for (size_t i = 0; i < *nimported; i++)
+    tb_buffer_unref(imported[i].buffer);
+  *nimported = 0;
+}
+
 /* ---- parsing a tensor message ---------------------------------------------
  * Each helper reads one field; the message's type is already checked, so
  * only values need checking. */
@@ -288,7 +294,8 @@ static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
       /* Sizes are checked against what the description needs below. */
       buffers[i] = tb_buffer_import(fds[index[i]], 0, error);
       if (buffers[i] != NULL)
-        imported[(*nimported)++] = (TbWireImported){id[i], buffers[i]};
+        imported[(*nimported)++] =
+            (TbWireImported){id[i], tb_buffer_ref(buffers[i])};
     } else if (lookup != NULL) {
       buffers[i] = lookup(cache, id[i], error);
     } else {
@@ -378,6 +385,7 @@ tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
                                 GError **error) {
   int64_t shape[TB_MAX_DIMS], strides[TB_MAX_DIMS];
   size_t ndim, nstrides;
+  *nimported = 0;
   if (!read_dims(message, FIELD_SHAPE, "shape", shape, &ndim, error) ||
       !read_dims(message, FIELD_STRIDES, "strides", strides, &nstrides, error))
     return NULL;
@@ -417,8 +425,10 @@ tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
       imported[i].buffer->flags |= TB_BUFFER_READ_ONLY;
   for (size_t i = 0; i < nbuffers; i++)
     tb_buffer_unref(buffers[i]); /* the tensor holds what it needs */
-  if (tensor == NULL || !parse_quantization(message, tensor, error))
+  if (tensor == NULL || !parse_quantization(message, tensor, error)) {
+    tb_wire_imported_clear(imported, nimported);
     return NULL;
+  }
   g_autoptr(GVariant) name_maybe = field(message, FIELD_NAME);
   g_autoptr(GVariant) name = g_variant_get_maybe(name_maybe);
   if (name != NULL)

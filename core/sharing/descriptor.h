@@ -60,16 +60,21 @@ typedef tb_buffer *(*TbWireBufferLookup)(void *cache, uint64_t sender_id,
 /* A buffer that arrived with its fd, for the receiver to cache. */
 typedef struct TbWireImported {
   uint64_t sender_id;
-  tb_buffer *buffer; /* borrowed from the tensor */
+  tb_buffer *buffer; /* a reference of the caller's: the tensor need not
+                        use every buffer the message lists */
 } TbWireImported;
 
 /* Builds the tensor a tensor message describes. `fds` are borrowed (each is
  * imported by dup); every one must be named by exactly one buffer. On
  * success `imported` (room for TB_WIRE_MAX_BUFFERS) lists the buffers that
- * came with fds. `lookup` may be NULL: then cached references are refused. */
+ * came with fds, each with a reference that the caller drops with
+ * tb_wire_imported_clear; on failure it is empty. `lookup` may be NULL:
+ * then cached references are refused. */
 tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
                                 TbWireBufferLookup lookup, void *cache,
                                 TbWireImported *imported, size_t *nimported,
                                 GError **error);
+
+void tb_wire_imported_clear(TbWireImported *imported, size_t *nimported);
 
 #endif

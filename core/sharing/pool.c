@@ -91,16 +91,32 @@ static void pump_channels(tb_pool *pool, int wait_ms) {
       g_ptr_array_add(live, channel);
   }
   g_mutex_unlock(&pool->lock);
-  struct pollfd fds[64];
-  nfds_t nfds = MIN(live->len, G_N_ELEMENTS(fds));
-  for (nfds_t i = 0; i < nfds; i++)
-    fds[i] =
+  /* Every channel, however many; none whose peer is gone (its hang-up
+   * would make poll return at once, and the wait spin). */
+  g_autofree struct pollfd *fds = g_new0(struct pollfd, live->len + 1);
+  g_autofree tb_channel **owners = g_new0(tb_channel *, live->len + 1);
+  nfds_t nfds = 0;
+  for (guint i = 0; i < live->len; i++) {
+    if (tb_channel_hung_up(live->pdata[i]))
+      continue;
+    owners[nfds] = live->pdata[i];
+    fds[nfds++] =
         (struct pollfd){.fd = tb_channel_fd(live->pdata[i]), .events = POLLIN};
+  }
+  if (nfds == 0) { /* only local returns can come: wait on the cond */
+    g_mutex_lock(&pool->lock);
+    if (g_queue_is_empty(&pool->free_slots))
+      g_cond_wait_until(&pool->returned, &pool->lock,
+                        g_get_monotonic_time() +
+                            wait_ms * G_TIME_SPAN_MILLISECOND);
+    g_mutex_unlock(&pool->lock);
+    return;
+  }
   if (poll(fds, nfds, wait_ms) <= 0)
     return;
   for (nfds_t i = 0; i < nfds; i++)
     if (fds[i].revents != 0)
-      tb_channel_pump(live->pdata[i]);
+      tb_channel_pump(owners[i]);
 }
 
 tb_tensor *tb_pool_take(tb_pool *pool, int timeout_ms, GError **error) {

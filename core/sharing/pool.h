@@ -19,6 +19,9 @@ void tb_pool_unwatch(tb_pool *pool, tb_channel *channel);
  * already dying, and reading what has arrived without blocking. */
 tb_channel *tb_channel_try_ref(tb_channel *channel);
 void tb_channel_pump(tb_channel *channel);
+/* Whether the peer has gone (a pump saw the end): such a channel is
+ * readable for ever, and has no release left to bring. */
+gboolean tb_channel_hung_up(tb_channel *channel);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_pool, tb_pool_unref)
 

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -828,6 +829,147 @@ static void channel_fd_works_with_poll(void **state) {
   tb_channel_unref(b);
 }
 
+/* ---- the read-only model (issue 9, finding 12) ------------------------ */
+
+/* One buffer, writable for one peer and read-only for another: the
+ * writable share comes (and is mapped) first; the read-only share seals the memfd, so the
+ * second peer cannot write while the first still can. A writable share
+ * after that is refused (it used to arrive read-only, silently). */
+static void one_buffer_writable_for_one_peer_read_only_for_another(
+    void **state) {
+  (void)state;
+  tb_channel *to_writer = NULL, *writer = NULL, *to_reader = NULL,
+             *reader = NULL, *to_late = NULL, *late = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&to_writer, &writer));
+  TB_ASSERT_OK(tb_channel_pair(&to_reader, &reader));
+  TB_ASSERT_OK(tb_channel_pair(&to_late, &late));
+  tb_tensor *tensor = shm_tensor(TB_DTYPE_U8, 4);
+  /* Writable first: mapped (at receipt) before the seal. */
+  TB_ASSERT_OK(tb_channel_send(to_writer, tensor, 0));
+  tb_tensor *writable = NULL, *read_only = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&writable, writer, PATIENCE_MS));
+  TB_ASSERT_OK(tb_channel_send(to_reader, tensor, TB_SEND_READ_ONLY));
+  TB_ASSERT_OK(tb_channel_recv(&read_only, reader, PATIENCE_MS));
+
+  const int64_t index[] = {2};
+  TB_ASSERT_STATUS(tb_tensor_set_i64(read_only, 1, index, 99),
+                   TB_ERR_READ_ONLY);
+  TB_ASSERT_OK(tb_tensor_set_i64(writable, 1, index, 77));
+  int64_t seen = 0;
+  TB_ASSERT_OK(tb_tensor_get_i64(&seen, read_only, 1, index));
+  assert_int_equal(seen, 77); /* the same bytes */
+
+  TB_ASSERT_STATUS(tb_channel_send(to_late, tensor, 0), TB_ERR_UNSUPPORTED);
+  TB_ASSERT_OK(tb_channel_send(to_late, tensor, TB_SEND_READ_ONLY));
+  tb_tensor *late_copy = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&late_copy, late, PATIENCE_MS));
+  TB_ASSERT_STATUS(tb_tensor_set_i64(late_copy, 1, index, 1),
+                   TB_ERR_READ_ONLY);
+
+  tb_tensor_unref(late_copy);
+  tb_tensor_unref(writable);
+  tb_tensor_unref(read_only);
+  tb_tensor_unref(tensor);
+  tb_channel *all[] = {to_writer, writer, to_reader, reader, to_late, late};
+  for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+    tb_channel_unref(all[i]);
+}
+
+/* ---- deadlines and death (issue 9, findings 8 and 10) ---------------- */
+
+/* Ticks left before the timer stops itself: 2 s of ticks, so that a wait
+ * that restarts its whole timeout on each signal ends (late) instead of
+ * hanging the test. */
+static volatile sig_atomic_t ticks_left;
+
+static void on_tick(int signal) {
+  (void)signal;
+  if (--ticks_left == 0) {
+    const struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL); /* async-signal-safe */
+  }
+}
+
+/* Interrupts the test thread every 50 ms (no SA_RESTART: poll sees EINTR)
+ * for 2 s. */
+static void start_ticking(struct sigaction *old) {
+  struct sigaction tick = {.sa_handler = on_tick};
+  sigemptyset(&tick.sa_mask);
+  ticks_left = 40;
+  assert_int_equal(sigaction(SIGALRM, &tick, old), 0);
+  const struct itimerval every_50_ms = {{0, 50000}, {0, 50000}};
+  assert_int_equal(setitimer(ITIMER_REAL, &every_50_ms, NULL), 0);
+}
+
+static void stop_ticking(const struct sigaction *old) {
+  const struct itimerval off = {{0, 0}, {0, 0}};
+  assert_int_equal(setitimer(ITIMER_REAL, &off, NULL), 0);
+  assert_int_equal(sigaction(SIGALRM, old, NULL), 0);
+}
+
+static void signals_do_not_extend_timeouts(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  char directory[] = "/tmp/tb-tick-XXXXXX";
+  assert_non_null(mkdtemp(directory));
+  g_autofree char *path = g_build_filename(directory, "socket", NULL);
+  tb_listener *listener = NULL;
+  TB_ASSERT_OK(tb_listener_listen(&listener, path));
+
+  struct sigaction old;
+  start_ticking(&old);
+  tb_tensor *nothing = TB_SENTINEL(tb_tensor);
+  int64_t start = tb_peer_now_ms();
+  tb_status received = tb_channel_recv(&nothing, b, 200);
+  int64_t recv_ms = tb_peer_now_ms() - start;
+  stop_ticking(&old);
+  start_ticking(&old);
+  tb_channel *none = TB_SENTINEL(tb_channel);
+  start = tb_peer_now_ms();
+  tb_status accepted = tb_listener_accept(&none, listener, 200);
+  int64_t accept_ms = tb_peer_now_ms() - start;
+  stop_ticking(&old);
+
+  assert_int_equal(received, TB_ERR_TIMEOUT);
+  assert_int_equal(accepted, TB_ERR_TIMEOUT);
+  print_message("under a 50 ms timer: recv(200 ms) took %lld ms, "
+                "accept(200 ms) %lld ms\n",
+                (long long)recv_ms, (long long)accept_ms);
+  assert_true(recv_ms >= 199 && recv_ms < 1500);
+  assert_true(accept_ms >= 199 && accept_ms < 1500);
+  assert_ptr_equal(nothing, TB_SENTINEL(tb_tensor));
+  assert_ptr_equal(none, TB_SENTINEL(tb_channel));
+  tb_listener_free(listener);
+  assert_int_equal(rmdir(directory), 0);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+}
+
+/* The peer sends two tensors and closes with a message of ours unread,
+ * which makes the kernel report ECONNRESET once, ahead of what the peer
+ * sent: both tensors still arrive, and only then TB_ERR_CLOSED. */
+static void what_a_dead_peer_sent_arrives_before_closed(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  tb_tensor *tensor = shm_tensor(TB_DTYPE_U8, 4);
+  TB_ASSERT_OK(tb_channel_send(b, tensor, 0)); /* a never reads it */
+  TB_ASSERT_OK(tb_channel_send(a, tensor, 0));
+  TB_ASSERT_OK(tb_channel_send(a, tensor, 0));
+  tb_channel_unref(a);
+  for (int i = 0; i < 2; i++) {
+    tb_tensor *received = NULL;
+    TB_ASSERT_OK(tb_channel_recv(&received, b, PATIENCE_MS));
+    assert_int_equal(tb_tensor_numel(received), 4);
+    tb_tensor_unref(received);
+  }
+  tb_tensor *nothing = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_channel_recv(&nothing, b, PATIENCE_MS), TB_ERR_CLOSED);
+  tb_tensor_unref(tensor);
+  tb_channel_unref(b);
+}
+
 static void from_fd_takes_only_seqpacket_unix_sockets(void **state) {
   (void)state;
   tb_channel *channel = TB_SENTINEL(tb_channel);
@@ -912,6 +1054,9 @@ int main(void) {
       TB_TEST(second_listener_on_a_name_is_refused),
       TB_TEST(connect_to_a_stream_socket_fails),
       TB_TEST(channel_fd_works_with_poll),
+      TB_TEST(one_buffer_writable_for_one_peer_read_only_for_another),
+      TB_TEST(signals_do_not_extend_timeouts),
+      TB_TEST(what_a_dead_peer_sent_arrives_before_closed),
       TB_TEST(from_fd_takes_only_seqpacket_unix_sockets),
   };
 #undef KIND_TEST

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -240,6 +241,82 @@ static void releases_for_nothing_are_ignored(void **state) {
   hostile_close(&h);
 }
 
+/* Issue 9, finding 1: a message listing a buffer (with its fd) that the
+ * layout never uses. The receiver caches every buffer that came with an
+ * fd; the cache used to keep a pointer borrowed from the tensor, which had
+ * already dropped the unused buffer (a use after free on the next message
+ * that refers to it). The cache now holds a reference of its own. */
+static void an_unused_buffer_stays_valid_in_the_cache(void **state) {
+  (void)state;
+  hostile h = hostile_open();
+  const tb_forge_edit two = {TB_FORGE_BUFFERS, "@a(it) [(0, 7), (1, 8)]"};
+  g_autoptr(GBytes) listed = tb_forge_tensor(&two, 1);
+  send_with_memfds(&h, listed, 2);
+  tb_tensor *tensor = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
+  tb_tensor_unref(tensor);
+  /* Now a tensor over buffer 8, named by id only: the cached one. */
+  const tb_forge_edit cached = {TB_FORGE_BUFFERS, "@a(it) [(-1, 8)]"};
+  g_autoptr(GBytes) by_id = tb_forge_tensor(&cached, 1);
+  tb_forge_send_bytes(h.raw, by_id, NULL, 0);
+  TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
+  const int64_t index[] = {15, 3};
+  int64_t value = 0;
+  TB_ASSERT_OK(tb_tensor_get_i64(&value, tensor, 2, index));
+  assert_int_equal(value, 63); /* the memfd's byte 63, read through it */
+  tb_tensor_unref(tensor);
+  hostile_close(&h);
+}
+
+/* Issue 9, finding 2: a peer that stops reading. Dropping a received
+ * pooled tensor used to send its release with a blocking sendmsg, which
+ * hung once the socket was full (after ~278 releases). Now a drop never
+ * waits: what finds no room is queued, and the channel's next operation
+ * sends it once the peer reads again. Every release arrives, once. */
+enum { UNREAD_RELEASES = 600 };
+
+static void drops_never_wait_for_a_peer_that_does_not_read(void **state) {
+  (void)state;
+  hostile h = hostile_open();
+  for (int i = 1; i <= UNREAD_RELEASES; i++) {
+    char lease_text[32];
+    snprintf(lease_text, sizeof lease_text, "uint64 %d", i);
+    const tb_forge_edit lease = {TB_FORGE_LEASE, lease_text};
+    g_autoptr(GBytes) leased = tb_forge_tensor(&lease, 1);
+    send_with_memfds(&h, leased, 1);
+    tb_tensor *tensor = NULL;
+    TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
+    tb_tensor_unref(tensor); /* must return at once, read or not */
+  }
+  /* The peer reads again; receives (timing out) send what waited. */
+  bool seen[UNREAD_RELEASES + 1] = {false};
+  int count = 0;
+  int64_t deadline = tb_peer_now_ms() + PATIENCE_MS;
+  while (count < UNREAD_RELEASES && tb_peer_now_ms() < deadline) {
+    char byte;
+    while (recv(h.raw, &byte, 1, MSG_DONTWAIT | MSG_PEEK) == 1) {
+      int fds[4];
+      size_t nfds = 0;
+      g_autoptr(GVariant) release = tb_forge_receive(h.raw, fds, 4, &nfds);
+      assert_int_equal(nfds, 0);
+      guint32 version = 0;
+      guchar kind = 0;
+      guint64 token = 0;
+      g_variant_get(release, "(uyt)", &version, &kind, &token);
+      assert_int_equal(kind, 'R');
+      assert_true(token >= 1 && token <= UNREAD_RELEASES);
+      assert_false(seen[token]);
+      seen[token] = true;
+      count++;
+    }
+    tb_tensor *nothing = TB_SENTINEL(tb_tensor);
+    TB_ASSERT_STATUS(tb_channel_recv(&nothing, h.channel, 10),
+                     TB_ERR_TIMEOUT);
+  }
+  assert_int_equal(count, UNREAD_RELEASES);
+  hostile_close(&h);
+}
+
 static void dropping_a_leased_tensor_sends_its_release(void **state) {
   (void)state;
   hostile h = hostile_open();
@@ -340,6 +417,8 @@ int main(void) {
       TB_TEST(unreferenced_fds_are_refused_and_closed),
       TB_TEST(cached_buffers_are_only_those_sent),
       TB_TEST(releases_for_nothing_are_ignored),
+      TB_TEST(an_unused_buffer_stays_valid_in_the_cache),
+      TB_TEST(drops_never_wait_for_a_peer_that_does_not_read),
       TB_TEST(dropping_a_leased_tensor_sends_its_release),
       TB_TEST(an_empty_message_is_not_a_close),
       TB_TEST(peer_cannot_truncate_what_was_received),

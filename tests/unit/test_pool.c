@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PATIENCE_MS 10000
@@ -375,6 +376,69 @@ static void a_remote_view_holds_the_buffer_out(void **state) {
   tb_pool_unref(pool);
 }
 
+/* ---- waiting on many channels (issue 9, finding 6) --------------------- */
+
+enum { MANY_CHANNELS = 70 };
+
+/* One tensor, sent on 70 channels, comes back only when all 70 releases
+ * are read: acquire used to poll the first 64 channels alone. */
+static void acquire_reads_releases_from_every_channel(void **state) {
+  (void)state;
+  tb_pool *pool = new_pool(TB_MEMORY_SHM, 1);
+  tb_channel *senders[MANY_CHANNELS], *receivers[MANY_CHANNELS];
+  tb_tensor *frame = NULL;
+  TB_ASSERT_OK(tb_pool_acquire(&frame, pool, 0));
+  for (int i = 0; i < MANY_CHANNELS; i++) {
+    TB_ASSERT_OK(tb_channel_pair(&senders[i], &receivers[i]));
+    TB_ASSERT_OK(tb_channel_send(senders[i], frame, 0));
+  }
+  tb_tensor_unref(frame);
+  for (int i = 0; i < MANY_CHANNELS; i++) {
+    tb_tensor *received = NULL;
+    TB_ASSERT_OK(tb_channel_recv(&received, receivers[i], PATIENCE_MS));
+    tb_tensor_unref(received); /* its release goes back to senders[i] */
+  }
+  TB_ASSERT_OK(tb_pool_acquire(&frame, pool, PATIENCE_MS));
+  tb_tensor_unref(frame);
+  for (int i = 0; i < MANY_CHANNELS; i++) {
+    tb_channel_unref(senders[i]);
+    tb_channel_unref(receivers[i]);
+  }
+  tb_pool_unref(pool);
+}
+
+/* CPU time of the calling thread, in ms. */
+static int64_t thread_cpu_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* A channel whose peer has gone is readable for ever: an acquire waiting
+ * for a tensor held here must sleep, not spin on it. */
+static void acquire_does_not_spin_on_a_hung_up_channel(void **state) {
+  (void)state;
+  tb_pool *pool = new_pool(TB_MEMORY_SHM, 1);
+  tb_channel *sender = NULL, *receiver = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&sender, &receiver));
+  tb_tensor *frame = NULL;
+  TB_ASSERT_OK(tb_pool_acquire(&frame, pool, 0));
+  TB_ASSERT_OK(tb_channel_send(sender, frame, 0)); /* the pool watches */
+  tb_channel_unref(receiver); /* gone: its lease returns, ours stays out */
+  tb_tensor *none = TB_SENTINEL(tb_tensor);
+  int64_t cpu = thread_cpu_ms(), start = tb_peer_now_ms();
+  TB_ASSERT_STATUS(tb_pool_acquire(&none, pool, 1000), TB_ERR_TIMEOUT);
+  int64_t spent = thread_cpu_ms() - cpu, waited = tb_peer_now_ms() - start;
+  print_message("acquire(1000 ms) on a hung-up channel: %lld ms CPU in "
+                "%lld ms\n",
+                (long long)spent, (long long)waited);
+  assert_true(waited >= 999);
+  assert_true(spent < 200);
+  tb_tensor_unref(frame);
+  tb_channel_unref(sender);
+  tb_pool_unref(pool);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(rejects_bad_arguments),
@@ -387,6 +451,8 @@ int main(void) {
       TB_TEST(only_the_first_rounds_carry_fds),
       TB_TEST(buffers_come_home_when_the_consumer_dies),
       TB_TEST(a_remote_view_holds_the_buffer_out),
+      TB_TEST(acquire_reads_releases_from_every_channel),
+      TB_TEST(acquire_does_not_spin_on_a_hung_up_channel),
   };
   return TB_RUN_TESTS(tests);
 }

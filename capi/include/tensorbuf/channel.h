@@ -61,16 +61,25 @@ TB_API int tb_channel_fd(const tb_channel *channel);
 TB_API tb_channel *tb_channel_ref(tb_channel *channel); /* NULL-safe */
 TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */
 
-/* Send flags. */
-#define TB_SEND_READ_ONLY                                                      \
-  0x1u /* the receiver's tensor and fd are read-only                           \
-          (memfds get F_SEAL_FUTURE_WRITE: the                                 \
-          sender's existing mappings keep writing) */
+/* Send flags.
+ *
+ * Read-only model: a read-only share seals the buffer's memfd against new
+ * writable mappings (F_SEAL_FUTURE_WRITE), which the kernel enforces for
+ * every process from then on. Mappings made before keep writing: the
+ * sender's, and those of peers the buffer was shared with writable
+ * earlier. So one buffer can be writable for one peer and read-only for
+ * another when the writable share comes first; a writable share (of its fd)
+ * after a read-only one is refused with TB_ERR_UNSUPPORTED, as is a
+ * read-only share of memory that cannot be sealed (dma-bufs): neither is
+ * made advisory. */
+#define TB_SEND_READ_ONLY 0x1u
 
 /* Sends `tensor` (SHM or DMA memory). Does not block on the peer beyond
  * the socket buffer.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument, unknown flags),
- * TB_ERR_UNSUPPORTED (HEAP memory has no fd), TB_ERR_OUT_OF_RANGE (the
+ * TB_ERR_UNSUPPORTED (HEAP memory has no fd; a read-only share that cannot
+ * be enforced, or a writable one after a read-only one: see above),
+ * TB_ERR_OUT_OF_RANGE (the
  * description is over the 64 KiB a receiver accepts: a name that long),
  * TB_ERR_CLOSED (peer gone), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
