@@ -320,14 +320,11 @@ static tb_tensor *import_tensor(const tb_dlpack_tensor *dl,
     return NULL;
   /* The deleter is attached only once the tensor exists, so that a failure
    * below releases the buffer without deleting the producer's tensor. */
-  tb_memory usable;
-  GError *unusable = NULL;
-  if (!tb_backend_resolve(memory, &usable, &unusable)) {
+  if (!tb_backend_usable(memory)) {
     g_set_error(error, TB_DLPACK_ERROR, TB_ERR_UNSUPPORTED,
                 "dl_tensor.device is {type %d, id %d}: %s",
                 dl->device.device_type, dl->device.device_id,
-                unusable->message);
-    g_error_free(unusable);
+                tb_backend_unusable_reason(memory));
     return NULL;
   }
   uint64_t size = (uint64_t)hi - (uint64_t)lo;

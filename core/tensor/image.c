@@ -113,6 +113,28 @@ uint32_t tb_pixel_format_channels(tb_pixel_format format) {
   return info != NULL ? info->channels : 0;
 }
 
+bool tb_pixel_format_is_yuv(tb_pixel_format format) {
+  switch (format) {
+  case TB_PIXEL_FORMAT_YUYV:
+  case TB_PIXEL_FORMAT_VYUY:
+  case TB_PIXEL_FORMAT_UYVY:
+  case TB_PIXEL_FORMAT_NV12:
+  case TB_PIXEL_FORMAT_NV21:
+  case TB_PIXEL_FORMAT_NV16:
+  case TB_PIXEL_FORMAT_NV24:
+  case TB_PIXEL_FORMAT_I420:
+  case TB_PIXEL_FORMAT_P010:
+    return true;
+  default:
+    return false;
+  }
+}
+
+bool tb_pixel_format_has_alpha(tb_pixel_format format) {
+  return format == TB_PIXEL_FORMAT_RGBA || format == TB_PIXEL_FORMAT_BGRA ||
+         format == TB_PIXEL_FORMAT_PLANAR_RGBA;
+}
+
 uint32_t tb_pixel_format_plane_count(tb_pixel_format format) {
   const TbFormatInfo *info = format_info(format);
   return info != NULL ? info->nplanes : 0;
@@ -346,9 +368,11 @@ static gboolean row_layout(const TbFormatInfo *info, const TbImage *image,
   /* With padded rows the last stacked row can reach past the last plane's
    * samples (NV24: its chroma rows are two stacked rows): the buffer must
    * hold it. */
-  uint64_t reach = planes[0].offset + (rows - 1) * planes[0].stride +
-                   (uint64_t)out->shape[1] * elem;
-  if (reach > planes[0].buffer->size)
+  uint64_t reach;
+  if (!tb_mul_u64(rows - 1, planes[0].stride, &reach) ||
+      !tb_add_u64(reach, planes[0].offset, &reach) ||
+      !tb_add_u64(reach, (uint64_t)out->shape[1] * elem, &reach) ||
+      reach > planes[0].buffer->size)
     return FALSE;
   out->shape[0] = (int64_t)rows;
   return TRUE;
@@ -609,6 +633,21 @@ static gboolean size_from_dims(int64_t width, int64_t height, TbImage *image,
   return TRUE;
 }
 
+/* `elements` (a tensor stride, positive) in bytes of `elem`-byte elements.
+ * A one-row image's row stride is constrained by nothing else (the tensor
+ * never steps over it), so it can be any int64: the product is checked. */
+static gboolean pitch_in_bytes(int64_t elements, size_t elem, uint64_t *bytes,
+                               GError **error) {
+  if (!tb_mul_u64((uint64_t)elements, elem, bytes) || *bytes > INT64_MAX) {
+    g_set_error(error, TB_IMAGE_ERROR, TB_ERR_LAYOUT,
+                "the tensor's row stride %" G_GINT64_FORMAT
+                " of %zu-byte elements is not a pitch in int64 bytes",
+                elements, elem);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* [H, W, C]: rows of whole pixels at a pitch of strides[0]. */
 static gboolean format_packed(const tb_tensor *t, const TbFormatInfo *info,
                               TbImage *image, GError **error) {
@@ -636,9 +675,10 @@ static gboolean format_packed(const tb_tensor *t, const TbFormatInfo *info,
                 t->shape[1] * p->comps, p->comps);
     return FALSE;
   }
-  size_t elem = tb_dtype_size(t->dtype);
-  image_set_plane(image, 0, t->buffer, t->offset,
-                  (uint64_t)t->strides[0] * elem);
+  uint64_t pitch;
+  if (!pitch_in_bytes(t->strides[0], tb_dtype_size(t->dtype), &pitch, error))
+    return FALSE;
+  image_set_plane(image, 0, t->buffer, t->offset, pitch);
   return TRUE;
 }
 
@@ -670,9 +710,14 @@ static gboolean format_planar(const tb_tensor *t, const TbFormatInfo *info,
     return FALSE;
   }
   size_t elem = tb_dtype_size(t->dtype);
+  uint64_t step_bytes, pitch_bytes;
+  if (!pitch_in_bytes(pitch, elem, &pitch_bytes, error) ||
+      !pitch_in_bytes(step, elem, &step_bytes, error))
+    return FALSE;
+  /* The tensor reaches its last plane, so these offsets fit. */
   for (size_t i = 0; i < info->nplanes; i++)
-    image_set_plane(image, i, t->buffer, t->offset + (uint64_t)step * elem * i,
-                    (uint64_t)pitch * elem);
+    image_set_plane(image, i, t->buffer, t->offset + step_bytes * i,
+                    pitch_bytes);
   return TRUE;
 }
 
@@ -709,7 +754,9 @@ static gboolean format_rows(const tb_tensor *t, const TbFormatInfo *info,
   }
   TbImagePlane planes[TB_IMAGE_MAX_PLANES];
   uint64_t end;
-  uint64_t luma_pitch = (uint64_t)t->strides[0] * elem;
+  uint64_t luma_pitch;
+  if (!pitch_in_bytes(t->strides[0], elem, &luma_pitch, error))
+    return FALSE;
   if (!stack_planes(info, image->height, t->offset, luma_pitch, planes, &end)) {
     g_set_error(error, TB_IMAGE_ERROR, TB_ERR_LAYOUT,
                 "the tensor's pitch is %" G_GUINT64_FORMAT
