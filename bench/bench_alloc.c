@@ -35,99 +35,74 @@ typedef struct alloc_context {
   int fd; /* import: an exported SHM tensor's fd */
 } alloc_context;
 
+/* What a cycle writes into the new block: nothing, one byte a page (the
+ * first touch), or every byte (a producer filling a frame). */
+typedef enum block_write { WRITE_NONE, WRITE_PAGES, WRITE_ALL } block_write;
+
+static void write_block(void *data, size_t bytes, block_write write,
+                        uint64_t i) {
+  if (write == WRITE_PAGES)
+    bench_write_pages(data, bytes);
+  else if (write == WRITE_ALL)
+    memset(data, (int)(i & 0xff), bytes);
+  bench_keep(data);
+}
+
+/* tensorbuf's cycle: tb_tensor_new, a write through a map unless
+ * WRITE_NONE, unref. */
+static void tensor_cycle(const alloc_context *c, uint64_t iterations,
+                         block_write write) {
+  for (uint64_t i = 0; i < iterations; i++) {
+    tb_tensor *tensor;
+    bench_check(
+        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
+        "tb_tensor_new");
+    if (write != WRITE_NONE) {
+      tb_map *map;
+      bench_check(tb_tensor_map(&map, tensor, TB_MAP_WRITE), "tb_tensor_map");
+      write_block(tb_map_data(map), c->bytes, write, i);
+      tb_map_free(map);
+    }
+    tb_tensor_unref(tensor);
+  }
+}
+
 static void tensor_new_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    tb_tensor *tensor;
-    bench_check(
-        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
-        "tb_tensor_new");
-    tb_tensor_unref(tensor);
-  }
+  tensor_cycle(context, iterations, WRITE_NONE);
 }
-
 static void tensor_new_write_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    tb_tensor *tensor;
-    tb_map *map;
-    bench_check(
-        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
-        "tb_tensor_new");
-    bench_check(tb_tensor_map(&map, tensor, TB_MAP_WRITE), "tb_tensor_map");
-    bench_write_pages(tb_map_data(map), c->bytes);
-    tb_map_free(map);
-    tb_tensor_unref(tensor);
-  }
+  tensor_cycle(context, iterations, WRITE_PAGES);
 }
-
 /* The whole frame written, as an image producer does. */
 static void tensor_new_memset_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    tb_tensor *tensor;
-    tb_map *map;
-    bench_check(
-        tb_tensor_new(&tensor, TB_DTYPE_U8, 3, c->frame->shape, &c->options),
-        "tb_tensor_new");
-    bench_check(tb_tensor_map(&map, tensor, TB_MAP_WRITE), "tb_tensor_map");
-    memset(tb_map_data(map), (int)(i & 0xff), c->bytes);
-    bench_keep(tb_map_data(map));
-    tb_map_free(map);
-    tb_tensor_unref(tensor);
-  }
+  tensor_cycle(context, iterations, WRITE_ALL);
 }
 
-static void calloc_memset_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
+/* The system allocator's cycle: calloc (zeroed) or malloc, a write, free. */
+static void libc_cycle(const alloc_context *c, uint64_t iterations,
+                       bool zeroed, block_write write) {
   for (uint64_t i = 0; i < iterations; i++) {
-    void *data = calloc(1, c->bytes);
-    bench_check_system(data != NULL, "calloc");
-    memset(data, (int)(i & 0xff), c->bytes);
-    bench_keep(data);
-    free(data);
-  }
-}
-
-static void malloc_memset_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    void *data = malloc(c->bytes);
-    bench_check_system(data != NULL, "malloc");
-    memset(data, (int)(i & 0xff), c->bytes);
-    bench_keep(data);
-    free(data);
-  }
-}
-
-static void malloc_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    void *data = malloc(c->bytes);
-    bench_check_system(data != NULL, "malloc");
-    bench_keep(data);
+    void *data = zeroed ? calloc(1, c->bytes) : malloc(c->bytes);
+    bench_check_system(data != NULL, zeroed ? "calloc" : "malloc");
+    write_block(data, c->bytes, write, i);
     free(data);
   }
 }
 
 static void calloc_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    void *data = calloc(1, c->bytes);
-    bench_check_system(data != NULL, "calloc");
-    bench_keep(data);
-    free(data);
-  }
+  libc_cycle(context, iterations, true, WRITE_NONE);
 }
-
 static void calloc_write_free(void *context, uint64_t iterations) {
-  alloc_context *c = context;
-  for (uint64_t i = 0; i < iterations; i++) {
-    void *data = calloc(1, c->bytes);
-    bench_check_system(data != NULL, "calloc");
-    bench_write_pages(data, c->bytes);
-    free(data);
-  }
+  libc_cycle(context, iterations, true, WRITE_PAGES);
+}
+static void calloc_memset_free(void *context, uint64_t iterations) {
+  libc_cycle(context, iterations, true, WRITE_ALL);
+}
+static void malloc_free(void *context, uint64_t iterations) {
+  libc_cycle(context, iterations, false, WRITE_NONE);
+}
+static void malloc_memset_free(void *context, uint64_t iterations) {
+  libc_cycle(context, iterations, false, WRITE_ALL);
 }
 
 static void anonymous_mmap_munmap(void *context, uint64_t iterations) {

@@ -7,49 +7,21 @@ protocol), at 360p, 1080p and 4K RGBA u8 frames:
   Target: <= 1.0x.
 - Tensor(memory="heap") alone against np.zeros (no write).
 
-Each pair runs in alternating batches of about BATCH_NS, pinned to one CPU;
+Each pair runs in alternating batches (_timing.py), pinned to one CPU;
 the figure is the median of the batch means.
 """
 
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
 import tensorbuf
+from _timing import measure
 
-BATCHES = 15
-BATCH_NS = 3_000_000
 FRAMES = {"360p": (360, 640, 4), "1080p": (1080, 1920, 4),
           "4K": (2160, 3840, 4)}
 FILTER = os.environ.get("TB_BENCH_FILTER", "")
-
-
-def batch_size(run):
-    """Operations per batch so that one batch takes about BATCH_NS."""
-    run(4)  # warm up (and fill the heap's cache, as a frame loop does)
-    n = 4
-    while True:
-        start = time.perf_counter_ns()
-        run(n)
-        elapsed = time.perf_counter_ns() - start
-        if elapsed >= BATCH_NS / 4 or n >= 1 << 24:
-            return max(1, int(n * BATCH_NS / max(elapsed, 1)))
-        n *= 4
-
-
-def measure(subject, peer):
-    """Median ns per operation of each, timed in alternating batches."""
-    sizes = (batch_size(subject), batch_size(peer))
-    means = ([], [])
-    for _ in range(BATCHES):
-        for side, run in enumerate((subject, peer)):
-            start = time.perf_counter_ns()
-            run(sizes[side])
-            means[side].append((time.perf_counter_ns() - start) / sizes[side])
-    return statistics.median(means[0]), statistics.median(means[1])
 
 
 def tensor_fill(shape, uninitialized=False):

@@ -9,49 +9,21 @@ protocol):
   multiprocessing.shared_memory.SharedMemory(create=True) + numpy.ndarray on
   its buffer + close + unlink. Target: faster (< 1x).
 
-Each pair runs in alternating batches of about BATCH_NS; the figure is the
+Each pair runs in alternating batches (_timing.py); the figure is the
 median of the batch means.
 """
 
 import json
 import os
-import statistics
-import time
 from multiprocessing import shared_memory
 
 import numpy as np
 
 import tensorbuf
+from _timing import measure
 
-BATCHES = 15
-BATCH_NS = 3_000_000
 SHAPE = (1080, 1920, 4)
 FILTER = os.environ.get("TB_BENCH_FILTER", "")
-
-
-def batch_size(run):
-    """Operations per batch so that one batch takes about BATCH_NS."""
-    run(10)  # warm up
-    n = 10
-    while True:
-        start = time.perf_counter_ns()
-        run(n)
-        elapsed = time.perf_counter_ns() - start
-        if elapsed >= BATCH_NS / 4 or n >= 1 << 24:
-            return max(1, int(n * BATCH_NS / max(elapsed, 1)))
-        n *= 4
-
-
-def measure(subject, peer):
-    """Median ns per operation of each, timed in alternating batches."""
-    sizes = (batch_size(subject), batch_size(peer))
-    means = ([], [])
-    for _ in range(BATCHES):
-        for side, run in enumerate((subject, peer)):
-            start = time.perf_counter_ns()
-            run(sizes[side])
-            means[side].append((time.perf_counter_ns() - start) / sizes[side])
-    return statistics.median(means[0]), statistics.median(means[1])
 
 
 def dlpack_round_trip(tensor):
