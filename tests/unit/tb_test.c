@@ -5,9 +5,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/dma-heap.h>
+#include <linux/udmabuf.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -210,6 +213,53 @@ int tb_test_memfd(uint64_t size, unsigned memfd_flags) {
     uint8_t byte = (uint8_t)i;
     assert_int_equal(pwrite(fd, &byte, 1, (off_t)i), 1);
   }
+  return fd;
+}
+
+static int dma_heap_buf(uint64_t size) {
+  static const char *const heaps[] = {
+      "/dev/dma_heap/system", "/dev/dma_heap/linux,cma",
+      "/dev/dma_heap/default_cma_region", "/dev/dma_heap/reserved"};
+  for (size_t i = 0; i < sizeof heaps / sizeof *heaps; i++) {
+    int heap = open(heaps[i], O_RDWR | O_CLOEXEC);
+    if (heap < 0)
+      continue;
+    struct dma_heap_allocation_data request = {.len = size,
+                                               .fd_flags = O_RDWR | O_CLOEXEC};
+    int rc = ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &request);
+    close(heap);
+    if (rc == 0)
+      return (int)request.fd;
+  }
+  return -1;
+}
+
+static int udmabuf_over_memfd(uint64_t size, uint64_t first_word) {
+  int device = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+  if (device < 0)
+    return -1;
+  int memfd = memfd_create("tb-test-udmabuf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  assert_true(memfd >= 0);
+  assert_int_equal(ftruncate(memfd, (off_t)size), 0);
+  assert_int_equal(pwrite(memfd, &first_word, sizeof first_word, 0),
+                   (ssize_t)sizeof first_word);
+  assert_int_equal(fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+  struct udmabuf_create create = {
+      .memfd = (uint32_t)memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size};
+  int fd = ioctl(device, UDMABUF_CREATE, &create);
+  close(memfd);
+  close(device);
+  return fd;
+}
+
+int tb_test_dma_buf(uint64_t size, uint64_t first_word) {
+  int fd = dma_heap_buf(size);
+  if (fd < 0)
+    return udmabuf_over_memfd(size, first_word);
+  void *data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  assert_true(data != MAP_FAILED);
+  memcpy(data, &first_word, sizeof first_word);
+  munmap(data, size);
   return fd;
 }
 

@@ -110,6 +110,12 @@ tb_alloc_options tb_test_options(tb_memory memory);
  * holding bytes 0, 1, 2, ... (mod 256). */
 int tb_test_memfd(uint64_t size, unsigned memfd_flags);
 
+/* A dma-buf of `size` bytes (a multiple of the page size) whose first eight
+ * bytes hold `first_word`, as a foreign process would hand it over: from a
+ * dma-heap, else from /dev/udmabuf over a sealed memfd; -1 where neither
+ * can make one (the caller skips, saying so). */
+int tb_test_dma_buf(uint64_t size, uint64_t first_word);
+
 /* A new row-major tensor of `memory` whose element i (in row-major order)
  * holds i % 100 (i % 2 for bool): exact in every dtype. */
 tb_tensor *tb_test_arange(tb_dtype dtype, size_t ndim, const int64_t *shape,

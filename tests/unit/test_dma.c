@@ -9,13 +9,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/dma-heap.h>
 #include <linux/magic.h>
-#include <linux/udmabuf.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -212,35 +209,9 @@ static void dma_buf_without_cpu_access(void **state) {
   close(pipe_fds[1]);
 }
 
-/* A dma-buf made here, as a foreign process would hand it over. */
-static int make_dma_buf(size_t size) {
-  for (size_t i = 0; i + 1 < sizeof heap_devices / sizeof *heap_devices; i++) {
-    int heap = open(heap_devices[i], O_RDWR | O_CLOEXEC);
-    if (heap < 0)
-      continue;
-    struct dma_heap_allocation_data request = {.len = size,
-                                               .fd_flags = O_RDWR | O_CLOEXEC};
-    int rc = ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &request);
-    close(heap);
-    if (rc == 0)
-      return (int)request.fd;
-  }
-  int device = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
-  if (device < 0)
-    return -1;
-  int memfd = tb_test_memfd(size, MFD_ALLOW_SEALING);
-  assert_int_equal(fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-  struct udmabuf_create create = {
-      .memfd = (uint32_t)memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size};
-  int fd = ioctl(device, UDMABUF_CREATE, &create);
-  close(memfd);
-  close(device);
-  return fd;
-}
-
 static void foreign_dma_buf_import(void **state) {
   (void)state;
-  int fd = dma_devices_here() ? make_dma_buf(8192) : -1;
+  int fd = dma_devices_here() ? tb_test_dma_buf(8192, 0) : -1;
   if (fd < 0) {
     TB_SKIP("no dma-buf can be made in this process");
   }

@@ -5,11 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/dma-heap.h>
-#include <linux/udmabuf.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -559,37 +556,9 @@ static void export_and_import_when_out_of_fds(void **state) {
   tb_tensor_unref(source);
 }
 
-/* A dma-buf from a dma-heap or udmabuf, or -1 with the reason printed. */
-static int make_dma_buf(size_t size) {
-  int heap = open("/dev/dma_heap/system", O_RDWR | O_CLOEXEC);
-  if (heap >= 0) {
-    struct dma_heap_allocation_data request = {.len = size,
-                                               .fd_flags = O_RDWR | O_CLOEXEC};
-    int ok = ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &request);
-    close(heap);
-    if (ok == 0)
-      return (int)request.fd;
-  }
-  int device = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
-  if (device < 0) {
-    print_message("no /dev/dma_heap/system or /dev/udmabuf here\n");
-    return -1;
-  }
-  int memfd = tb_test_memfd(size, MFD_ALLOW_SEALING);
-  assert_int_equal(fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-  struct udmabuf_create create = {
-      .memfd = (uint32_t)memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size};
-  int dma_buf = ioctl(device, UDMABUF_CREATE, &create);
-  if (dma_buf < 0)
-    print_message("UDMABUF_CREATE failed: %s\n", strerror(errno));
-  close(memfd);
-  close(device);
-  return dma_buf;
-}
-
 static void dma_buf_import(void **state) {
   (void)state;
-  int fd = make_dma_buf(4096);
+  int fd = tb_test_dma_buf(4096, 0);
   if (fd < 0) {
     TB_SKIP("no way to make a dma-buf in this process");
   }

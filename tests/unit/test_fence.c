@@ -4,16 +4,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/dma-heap.h>
 #include <linux/filter.h>
 #include <linux/futex.h>
 #include <linux/seccomp.h>
-#include <linux/udmabuf.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -219,46 +216,15 @@ static void import_accepts_a_forged_fence_page(void **state) {
   tb_fence_unref(fence);
 }
 
-/* A dma-buf made here, as a foreign process would hand it over, or -1. */
-static int make_dma_buf(size_t size) {
-  static const char *const heaps[] = {"/dev/dma_heap/system",
-                                      "/dev/dma_heap/linux,cma",
-                                      "/dev/dma_heap/default_cma_region"};
-  for (size_t i = 0; i < sizeof heaps / sizeof *heaps; i++) {
-    int heap = open(heaps[i], O_RDWR | O_CLOEXEC);
-    if (heap < 0)
-      continue;
-    struct dma_heap_allocation_data request = {.len = size,
-                                               .fd_flags = O_RDWR | O_CLOEXEC};
-    int rc = ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &request);
-    close(heap);
-    if (rc == 0)
-      return (int)request.fd;
-  }
-  int device = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
-  if (device < 0)
-    return -1;
-  int memfd = forged_page(size, FENCE_MAGIC, F_SEAL_SHRINK);
-  struct udmabuf_create create = {
-      .memfd = (uint32_t)memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size};
-  int fd = ioctl(device, UDMABUF_CREATE, &create);
-  close(memfd);
-  close(device);
-  return fd;
-}
-
 /* Finding 11: a dma-buf (which may have no CPU mapping at all) arriving where
  * a fence is expected, by fd or on a channel, is refused before anything
  * reads it. */
 static void import_refuses_dma_bufs(void **state) {
   (void)state;
-  int fd = make_dma_buf(4096);
-  if (fd < 0) {
-    print_message("skipped: no dma-buf can be made in this process (no "
-                  "/dev/dma_heap/{system,linux,cma,default_cma_region}, no "
-                  "/dev/udmabuf)\n");
-    skip();
-  }
+  int fd = tb_test_dma_buf(4096, FENCE_MAGIC);
+  if (fd < 0)
+    TB_SKIP("no dma-buf can be made in this process (no dma-heap, no "
+            "/dev/udmabuf)");
   tb_fence *fence = TB_SENTINEL(tb_fence);
   TB_ASSERT_STATUS(tb_fence_import_fd(&fence, fd), TB_ERR_BAD_FD);
   assert_non_null(strstr(tb_last_error(), "dma-buf"));
