@@ -432,16 +432,28 @@ function tb.pixel_format_supports(format, dtype)
 end
 
 local IMAGE_FIELDS = with_alloc_fields {width = true, height = true, format = true,
-                                        dtype = true}
+                                        dtype = true, planes = true}
 
--- tb.image{width=, height=, format="rgba" [, dtype="u8"] [, memory=...]}:
--- a new zero-filled image, every plane in one buffer.
+-- tb.image{width=, height=, format="rgba" [, dtype="u8"] [, memory=...]
+-- [, planes={{offset=, stride=}, ...}]}: a new zero-filled image, every plane
+-- in one buffer; planes gives each plane's byte offset and row pitch
+-- instead of the aligned defaults (alignment then aligns only the buffer).
 function tb.image(spec)
   local func = "tensorbuf.image"
   check_spec(spec, func, IMAGE_FIELDS)
-  return core.tb_image_new(required(spec, "width", func), required(spec, "height", func),
-                           format_value(required(spec, "format", func)),
-                           dtype_value(spec.dtype or "u8"), alloc_options(spec))
+  local width, height = required(spec, "width", func), required(spec, "height", func)
+  local format, dtype = format_value(required(spec, "format", func)), dtype_value(spec.dtype or "u8")
+  if spec.planes == nil then
+    return core.tb_image_new(width, height, format, dtype, alloc_options(spec))
+  end
+  local offsets, strides = {}, {}
+  for i, plane in ipairs(spec.planes) do
+    check_spec(plane, func, {offset = true, stride = true})
+    offsets[i] = plane.offset or 0
+    strides[i] = required(plane, "stride", func)
+  end
+  return core.tb_image_new_with_layout(width, height, format, offsets, strides, dtype,
+                                       alloc_options(spec))
 end
 
 -- tb.import_image{width=, height=, format=, planes={{fd=, offset=,

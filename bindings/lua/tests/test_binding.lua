@@ -654,6 +654,30 @@ test_shm("images", function()
          "rgba")
 end)
 
+test("image with planes at given offsets and pitches", function()
+  local img = tb.image{width = 100, height = 10, format = "nv12", memory = "heap",
+                       planes = {{offset = 0, stride = 128}, {offset = 4096, stride = 128}}}
+  local info = img:image()
+  eq(info.planes[2].offset, 4096, "chroma offset")
+  eq(info.planes[2].stride, 128, "chroma pitch")
+  eq(img:shape()[1], 10, "plane 0 alone: luma rows")
+  eq(img:strides()[1], 128, "luma pitch")
+  local wide = tb.image{width = 1000, height = 3, format = "rgba",
+                        planes = {{stride = 4096}}}
+  eq(wide:strides()[1], 4096, "a 4 KiB pitch")
+  raises("TB_ERR_LAYOUT", "tb_image_new_with_layout: strides[1]", tb.image,
+         {width = 100, height = 10, format = "nv12",
+          planes = {{offset = 0, stride = 128}, {offset = 4096, stride = 99}}})
+  raises("TB_ERR_LAYOUT", "tb_image_new_with_layout: offsets[1]", tb.image,
+         {width = 100, height = 10, format = "nv12",
+          planes = {{offset = 0, stride = 128}, {offset = 512, stride = 128}}})
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_image_new_with_layout: nplanes", tb.image,
+         {width = 100, height = 10, format = "nv12", planes = {{stride = 128}}})
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_image_new_with_layout: ",
+         core.tb_image_new_with_layout, 100, 10, core.TB_PIXEL_FORMAT_NV12, {0, 4096},
+         {128}, core.TB_DTYPE_U8)
+end)
+
 -- ---- safetensors -----------------------------------------------------------------
 
 test("safetensors save and load: read-only views of the file", function()

@@ -653,6 +653,28 @@ static void call_image_new(Step *s) {
   finish_handle(s, status, HANDLE_TENSOR, out);
 }
 
+static void call_image_new_with_layout(Step *s) {
+  uint32_t width = (uint32_t)arg_u64(s, "width");
+  uint32_t height = (uint32_t)arg_u64(s, "height");
+  tb_pixel_format format = arg_pixel_format(s, "format");
+  I64Array offsets = arg_u64_array(s, "offsets");
+  I64Array strides = arg_u64_array(s, "strides");
+  size_t nplanes = arg_length(s, "nplanes", offsets.len);
+  tb_dtype dtype = arg_dtype(s, "dtype");
+  tb_alloc_options storage;
+  const tb_alloc_options *opts = arg_opts(s, "opts", &storage);
+  if (strides.data != NULL && strides.len != offsets.len)
+    step_fail(s, "offsets and strides differ in length");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status = tb_image_new_with_layout(
+      out_wanted(s, "out") ? &out : NULL, width, height, format, nplanes,
+      (const uint64_t *)offsets.data, (const uint64_t *)strides.data, dtype,
+      opts);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
 static void call_image_import(Step *s) {
   uint32_t width = (uint32_t)arg_u64(s, "width");
   uint32_t height = (uint32_t)arg_u64(s, "height");
@@ -1226,6 +1248,7 @@ static const Call calls[] = {
     CALL(pixel_format_plane_vsub),
     CALL(pixel_format_supports_dtype),
     CALL(image_new),
+    CALL(image_new_with_layout),
     CALL(image_import),
     CALL(image_set_format),
     CALL(image_format),

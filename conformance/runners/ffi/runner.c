@@ -99,7 +99,7 @@ typedef struct Param {
   char *of;    /* lengths, counts: their array; arrays: what sizes them */
 } Param;
 
-#define MAX_PARAMS 8
+#define MAX_PARAMS 10
 typedef struct Signature {
   char *name; /* without "tb_" */
   Kind ret;
@@ -203,6 +203,9 @@ static const char *const signature_table[] = {
     "bool pixel_format_supports_dtype(format format, dtype dtype)",
     "status image_new(out_tensor out, u32 width, u32 height, format format, "
     "dtype dtype, opts opts)",
+    "status image_new_with_layout(out_tensor out, u32 width, u32 height, "
+    "format format, length(offsets) nplanes, i64s(nplanes) offsets, "
+    "i64s(nplanes) strides, dtype dtype, opts opts)",
     "status image_import(out_tensor out, u32 width, u32 height, "
     "format format, length(fds) nplanes, ints(nplanes) fds, "
     "i64s(nplanes) offsets, i64s(nplanes) strides)",

@@ -667,6 +667,16 @@ calls.image_new = function(a)
   return handle(core.tb_image_new(a:integer("width"), a:integer("height"),
                                   a:pixel_format("format"), a:dtype("dtype"), a:opts("opts")))
 end
+calls.image_new_with_layout = function(a)
+  a:no_null_out("out")
+  local offsets, strides = a:integers("offsets", "nplanes"), a:integers("strides")
+  if strides and #strides ~= #(offsets or {}) then
+    case_error("offsets and strides differ in length")
+  end
+  return handle(core.tb_image_new_with_layout(a:integer("width"), a:integer("height"),
+                                              a:pixel_format("format"), offsets, strides,
+                                              a:dtype("dtype"), a:opts("opts")))
+end
 calls.image_import = function(a)
   a:no_null_out("out")
   local fds = a:integers("fds", "nplanes")
@@ -851,7 +861,8 @@ for name in pairs {
   tensor_set_quantization = 1, tensor_quantization_get = 1, tensor_get_f64 = 1,
   tensor_get_i64 = 1, tensor_set_f64 = 1, tensor_set_i64 = 1, tensor_read_bytes = 1,
   tensor_write_bytes = 1, tensor_map = 1, pixel_format_from_name = 1,
-  pixel_format_from_fourcc = 1, image_new = 1, image_import = 1, image_set_format = 1,
+  pixel_format_from_fourcc = 1, image_new = 1, image_new_with_layout = 1,
+  image_import = 1, image_set_format = 1,
   image_plane = 1, image_export_plane_fd = 1, channel_pair = 1, listener_listen = 1,
   listener_accept = 1, channel_connect = 1, channel_from_fd = 1, channel_send = 1,
   channel_recv = 1, channel_send_fence = 1, channel_recv_fence = 1, tensor_export = 1,

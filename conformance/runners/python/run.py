@@ -371,6 +371,15 @@ def _tensor_read_bytes(a, case):
     return value(core.tb_tensor_read_bytes(tensor).hex())
 
 
+def _image_new_with_layout(a, case):
+    offsets, strides = a.integers("offsets", "nplanes"), a.integers("strides")
+    if strides is not None and len(strides) != len(offsets or []):
+        raise CaseError("offsets and strides differ in length")
+    return handle(core.tb_image_new_with_layout(
+        a.integer("width"), a.integer("height"), a.pixel_format("format"), offsets,
+        strides, a.dtype("dtype"), a.opts("opts")))
+
+
 def _image_import(a, case):
     fds = a.integers("fds", "nplanes")
     offsets, strides = a.integers("offsets"), a.integers("strides")
@@ -610,6 +619,7 @@ CALLS = {
     "image_new": lambda a, case: handle(core.tb_image_new(
         a.integer("width"), a.integer("height"), a.pixel_format("format"),
         a.dtype("dtype"), a.opts("opts"))),
+    "image_new_with_layout": _image_new_with_layout,
     "image_import": _image_import,
     "image_set_format": _status_only(lambda a: core.tb_image_set_format(
         a.handle("tensor"), a.pixel_format("format"))),
@@ -692,7 +702,8 @@ FALLIBLE = {
     "tensor_set_quantization", "tensor_quantization_get", "tensor_get_f64",
     "tensor_get_i64", "tensor_set_f64", "tensor_set_i64", "tensor_read_bytes",
     "tensor_write_bytes", "tensor_map", "pixel_format_from_name",
-    "pixel_format_from_fourcc", "image_new", "image_import", "image_set_format",
+    "pixel_format_from_fourcc", "image_new", "image_new_with_layout", "image_import",
+    "image_set_format",
     "image_plane", "image_export_plane_fd", "channel_pair", "listener_listen",
     "listener_accept", "channel_connect", "channel_from_fd", "channel_send",
     "channel_recv", "channel_send_fence", "channel_recv_fence", "tensor_export",
