@@ -211,6 +211,8 @@ local Tensor = {
   name = core.tb_tensor_name,
   set_name = core.tb_tensor_set_name,
   export_fd = core.tb_tensor_export_fd,
+  -- fd(): the buffer's own fd, borrowed, as buffer:fd() gives it.
+  fd = core.tb_tensor_fd,
   -- get(index) / set(index, value): 1-based index table ({} for a scalar).
   -- Integer dtypes give Lua integers, bool gives booleans, floats numbers.
   get = core.get,
@@ -518,6 +520,12 @@ local Buffer = {
   size = core.tb_buffer_size,
   id = core.tb_buffer_id,
   read_only = core.tb_buffer_read_only,
+  -- key(): equal for buffers over the same memfd or dma-buf, even from two
+  -- imports (0 without an fd): a key for per-memory caches.
+  key = core.tb_buffer_key,
+  -- fd(): the buffer's own fd, borrowed (-1 without one): valid while the
+  -- buffer lives; never close it (a tensor's export_fd gives one to keep).
+  fd = core.tb_buffer_fd,
 }
 
 function Buffer:memory()

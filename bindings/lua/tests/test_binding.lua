@@ -399,11 +399,18 @@ end)
 
 test_shm("borrowed fd and buffer key", function()
   local t = tb.tensor{dtype = "u8", shape = {16}, memory = "shm"}
-  local fd = core.tb_tensor_fd(t)
+  local fd = t:fd()
   check(fd >= 0, "an SHM tensor has an fd")
-  eq(core.tb_tensor_fd(t), fd, "the same fd, not a dup")
-  local buffer = core.tb_tensor_buffer(t)
-  check(core.tb_buffer_key(buffer) ~= 0, "an fd's file has a key")
+  eq(t:fd(), fd, "the same fd, not a dup")
+  local buffer = t:buffer()
+  eq(buffer:fd(), fd, "the buffer's fd is the tensor's")
+  check(buffer:key() ~= 0, "an fd's file has a key")
+  local again = tb.import_fd{fd = fd, dtype = "u8", shape = {16}}
+  eq(again:buffer():key(), buffer:key(), "a second import has the same key")
+  check(again:buffer():id() ~= buffer:id(), "and another id")
+  local heap = tb.tensor{dtype = "u8", shape = {4}, memory = "heap"}
+  eq(heap:fd(), -1, "heap memory has no fd")
+  eq(heap:buffer():key(), 0, "nor a key")
 end)
 
 -- ---- options and argument errors ---------------------------------------------

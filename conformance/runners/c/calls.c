@@ -125,6 +125,9 @@ static void call_memory_from_name(Step *s) {
   else if (out != (tb_memory)SENTINEL_INT)
     step_fail(s, "the failed call wrote its out-parameter");
 }
+static void call_memory_auto_skipped(Step *s) {
+  result_string(s, tb_memory_auto_skipped());
+}
 static void call_memory_available(Step *s) {
   tb_memory memory = arg_memory(s, "memory");
   if (s->error == NULL)
@@ -223,6 +226,16 @@ static void call_buffer_id(Step *s) {
   tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
   if (s->error == NULL)
     result_u64(s, tb_buffer_id(buffer));
+}
+static void call_buffer_key(Step *s) {
+  tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
+  if (s->error == NULL)
+    result_u64(s, tb_buffer_key(buffer));
+}
+static void call_buffer_fd(Step *s) {
+  tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
+  if (s->error == NULL)
+    result_i64(s, tb_buffer_fd(buffer));
 }
 static void call_buffer_read_only(Step *s) {
   tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
@@ -326,6 +339,7 @@ TENSOR_GETTER(tensor_memory, result_string,
 TENSOR_GETTER(tensor_read_only, result_bool, tb_tensor_read_only(tensor))
 TENSOR_GETTER(tensor_buffer_id, result_u64, tb_tensor_buffer_id(tensor))
 TENSOR_GETTER(tensor_name, result_string, tb_tensor_name(tensor))
+TENSOR_GETTER(tensor_fd, result_i64, tb_tensor_fd(tensor))
 TENSOR_GETTER(tensor_quantization_count, result_u64,
               tb_tensor_quantization_count(tensor))
 TENSOR_GETTER(tensor_quantization_axis, result_i64,
@@ -1184,6 +1198,7 @@ static const Call calls[] = {
     CALL(memory_name),
     CALL(memory_from_name),
     CALL(memory_available),
+    CALL(memory_auto_skipped),
     CALL(alloc_options_init),
     CALL(buffer_new),
     CALL(buffer_wrap),
@@ -1192,6 +1207,8 @@ static const Call calls[] = {
     CALL(buffer_size),
     CALL(buffer_memory),
     CALL(buffer_id),
+    CALL(buffer_key),
+    CALL(buffer_fd),
     CALL(buffer_read_only),
     CALL(buffer_alive),
     CALL(tensor_new),
@@ -1214,6 +1231,7 @@ static const Call calls[] = {
     CALL(tensor_buffer),
     CALL(tensor_shares_memory),
     CALL(tensor_name),
+    CALL(tensor_fd),
     CALL(tensor_set_name),
     CALL(tensor_reshape),
     CALL(tensor_slice),

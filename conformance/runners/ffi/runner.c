@@ -125,6 +125,7 @@ static const char *const signature_table[] = {
     "string memory_name(memory memory)",
     "status memory_from_name(out_memory out, string name)",
     "bool memory_available(memory memory)",
+    "string memory_auto_skipped()",
     "status alloc_options_init(out_opts opts, u32 version)",
     "status buffer_new(out_buffer out, u64 size, opts opts)",
     "status buffer_wrap(out_buffer out, bytes(size) data, length(data) size, "
@@ -134,6 +135,8 @@ static const char *const signature_table[] = {
     "u64 buffer_size(buffer buffer)",
     "memory buffer_memory(buffer buffer)",
     "u64 buffer_id(buffer buffer)",
+    "u64 buffer_key(buffer buffer)",
+    "int buffer_fd(buffer buffer)",
     "bool buffer_read_only(buffer buffer)",
     "bool buffer_alive(u64 id)",
     "status tensor_new(out_tensor out, dtype dtype, length(shape) ndim, "
@@ -159,6 +162,7 @@ static const char *const signature_table[] = {
     "new_buffer tensor_buffer(tensor tensor)",
     "bool tensor_shares_memory(tensor a, tensor b)",
     "string tensor_name(tensor tensor)",
+    "int tensor_fd(tensor tensor)",
     "status tensor_set_name(tensor tensor, string name)",
     "status tensor_reshape(out_tensor out, tensor tensor, length(shape) ndim, "
     "i64s(ndim) shape)",

@@ -432,6 +432,7 @@ calls.memory_from_name = function(a)
   a:no_null_out("out")
   return memory_name(core.tb_memory_from_name(a:string("name")))
 end
+calls.memory_auto_skipped = function() return value(tb.memory_auto_skipped()) end
 calls.memory_available = function(a)
   return value(core.tb_memory_available(a:memory("memory")))
 end
@@ -461,6 +462,8 @@ calls.buffer_memory = getter("buffer", "memory", core.tb_buffer_memory, function
   return type(m) == "string" and value(m) or memory_name(m)
 end)
 calls.buffer_id = getter("buffer", "id", core.tb_buffer_id)
+calls.buffer_key = getter("buffer", "key", core.tb_buffer_key)
+calls.buffer_fd = getter("buffer", "fd", core.tb_buffer_fd)
 calls.buffer_read_only = getter("buffer", "read_only", core.tb_buffer_read_only)
 calls.buffer_alive = function(a) return value(tb.buffer_alive(a:integer("id"))) end
 
@@ -508,6 +511,7 @@ calls.tensor_read_only = getter("tensor", "read_only", core.tb_tensor_read_only)
 calls.tensor_buffer_id = getter("tensor", "buffer_id", core.tb_tensor_buffer_id)
 calls.tensor_buffer = getter("tensor", "buffer", core.tb_tensor_buffer, handle)
 calls.tensor_name = getter("tensor", "name", core.tb_tensor_name)
+calls.tensor_fd = getter("tensor", "fd", core.tb_tensor_fd)
 calls.tensor_dim = function(a)
   return value(core.tb_tensor_dim(a:handle("tensor"), a:integer("axis")))
 end

@@ -517,6 +517,7 @@ CALLS = {
     "memory_from_name": lambda a, case: memory_result(
         core.tb_memory_from_name(a.string("name"))),
     "memory_available": lambda a, case: value(core.tb_memory_available(a.memory("memory"))),
+    "memory_auto_skipped": lambda a, case: value(tensorbuf.memory_auto_skipped()),
     "alloc_options_init": lambda a, case: value(
         core.tb_alloc_options_init(a.integer("version"))),
     # buffers
@@ -528,6 +529,8 @@ CALLS = {
     "buffer_size": _getter("buffer", core.tb_buffer_size),
     "buffer_memory": _getter("buffer", core.tb_buffer_memory, memory_result),
     "buffer_id": _getter("buffer", core.tb_buffer_id),
+    "buffer_key": _getter("buffer", core.tb_buffer_key),
+    "buffer_fd": _getter("buffer", core.tb_buffer_fd),
     "buffer_read_only": _getter("buffer", core.tb_buffer_read_only),
     "buffer_alive": lambda a, case: value(core.tb_buffer_alive(a.integer("id"))),
     # tensors
@@ -552,6 +555,7 @@ CALLS = {
     "tensor_buffer_id": _getter("tensor", core.tb_tensor_buffer_id),
     "tensor_buffer": _getter("tensor", core.tb_tensor_buffer, handle),
     "tensor_name": _getter("tensor", core.tb_tensor_name),
+    "tensor_fd": _getter("tensor", core.tb_tensor_fd),
     "tensor_dim": lambda a, case: value(
         core.tb_tensor_dim(a.handle("tensor"), a.integer("axis"))),
     "tensor_stride": lambda a, case: value(
