@@ -1050,6 +1050,65 @@ HANDLE_GETTER(pool_ref, pool, HANDLE_POOL, tb_pool, result_handle, HANDLE_POOL,
               tb_pool_ref(pool), true)
 RELEASING_CALL(pool_unref, pool, HANDLE_POOL, tb_pool, tb_pool_unref)
 
+/* ---- files and safetensors ----------------------------------------------- */
+
+static void call_buffer_map_file(Step *s) {
+  const char *path = arg_string(s, "path");
+  int fd = arg_fd(s, "fd");
+  uint32_t flags = (uint32_t)arg_u64(s, "flags");
+  if (s->error != NULL)
+    return;
+  tb_buffer *out = SENTINEL_PTR;
+  tb_status status =
+      tb_buffer_map_file(out_wanted(s, "out") ? &out : NULL, path, fd, flags);
+  finish_handle(s, status, HANDLE_BUFFER, out);
+}
+
+static void call_safetensors_open(Step *s) {
+  const char *path = arg_string(s, "path");
+  uint32_t flags = (uint32_t)arg_u64(s, "flags");
+  if (s->error != NULL)
+    return;
+  tb_safetensors *out = SENTINEL_PTR;
+  tb_status status =
+      tb_safetensors_open(out_wanted(s, "out") ? &out : NULL, path, flags);
+  finish_handle(s, status, HANDLE_SAFETENSORS, out);
+}
+RELEASING_CALL(safetensors_close, file, HANDLE_SAFETENSORS, tb_safetensors,
+               tb_safetensors_close)
+HANDLE_GETTER(safetensors_count, file, HANDLE_SAFETENSORS, tb_safetensors,
+              result_u64, tb_safetensors_count(file))
+HANDLE_GETTER(safetensors_metadata_count, file, HANDLE_SAFETENSORS,
+              tb_safetensors, result_u64, tb_safetensors_metadata_count(file))
+static void call_safetensors_name(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  size_t index = (size_t)arg_u64(s, "index");
+  if (s->error == NULL)
+    result_string(s, tb_safetensors_name(file, index));
+}
+static void call_safetensors_metadata_key(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  size_t index = (size_t)arg_u64(s, "index");
+  if (s->error == NULL)
+    result_string(s, tb_safetensors_metadata_key(file, index));
+}
+static void call_safetensors_metadata_value(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  const char *key = arg_string(s, "key");
+  if (s->error == NULL)
+    result_string(s, tb_safetensors_metadata_value(file, key));
+}
+static void call_safetensors_tensor(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  const char *name = arg_string(s, "name");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status =
+      tb_safetensors_tensor(out_wanted(s, "out") ? &out : NULL, file, name);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
 /* ---- file descriptors and the environment -------------------------------- */
 
 static void call_make_memfd(Step *s) {
@@ -1101,11 +1160,13 @@ static void call_make_pipe(Step *s) {
 
 static void call_make_tmpfile(Step *s) {
   uint64_t size = arg_u64(s, "size");
+  Bytes data = arg_bytes(s, "data");
   if (s->error != NULL)
     return;
   const char *dir = g_getenv("TMPDIR") != NULL ? g_getenv("TMPDIR") : "/tmp";
   int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+  if (fd < 0 || ftruncate(fd, (off_t)size) != 0 ||
+      pwrite(fd, data.data, data.len, 0) != (ssize_t)data.len) {
     step_fail(s, "making a temporary file in %s failed: %s", dir,
               g_strerror(errno));
     if (fd >= 0)
@@ -1113,6 +1174,14 @@ static void call_make_tmpfile(Step *s) {
     return;
   }
   result_fd(s, fd);
+}
+
+static void call_fd_path(Step *s) {
+  int fd = arg_fd(s, "fd");
+  if (s->error != NULL)
+    return;
+  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+  result_string(s, path);
 }
 
 static void open_path(Step *s, const char *path, int flags) {
@@ -1308,9 +1377,19 @@ static const Call calls[] = {
     CALL(pool_size),
     CALL(pool_ref),
     CALL(pool_unref),
+    CALL(buffer_map_file),
+    CALL(safetensors_open),
+    CALL(safetensors_close),
+    CALL(safetensors_count),
+    CALL(safetensors_name),
+    CALL(safetensors_tensor),
+    CALL(safetensors_metadata_count),
+    CALL(safetensors_metadata_key),
+    CALL(safetensors_metadata_value),
     CALL(make_memfd),
     CALL(make_pipe),
     CALL(make_tmpfile),
+    CALL(fd_path),
     CALL(open_devnull),
     CALL(open_directory),
     CALL(reopen_read_only),
@@ -1369,6 +1448,9 @@ void value_release(Value *v) {
     break;
   case HANDLE_POOL:
     tb_pool_unref(v->handle);
+    break;
+  case HANDLE_SAFETENSORS:
+    tb_safetensors_close(v->handle);
     break;
   }
 }

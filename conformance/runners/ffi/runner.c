@@ -86,10 +86,14 @@ typedef struct HandleType {
 } HandleType;
 
 static const HandleType handle_types[] = {
-    {"tensor", 't', "tensor_unref"},    {"buffer", 'b', "buffer_unref"},
-    {"map", 'm', "map_free"},           {"channel", 'c', "channel_unref"},
-    {"listener", 'l', "listener_free"}, {"fence", 'e', "fence_unref"},
+    {"tensor", 't', "tensor_unref"},
+    {"buffer", 'b', "buffer_unref"},
+    {"map", 'm', "map_free"},
+    {"channel", 'c', "channel_unref"},
+    {"listener", 'l', "listener_free"},
+    {"fence", 'e', "fence_unref"},
     {"pool", 'p', "pool_unref"},
+    {"safetensors", 's', "safetensors_close"},
 };
 
 typedef struct Param {
@@ -258,6 +262,15 @@ static const char *const signature_table[] = {
     "size pool_size(pool pool)",
     "new_pool pool_ref(pool pool)",
     "void pool_unref(drop_pool pool)",
+    "status buffer_map_file(out_buffer out, string path, int fd, u32 flags)",
+    "status safetensors_open(out_safetensors out, string path, u32 flags)",
+    "void safetensors_close(drop_safetensors file)",
+    "size safetensors_count(safetensors file)",
+    "string safetensors_name(safetensors file, size index)",
+    "status safetensors_tensor(out_tensor out, safetensors file, string name)",
+    "size safetensors_metadata_count(safetensors file)",
+    "string safetensors_metadata_key(safetensors file, size index)",
+    "string safetensors_metadata_value(safetensors file, string key)",
 };
 
 static const char *const kind_names[] = {
@@ -1246,11 +1259,16 @@ static void make_pipe(Step *s, Var *r) {
 
 static void make_tmpfile(Step *s, Var *r) {
   JsonNode *size = json_object_get_member(s->args, "size");
+  JsonNode *data = json_object_get_member(s->args, "data");
   off_t length = size != NULL ? (off_t)to_integer(s, size, "size") : 0;
+  size_t len = 0;
+  g_autofree uint8_t *bytes =
+      data != NULL ? to_bytes(s, data, "data", &len) : NULL;
   const char *dir = g_getenv("TMPDIR") != NULL ? g_getenv("TMPDIR") : "/tmp";
   int fd =
       s->error == NULL ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
-  if (fd >= 0 && ftruncate(fd, length) == 0) {
+  if (fd >= 0 && ftruncate(fd, length) == 0 &&
+      pwrite(fd, bytes, len, 0) == (ssize_t)len) {
     give_fd(r, fd);
     return;
   }
@@ -1282,6 +1300,18 @@ static void reopen_read_only(Step *s, Var *r) {
     return;
   g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
   open_fixed(s, r, path, O_RDONLY);
+}
+
+/* The path that opens an fd's file again, even an unlinked one. */
+static void fd_path(Step *s, Var *r) {
+  JsonNode *n = json_object_get_member(s->args, "fd");
+  int fd = n != NULL ? (int)to_integer(s, n, "fd") : -1;
+  if (n == NULL)
+    fail(s, "argument fd is missing");
+  if (s->error != NULL)
+    return;
+  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+  r->value = text_node(path);
 }
 
 /* An abstract socket name no other process uses: the pid and a count. */
@@ -1371,6 +1401,7 @@ static const Pseudo pseudo_steps[] = {
     {"make_memfd", make_memfd},
     {"make_pipe", make_pipe},
     {"make_tmpfile", make_tmpfile},
+    {"fd_path", fd_path},
     {"open_devnull", open_devnull},
     {"open_directory", open_directory},
     {"reopen_read_only", reopen_read_only},
@@ -1383,7 +1414,6 @@ static const Pseudo pseudo_steps[] = {
 };
 
 /* ---- expectations -------------------------------------------------------- */
-
 
 static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
                   int status, Var *r) {

@@ -820,6 +820,35 @@ calls.pool_size = getter("pool", "size", core.tb_pool_size)
 calls.pool_ref = function(a) return handle(core.tb_pool_ref(a:handle("pool"))) end
 calls.pool_unref = releasing("pool")
 
+calls.buffer_map_file = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_buffer_map_file(a:string("path"), a:integer("fd"), a:integer("flags")))
+end
+calls.safetensors_open = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_safetensors_open(a:string("path"), a:integer("flags")))
+end
+calls.safetensors_close = releasing("file")
+calls.safetensors_count = function(a)
+  return value(core.tb_safetensors_count(a:handle("file")))
+end
+calls.safetensors_name = function(a)
+  return value(core.tb_safetensors_name(a:handle("file"), a:integer("index")))
+end
+calls.safetensors_tensor = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_safetensors_tensor(a:handle("file"), a:string("name")))
+end
+calls.safetensors_metadata_count = function(a)
+  return value(core.tb_safetensors_metadata_count(a:handle("file")))
+end
+calls.safetensors_metadata_key = function(a)
+  return value(core.tb_safetensors_metadata_key(a:handle("file"), a:integer("index")))
+end
+calls.safetensors_metadata_value = function(a)
+  return value(core.tb_safetensors_metadata_value(a:handle("file"), a:string("key")))
+end
+
 -- ---- pseudo-steps -------------------------------------------------------------
 
 calls.make_memfd = function(a)
@@ -827,7 +856,8 @@ calls.make_memfd = function(a)
                          a:string("seals"), a:boolean("read_only", false)))
 end
 calls.make_pipe = function() return fd(osutil.pipe()) end
-calls.make_tmpfile = function(a) return fd(osutil.tmpfile(a:integer("size"))) end
+calls.make_tmpfile = function(a) return fd(osutil.tmpfile(a:integer("size"), a:bytes("data"))) end
+calls.fd_path = function(a) return value("/proc/self/fd/" .. a:fd("fd")) end
 calls.open_devnull = function() return fd(osutil.open("/dev/null", "rw")) end
 calls.open_directory = function() return fd(osutil.open("/", "directory")) end
 calls.reopen_read_only = function(a)
@@ -871,7 +901,8 @@ for name in pairs {
   listener_accept = 1, channel_connect = 1, channel_from_fd = 1, channel_send = 1,
   channel_recv = 1, channel_send_fence = 1, channel_recv_fence = 1, tensor_export = 1,
   tensor_import = 1, fence_new = 1, fence_import_fd = 1, fence_export_fd = 1,
-  fence_signal = 1, fence_wait = 1, pool_new = 1, pool_acquire = 1,
+  fence_signal = 1, fence_wait = 1, pool_new = 1, pool_acquire = 1, buffer_map_file = 1,
+  safetensors_open = 1, safetensors_tensor = 1,
 } do
   FALLIBLE[name] = true
 end

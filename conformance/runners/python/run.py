@@ -454,7 +454,14 @@ def _make_pipe(a, case):
 def _make_tmpfile(a, case):
     directory = os.environ.get("TMPDIR") or "/tmp"
     descriptor = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    os.ftruncate(descriptor, a.integer("size"))
+    try:
+        os.ftruncate(descriptor, a.integer("size"))
+        data = a.bytes("data")
+        if data:
+            os.pwrite(descriptor, data, 0)
+    except BaseException:
+        os.close(descriptor)
+        raise
     return fd(descriptor)
 
 
@@ -683,6 +690,21 @@ CALLS = {
     "pool_size": _getter("pool", core.tb_pool_size),
     "pool_ref": lambda a, case: handle(core.tb_pool_ref(a.handle("pool"))),
     "pool_unref": _status_only(lambda a: a.release("pool")),
+    "buffer_map_file": lambda a, case: handle(core.tb_buffer_map_file(
+        a.string("path"), a.integer("fd"), a.integer("flags"))),
+    "safetensors_open": lambda a, case: handle(core.tb_safetensors_open(
+        a.string("path"), a.integer("flags"))),
+    "safetensors_close": _status_only(lambda a: a.release("file")),
+    "safetensors_count": _getter("file", core.tb_safetensors_count),
+    "safetensors_name": lambda a, case: value(core.tb_safetensors_name(
+        a.handle("file"), a.integer("index"))),
+    "safetensors_tensor": lambda a, case: handle(core.tb_safetensors_tensor(
+        a.handle("file"), a.string("name"))),
+    "safetensors_metadata_count": _getter("file", core.tb_safetensors_metadata_count),
+    "safetensors_metadata_key": lambda a, case: value(core.tb_safetensors_metadata_key(
+        a.handle("file"), a.integer("index"))),
+    "safetensors_metadata_value": lambda a, case: value(
+        core.tb_safetensors_metadata_value(a.handle("file"), a.string("key"))),
     # pseudo-steps
     "make_memfd": _make_memfd,
     "make_pipe": _make_pipe,
@@ -692,6 +714,7 @@ CALLS = {
         os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)),
     "reopen_read_only": lambda a, case: fd(os.open(
         f"/proc/self/fd/{a.integer('fd')}", os.O_RDONLY | os.O_CLOEXEC)),
+    "fd_path": lambda a, case: value(f"/proc/self/fd/{a.integer('fd')}"),
     "make_socket_name": _socket_name_counter(),
     "close_fd": _close_fd,
     "set_env": _set_env,
@@ -712,7 +735,8 @@ FALLIBLE = {
     "listener_accept", "channel_connect", "channel_from_fd", "channel_send",
     "channel_recv", "channel_send_fence", "channel_recv_fence", "tensor_export",
     "tensor_import", "fence_new", "fence_import_fd", "fence_export_fd",
-    "fence_signal", "fence_wait", "pool_new", "pool_acquire",
+    "fence_signal", "fence_wait", "pool_new", "pool_acquire", "buffer_map_file",
+    "safetensors_open", "safetensors_tensor",
 }
 
 # Out-parameters by C name, where they are not "out" / "out_fd": the binding
