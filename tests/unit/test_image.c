@@ -1062,10 +1062,9 @@ static void one_row_pitch_that_overflows_is_refused(void **state) {
   const int64_t shape[] = {1, 2, 4};
   const int64_t strides[] = {(INT64_C(1) << 62) - 1, 4, 1};
   tb_tensor *t;
-  TB_ASSERT_OK(tb_tensor_from_buffer(&t, buffer, 0, TB_DTYPE_F32, 3, shape,
-                                     strides));
-  TB_ASSERT_STATUS(tb_image_set_format(t, TB_PIXEL_FORMAT_RGBA),
-                   TB_ERR_LAYOUT);
+  TB_ASSERT_OK(
+      tb_tensor_from_buffer(&t, buffer, 0, TB_DTYPE_F32, 3, shape, strides));
+  TB_ASSERT_STATUS(tb_image_set_format(t, TB_PIXEL_FORMAT_RGBA), TB_ERR_LAYOUT);
   assert_int_equal(tb_image_format(t), TB_PIXEL_FORMAT_INVALID);
   tb_tensor_unref(t);
   /* Planar: the plane step and the pitch alike. */
@@ -1094,7 +1093,6 @@ static void import_refuses_regular_files(void **state) {
   assert_ptr_equal(image, TB_SENTINEL(tb_tensor));
   fclose(file);
 }
-
 
 /* ---- images with a caller's layout (tb_image_new_with_layout) ------------ */
 
@@ -1207,13 +1205,51 @@ static void layout_planes_may_touch_in_any_order(void **state) {
   tb_tensor_unref(image);
 }
 
+typedef struct BadLayout {
+  const char *what;
+  uint32_t width, height;
+  tb_pixel_format format;
+  size_t nplanes;
+  uint64_t offsets[2], strides[2];
+  tb_dtype dtype;
+  tb_status status;
+  const char *message; /* a part the message must hold */
+} BadLayout;
+
+#define NV12 TB_PIXEL_FORMAT_NV12
+#define P010 TB_PIXEL_FORMAT_P010
+// clang-format off
+static const BadLayout bad_layouts[] = {
+    {"one plane of two", 100, 10, NV12, 1, {0, 4096}, {128, 128}, TB_DTYPE_U8, TB_ERR_INVALID_ARGUMENT, "nplanes"},
+    {"no pixels", 0, 10, NV12, 2, {0, 4096}, {128, 128}, TB_DTYPE_U8, TB_ERR_SHAPE, "width"},
+    {"a float nv12", 100, 10, NV12, 2, {0, 4096}, {128, 128}, TB_DTYPE_F32, TB_ERR_DTYPE, "dtype"},
+    {"no such format", 100, 10, (tb_pixel_format)99, 2, {0, 4096}, {128, 128}, TB_DTYPE_U8, TB_ERR_INVALID_ARGUMENT, "format"},
+    /* 99 < 100 luma samples */
+    {"a narrow pitch", 100, 10, NV12, 2, {0, 4096}, {128, 99}, TB_DTYPE_U8, TB_ERR_LAYOUT, "strides[1]"},
+    /* 16-bit samples: offsets and pitches in whole samples */
+    {"a half-sample offset", 100, 10, P010, 2, {0, 4097}, {256, 256}, TB_DTYPE_U16, TB_ERR_LAYOUT, "offsets[1]"},
+    {"a half-sample pitch", 100, 10, P010, 2, {0, 4096}, {257, 256}, TB_DTYPE_U16, TB_ERR_LAYOUT, "strides[0]"},
+    /* the chroma plane starting inside the luma plane's last row, and the
+       other way round */
+    {"chroma inside luma", 100, 10, NV12, 2, {0, 9 * 128 + 99}, {128, 128}, TB_DTYPE_U8, TB_ERR_LAYOUT, "offsets[1]"},
+    {"luma inside chroma", 100, 10, NV12, 2, {4 * 128, 0}, {128, 128}, TB_DTYPE_U8, TB_ERR_LAYOUT, "overlaps"},
+    /* sums and products beyond 2^63 and 2^64 */
+    {"an offset near 2^64", 100, 10, NV12, 2, {0, UINT64_MAX - 64}, {128, 128}, TB_DTYPE_U8, TB_ERR_OUT_OF_RANGE, "2^63"},
+    {"a pitch near 2^62", 100, 10, NV12, 2, {0, 4096}, {UINT64_MAX / 4, 128}, TB_DTYPE_U8, TB_ERR_OUT_OF_RANGE, "2^63"},
+    /* one row whose samples fit below 2^63 but whose padded row does not */
+    {"a padded row past 2^63", 1000, 1, TB_PIXEL_FORMAT_RGBA, 1, {(uint64_t)INT64_MAX - 4000}, {4096}, TB_DTYPE_U8, TB_ERR_OUT_OF_RANGE, "padding"},
+};
+// clang-format on
+#undef NV12
+#undef P010
+
 static void layout_refuses_bad_input(void **state) {
   (void)state;
   const uint64_t offsets[] = {0, 4096}, strides[] = {128, 128};
   tb_tensor *image = TB_SENTINEL(tb_tensor);
-  TB_ASSERT_STATUS(tb_image_new_with_layout(NULL, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, offsets,
-                                            strides, TB_DTYPE_U8, NULL),
+  TB_ASSERT_STATUS(tb_image_new_with_layout(NULL, 100, 10, TB_PIXEL_FORMAT_NV12,
+                                            2, offsets, strides, TB_DTYPE_U8,
+                                            NULL),
                    TB_ERR_INVALID_ARGUMENT);
   TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
                                             TB_PIXEL_FORMAT_NV12, 2, NULL,
@@ -1225,77 +1261,18 @@ static void layout_refuses_bad_input(void **state) {
                                             NULL, TB_DTYPE_U8, NULL),
                    TB_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(tb_last_error(), "strides"));
-  /* nplanes is the format's plane count. */
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 1, offsets,
-                                            strides, TB_DTYPE_U8, NULL),
-                   TB_ERR_INVALID_ARGUMENT);
-  assert_non_null(strstr(tb_last_error(), "nplanes"));
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 0, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, offsets,
-                                            strides, TB_DTYPE_U8, NULL),
-                   TB_ERR_SHAPE);
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, offsets,
-                                            strides, TB_DTYPE_F32, NULL),
-                   TB_ERR_DTYPE);
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            (tb_pixel_format)99, 2, offsets,
-                                            strides, TB_DTYPE_U8, NULL),
-                   TB_ERR_INVALID_ARGUMENT);
-  /* A pitch below a row's bytes: 99 < 100 luma samples. */
-  const uint64_t narrow[] = {128, 99};
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, offsets,
-                                            narrow, TB_DTYPE_U8, NULL),
-                   TB_ERR_LAYOUT);
-  assert_non_null(strstr(tb_last_error(), "strides[1]"));
-  /* 16-bit samples: offsets and pitches in whole samples. */
-  const uint64_t odd_offsets[] = {0, 4097}, wide[] = {256, 256};
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_P010, 2,
-                                            odd_offsets, wide, TB_DTYPE_U16,
-                                            NULL),
-                   TB_ERR_LAYOUT);
-  assert_non_null(strstr(tb_last_error(), "offsets[1]"));
-  const uint64_t odd_pitch[] = {257, 256};
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_P010, 2, offsets,
-                                            odd_pitch, TB_DTYPE_U16, NULL),
-                   TB_ERR_LAYOUT);
-  assert_non_null(strstr(tb_last_error(), "strides[0]"));
-  /* The chroma plane starting inside the luma plane's last row, and the
-   * other way round. */
-  const uint64_t inside[] = {0, 9 * 128 + 99}, after[] = {4 * 128, 0};
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, inside,
-                                            strides, TB_DTYPE_U8, NULL),
-                   TB_ERR_LAYOUT);
-  assert_non_null(strstr(tb_last_error(), "offsets[1]"));
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, after,
-                                            strides, TB_DTYPE_U8, NULL),
-                   TB_ERR_LAYOUT);
-  /* Sums and products beyond 2^63 and 2^64. */
-  const uint64_t huge_offsets[] = {0, UINT64_MAX - 64},
-                 huge_strides[] = {UINT64_MAX / 4, 128};
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2,
-                                            huge_offsets, strides, TB_DTYPE_U8,
-                                            NULL),
-                   TB_ERR_OUT_OF_RANGE);
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
-                                            TB_PIXEL_FORMAT_NV12, 2, offsets,
-                                            huge_strides, TB_DTYPE_U8, NULL),
-                   TB_ERR_OUT_OF_RANGE);
-  /* One row whose samples fit below 2^63 but whose padded row does not. */
-  const uint64_t one_offset[] = {(uint64_t)INT64_MAX - 4000},
-                 one_stride[] = {4096};
-  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 1000, 1,
-                                            TB_PIXEL_FORMAT_RGBA, 1,
-                                            one_offset, one_stride,
-                                            TB_DTYPE_U8, NULL),
-                   TB_ERR_OUT_OF_RANGE);
+  for (size_t i = 0; i < sizeof bad_layouts / sizeof *bad_layouts; i++) {
+    const BadLayout *bad = &bad_layouts[i];
+    print_message("case: %s\n", bad->what);
+    TB_ASSERT_STATUS(tb_image_new_with_layout(&image, bad->width, bad->height,
+                                              bad->format, bad->nplanes,
+                                              bad->offsets, bad->strides,
+                                              bad->dtype, NULL),
+                     bad->status);
+    if (strstr(tb_last_error(), bad->message) == NULL)
+      fail_msg("%s: \"%s\" lacks \"%s\"", bad->what, tb_last_error(),
+               bad->message);
+  }
   assert_ptr_equal(image, TB_SENTINEL(tb_tensor));
 }
 

@@ -1291,27 +1291,26 @@ static void open_directory(Step *s, Var *r) {
   open_fixed(s, r, "/", O_RDONLY | O_DIRECTORY);
 }
 
-static void reopen_read_only(Step *s, Var *r) {
+/* "/proc/self/fd/N" for the argument fd: the path that opens its file
+ * again, even an unlinked one. NULL (the step failed) without it. */
+static char *fd_argument_path(Step *s) {
   JsonNode *n = json_object_get_member(s->args, "fd");
   int fd = n != NULL ? (int)to_integer(s, n, "fd") : -1;
   if (n == NULL)
     fail(s, "argument fd is missing");
-  if (s->error != NULL)
-    return;
-  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
-  open_fixed(s, r, path, O_RDONLY);
+  return s->error == NULL ? g_strdup_printf("/proc/self/fd/%d", fd) : NULL;
 }
 
-/* The path that opens an fd's file again, even an unlinked one. */
+static void reopen_read_only(Step *s, Var *r) {
+  g_autofree char *path = fd_argument_path(s);
+  if (path != NULL)
+    open_fixed(s, r, path, O_RDONLY);
+}
+
 static void fd_path(Step *s, Var *r) {
-  JsonNode *n = json_object_get_member(s->args, "fd");
-  int fd = n != NULL ? (int)to_integer(s, n, "fd") : -1;
-  if (n == NULL)
-    fail(s, "argument fd is missing");
-  if (s->error != NULL)
-    return;
-  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
-  r->value = text_node(path);
+  g_autofree char *path = fd_argument_path(s);
+  if (path != NULL)
+    r->value = text_node(path);
 }
 
 /* An abstract socket name no other process uses: the pid and a count. */
