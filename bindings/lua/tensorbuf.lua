@@ -211,6 +211,8 @@ local Tensor = {
   name = core.tb_tensor_name,
   set_name = core.tb_tensor_set_name,
   export_fd = core.tb_tensor_export_fd,
+  -- fd(): the buffer's own fd, borrowed, as buffer:fd() gives it.
+  fd = core.tb_tensor_fd,
   -- get(index) / set(index, value): 1-based index table ({} for a scalar).
   -- Integer dtypes give Lua integers, bool gives booleans, floats numbers.
   get = core.get,
@@ -432,16 +434,28 @@ function tb.pixel_format_supports(format, dtype)
 end
 
 local IMAGE_FIELDS = with_alloc_fields {width = true, height = true, format = true,
-                                        dtype = true}
+                                        dtype = true, planes = true}
 
--- tb.image{width=, height=, format="rgba" [, dtype="u8"] [, memory=...]}:
--- a new zero-filled image, every plane in one buffer.
+-- tb.image{width=, height=, format="rgba" [, dtype="u8"] [, memory=...]
+-- [, planes={{offset=, stride=}, ...}]}: a new zero-filled image, every plane
+-- in one buffer; planes gives each plane's byte offset and row pitch
+-- instead of the aligned defaults (alignment then aligns only the buffer).
 function tb.image(spec)
   local func = "tensorbuf.image"
   check_spec(spec, func, IMAGE_FIELDS)
-  return core.tb_image_new(required(spec, "width", func), required(spec, "height", func),
-                           format_value(required(spec, "format", func)),
-                           dtype_value(spec.dtype or "u8"), alloc_options(spec))
+  local width, height = required(spec, "width", func), required(spec, "height", func)
+  local format, dtype = format_value(required(spec, "format", func)), dtype_value(spec.dtype or "u8")
+  if spec.planes == nil then
+    return core.tb_image_new(width, height, format, dtype, alloc_options(spec))
+  end
+  local offsets, strides = {}, {}
+  for i, plane in ipairs(spec.planes) do
+    check_spec(plane, func, {offset = true, stride = true})
+    offsets[i] = plane.offset or 0
+    strides[i] = required(plane, "stride", func)
+  end
+  return core.tb_image_new_with_layout(width, height, format, offsets, strides, dtype,
+                                       alloc_options(spec))
 end
 
 -- tb.import_image{width=, height=, format=, planes={{fd=, offset=,
@@ -506,6 +520,12 @@ local Buffer = {
   size = core.tb_buffer_size,
   id = core.tb_buffer_id,
   read_only = core.tb_buffer_read_only,
+  -- key(): equal for buffers over the same memfd or dma-buf, even from two
+  -- imports (0 without an fd): a key for per-memory caches.
+  key = core.tb_buffer_key,
+  -- fd(): the buffer's own fd, borrowed (-1 without one): valid while the
+  -- buffer lives; never close it (a tensor's export_fd gives one to keep).
+  fd = core.tb_buffer_fd,
 }
 
 function Buffer:memory()

@@ -492,9 +492,17 @@ TB_LUA_SHAPE(nindex, index)
     SWIG_fail;
   } %}
 
-/* tb_image_import: fds gives nplanes (arg5); offsets and strides follow. */
+/* tb_image_import: fds gives nplanes (arg5); offsets and strides follow.
+ * tb_image_new_with_layout: offsets gives nplanes (arg5); strides follows. */
 %typemap(in) (size_t nplanes, const int *fds) (int small[TB_MAX_DIMS])
 %{ $2 = tb_lua_int_array(L, $input, "$symname", "fds", small, &$1); %}
+%typemap(in) (size_t nplanes, const uint64_t *offsets)
+  (int64_t small[TB_MAX_DIMS])
+%{ $2 = (uint64_t *)tb_lua_int64_array(L, $input, "$symname", "offsets", small,
+                                      TB_LUA_SLOT_SHAPE, 0, &$1); %}
+/* offsets sets nplanes: nothing to check against (the single-argument check
+ * below is for image_import's offsets, which follow fds). */
+%typemap(check) (size_t nplanes, const uint64_t *offsets) ""
 %define TB_LUA_PLANE_ARRAY(NAME, SLOT)
 %typemap(in) const uint64_t *NAME (int64_t small[TB_MAX_DIMS], size_t count)
 %{ $1 = (uint64_t *)tb_lua_int64_array(L, $input, "$symname", "NAME", small,

@@ -41,6 +41,10 @@
  *                            any C-contiguous buffer; read during the call
  *   (const int *fds, size_t nfds)
  *                            a sequence of at most TB_MAX_DIMS fds, borrowed
+ *   tb_image_new_with_layout(width, height, format, offsets, strides,
+ *                            dtype, opts)
+ *                            offsets a sequence; strides None or one
+ *                            entry per offset
  *   tb_image_import(width, height, format, fds, offsets, strides)
  *                            fds a sequence; offsets and strides None or
  *                            one entry per fd (0..2^64-1)
@@ -580,6 +584,8 @@ TB_PY_INT64_ARRAY(nindex, index)
 %rename(tb_buffer_wrap) tb_py_buffer_wrap;
 %ignore tb_image_import;
 %rename(tb_image_import) tb_py_image_import;
+%ignore tb_image_new_with_layout;
+%rename(tb_image_new_with_layout) tb_py_image_new_with_layout;
 %ignore tb_tensor_export;
 %rename(tb_tensor_export) tb_py_tensor_export;
 
@@ -634,6 +640,62 @@ static tb_status tb_py_image_import(tb_tensor **out, uint32_t width,
   tb_py_int64s_clear(&plane_offsets);
   tb_py_int64s_clear(&plane_strides);
   return status;
+}
+
+/* tb_image_new_with_layout(width, height, format, offsets, strides, dtype,
+ * opts): nplanes from offsets; strides one entry per offset. */
+static tb_status tb_py_image_new_with_layout(
+    tb_tensor **out, uint32_t width, uint32_t height, tb_pixel_format format,
+    PyObject *offsets, PyObject *strides, tb_dtype dtype,
+    const tb_alloc_options *opts) {
+  tb_py_int64s plane_offsets = TB_PY_INT64S_INIT,
+               plane_strides = TB_PY_INT64S_INIT;
+  tb_status status = TB_PY_RAISED;
+  if (tb_py_integers_from(&plane_offsets, offsets, "offsets", 1) &&
+      tb_py_integers_from(&plane_strides, strides, "strides", 1)) {
+    if (strides != Py_None && plane_strides.count != plane_offsets.count)
+      PyErr_Format(PyExc_ValueError, "strides has %zu entries; offsets has %zu",
+                   plane_strides.count, plane_offsets.count);
+    else
+      status = tb_image_new_with_layout(
+          out, width, height, format, plane_offsets.count,
+          (const uint64_t *)plane_offsets.items,
+          (const uint64_t *)plane_strides.items, dtype, opts);
+  }
+  tb_py_int64s_clear(&plane_offsets);
+  tb_py_int64s_clear(&plane_strides);
+  return status;
+}
+
+/* tb_py_safetensors_tensors(file) -> [(name, tensor), ...] in the header's
+ * order: what safetensors.load needs, in one call rather than two calls
+ * per tensor (the Python side of opening a file was as slow as all the
+ * C). */
+static PyObject *tb_py_safetensors_tensors(const tb_safetensors *file) {
+  size_t count = tb_safetensors_count(file);
+  PyObject *list = PyList_New((Py_ssize_t)count);
+  for (size_t i = 0; list != NULL && i < count; i++) {
+    const char *name = tb_safetensors_name(file, i);
+    tb_tensor *tensor = NULL;
+    tb_status status = tb_safetensors_tensor(&tensor, file, name);
+    if (status != TB_OK) {
+      tb_py_raise(status);
+      Py_CLEAR(list);
+      break;
+    }
+    /* The proxy owns the reference from here on, whatever fails next. */
+    PyObject *proxy =
+        SWIG_NewPointerObj(tensor, SWIGTYPE_p_tb_tensor, SWIG_POINTER_OWN);
+    PyObject *item = proxy != NULL ? Py_BuildValue("(sN)", name, proxy) : NULL;
+    if (item == NULL) {
+      if (proxy == NULL)
+        tb_tensor_unref(tensor);
+      Py_CLEAR(list);
+      break;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+  }
+  return list;
 }
 
 /* tb_tensor_export(tensor, flags) -> (descriptor bytes, [fds]); the caller

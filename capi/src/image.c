@@ -29,6 +29,22 @@ tb_status tb_image_new(tb_tensor **out, uint32_t width, uint32_t height,
       out, tb_image_create(width, height, format, dtype, opts, &error), error);
 }
 
+tb_status tb_image_new_with_layout(tb_tensor **out, uint32_t width,
+                                   uint32_t height, tb_pixel_format format,
+                                   size_t nplanes, const uint64_t *offsets,
+                                   const uint64_t *strides, tb_dtype dtype,
+                                   const tb_alloc_options *opts) {
+  TB_REQUIRE(out);
+  TB_REQUIRE_ARRAY(offsets, nplanes);
+  TB_REQUIRE_ARRAY(strides, nplanes);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out,
+                   tb_image_create_with_layout(width, height, format, nplanes,
+                                               offsets, strides, dtype, opts,
+                                               &error),
+                   error);
+}
+
 tb_status tb_image_import(tb_tensor **out, uint32_t width, uint32_t height,
                           tb_pixel_format format, size_t nplanes,
                           const int *fds, const uint64_t *offsets,

@@ -2,9 +2,9 @@
  * mapping each tensor name to {dtype, shape, data_offsets} (plus an optional
  * "__metadata__" of strings), then the data area the offsets index.
  *
- * The header is untrusted: it is bounded before it is parsed, its nesting is
- * bounded before json-glib (a recursive parser) sees it, and every number is
- * range- and overflow-checked before it is used. */
+ * The header is untrusted: it is bounded before it is parsed, parsed in one
+ * pass with bounded nesting, and every number is range- and
+ * overflow-checked before it is used. */
 #include "formats/safetensors.h"
 
 #include <errno.h>
@@ -54,94 +54,328 @@ void tb_safetensors_header_free(TbSafetensorsHeader *header) {
   g_free(header);
 }
 
-/* Checks the bracket structure before json-glib sees it: nesting no
- * deeper than `limit` (json-glib recurses), and nothing but whitespace after
- * the object that closes first (json-glib 1.6 leaks its tree when it fails
- * on trailing bytes). FALSE with a message otherwise. */
-static gboolean brackets_fit(const char *json, size_t length, int limit,
-                             GError **error) {
-  int depth = 0;
-  gboolean in_string = FALSE;
-  for (size_t i = 0; i < length; i++) {
-    char c = json[i];
-    if (in_string) {
-      if (c == '\\')
-        i++;
-      else if (c == '"')
-        in_string = FALSE;
-    } else if (c == '"') {
-      in_string = TRUE;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) {
-        g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                    "header nests deeper than %d levels", limit);
-        return FALSE;
-      }
-    } else if ((c == ']' || c == '}') && --depth == 0) {
-      for (size_t j = i + 1; j < length; j++) {
-        if (!g_ascii_isspace(json[j])) {
-          g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                      "header has bytes other than spaces after its object, "
-                      "at byte %zu",
-                      j);
-          return FALSE;
-        }
-      }
-      return TRUE;
-    }
-  }
-  return TRUE; /* unterminated: json-glib says where */
+/* ---- the header parser ----------------------------------------------------
+ * One pass over the JSON text, no document tree: json-glib's tree (a GObject
+ * parser emitting a signal per member, a hash table per object) cost more
+ * than the rest of opening a file, and more than NumPy's whole load. The
+ * grammar is RFC 8259's; values the header does not use (unknown members of
+ * a tensor) are checked and skipped, nested at most
+ * TB_SAFETENSORS_MAX_NESTING deep so that the recursion is bounded. */
+
+typedef struct Cursor {
+  const char *at, *start, *end;
+  GError **error;
+} Cursor;
+
+static gboolean syntax_error(Cursor *c, const char *what) {
+  g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+              "header is not valid JSON: %s at byte %zu", what,
+              (size_t)(c->at - c->start));
+  return FALSE;
 }
 
-/* A JSON integer that fits int64 and is >= 0; FALSE for anything else
- * (floats, strings, negatives, integers json-glib could not hold). */
-static gboolean node_count(JsonNode *node, int64_t *out) {
-  if (node == NULL || !JSON_NODE_HOLDS_VALUE(node) ||
-      json_node_get_value_type(node) != G_TYPE_INT64)
-    return FALSE;
-  *out = json_node_get_int(node);
-  return *out >= 0;
+static void skip_space(Cursor *c) {
+  while (c->at < c->end &&
+         (*c->at == ' ' || *c->at == '\t' || *c->at == '\n' || *c->at == '\r'))
+    c->at++;
 }
 
-static gboolean parse_metadata(TbSafetensorsHeader *header, JsonNode *node,
-                               GError **error) {
-  if (!JSON_NODE_HOLDS_OBJECT(node)) {
-    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "field \"__metadata__\" is not an object of strings");
-    return FALSE;
+/* Skips space, then consumes `ch` if it is next. */
+static gboolean take(Cursor *c, char ch) {
+  skip_space(c);
+  if (c->at < c->end && *c->at == ch) {
+    c->at++;
+    return TRUE;
   }
-  JsonObject *object = json_node_get_object(node);
-  g_autoptr(GList) keys = json_object_get_members(object);
-  for (GList *k = keys; k != NULL; k = k->next) {
-    JsonNode *value = json_object_get_member(object, k->data);
-    if (!JSON_NODE_HOLDS_VALUE(value) ||
-        json_node_get_value_type(value) != G_TYPE_STRING) {
-      g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                  "field \"__metadata__\": entry \"%s\" is not a string",
-                  (const char *)k->data);
-      return FALSE;
-    }
-    char *key = g_strdup(k->data);
-    g_ptr_array_add(header->meta_keys, key);
-    g_hash_table_insert(header->meta, g_strdup(key),
-                        g_strdup(json_node_get_string(value)));
+  return FALSE;
+}
+
+static gboolean expect(Cursor *c, char ch, const char *what) {
+  return take(c, ch) || syntax_error(c, what);
+}
+
+static int hex_digit(char ch) {
+  return g_ascii_isxdigit(ch) ? g_ascii_xdigit_value(ch) : -1;
+}
+
+/* Four hex digits of a \u escape. */
+static gboolean unicode_unit(Cursor *c, gunichar *unit) {
+  if (c->end - c->at < 4)
+    return syntax_error(c, "a short \\u escape");
+  *unit = 0;
+  for (int i = 0; i < 4; i++) {
+    int digit = hex_digit(c->at[i]);
+    if (digit < 0)
+      return syntax_error(c, "a \\u escape that is not hexadecimal");
+    *unit = *unit << 4 | (gunichar)digit;
   }
+  c->at += 4;
   return TRUE;
 }
 
-static gboolean parse_dtype(TbSafetensorsEntry *entry, JsonObject *object,
+/* One escape after its backslash, appended to `out` as UTF-8. */
+static gboolean unescape(Cursor *c, GString *out) {
+  if (c->at >= c->end)
+    return syntax_error(c, "an unterminated string");
+  char ch = *c->at++;
+  static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+  const char *simple = ch != '\0' ? strchr(from, ch) : NULL;
+  if (simple != NULL) {
+    g_string_append_c(out, to[simple - from]);
+    return TRUE;
+  }
+  if (ch != 'u')
+    return syntax_error(c, "an unknown escape");
+  gunichar unit;
+  if (!unicode_unit(c, &unit))
+    return FALSE;
+  if (unit >= 0xdc00 && unit <= 0xdfff)
+    return syntax_error(c, "a lone low surrogate");
+  if (unit >= 0xd800 && unit <= 0xdbff) { /* a pair: \uD8xx\uDCxx */
+    gunichar low;
+    if (c->end - c->at < 2 || c->at[0] != '\\' || c->at[1] != 'u')
+      return syntax_error(c, "a lone high surrogate");
+    c->at += 2;
+    if (!unicode_unit(c, &low))
+      return FALSE;
+    if (low < 0xdc00 || low > 0xdfff)
+      return syntax_error(c, "a high surrogate without its low one");
+    unit = 0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00);
+  }
+  if (unit == 0)
+    return syntax_error(c, "a NUL character in a string");
+  g_string_append_unichar(out, unit);
+  return TRUE;
+}
+
+/* A string (the cursor on its opening quote) as new UTF-8, or NULL. */
+static char *parse_string(Cursor *c) {
+  if (!take(c, '"')) {
+    syntax_error(c, "a string expected");
+    return NULL;
+  }
+  g_autoptr(GString) text = NULL;
+  const char *run = c->at; /* bytes not yet copied into text */
+  for (;;) {
+    while (c->at < c->end && *c->at != '"' && *c->at != '\\' &&
+           (unsigned char)*c->at >= 0x20)
+      c->at++;
+    if (!g_utf8_validate_len(run, (gsize)(c->at - run), NULL)) {
+      syntax_error(c, "a string that is not UTF-8");
+      return NULL;
+    }
+    if (c->at >= c->end || (unsigned char)*c->at < 0x20) {
+      syntax_error(c, c->at >= c->end ? "an unterminated string"
+                                      : "a control character in a string");
+      return NULL;
+    }
+    if (*c->at == '"')
+      break;
+    if (text == NULL)
+      text = g_string_sized_new((gsize)(c->at - run) + 16);
+    g_string_append_len(text, run, c->at - run);
+    c->at++; /* the backslash */
+    if (!unescape(c, text))
+      return NULL;
+    run = c->at;
+  }
+  const char *last = c->at++; /* past the closing quote */
+  if (text == NULL)
+    return g_strndup(run, (gsize)(last - run));
+  g_string_append_len(text, run, last - run);
+  return g_string_free(g_steal_pointer(&text), FALSE);
+}
+
+/* A number. `*count` is TRUE (and `*value` set) when it is an integer in
+ * [0, 2^63) written without fraction or exponent: what dims and offsets
+ * must be. */
+static gboolean parse_number(Cursor *c, gboolean *count, int64_t *value) {
+  skip_space(c);
+  gboolean negative = c->at < c->end && *c->at == '-';
+  if (negative)
+    c->at++;
+  const char *digits = c->at;
+  while (c->at < c->end && g_ascii_isdigit(*c->at))
+    c->at++;
+  size_t ndigits = (size_t)(c->at - digits);
+  if (ndigits == 0 || (ndigits > 1 && *digits == '0'))
+    return syntax_error(c, "a malformed number");
+  gboolean integral = TRUE;
+  if (c->at < c->end && *c->at == '.') {
+    integral = FALSE;
+    const char *fraction = ++c->at;
+    while (c->at < c->end && g_ascii_isdigit(*c->at))
+      c->at++;
+    if (c->at == fraction)
+      return syntax_error(c, "a malformed number");
+  }
+  if (c->at < c->end && (*c->at == 'e' || *c->at == 'E')) {
+    integral = FALSE;
+    c->at++;
+    if (c->at < c->end && (*c->at == '+' || *c->at == '-'))
+      c->at++;
+    const char *exponent = c->at;
+    while (c->at < c->end && g_ascii_isdigit(*c->at))
+      c->at++;
+    if (c->at == exponent)
+      return syntax_error(c, "a malformed number");
+  }
+  uint64_t n = 0;
+  *count = integral && !negative;
+  for (size_t i = 0; *count && i < ndigits; i++)
+    *count = tb_mul_u64(n, 10, &n) &&
+             tb_add_u64(n, (uint64_t)(digits[i] - '0'), &n) && n <= INT64_MAX;
+  *value = (int64_t)n;
+  return TRUE;
+}
+
+static gboolean skip_value(Cursor *c, int depth);
+
+/* Skips the members of an object or the elements of an array whose opening
+ * bracket was taken. */
+static gboolean skip_container(Cursor *c, char close, int depth) {
+  if (take(c, close))
+    return TRUE;
+  do {
+    if (close == '}') {
+      g_autofree char *key = parse_string(c);
+      if (key == NULL || !expect(c, ':', "':' expected"))
+        return FALSE;
+    }
+    if (!skip_value(c, depth))
+      return FALSE;
+  } while (take(c, ','));
+  return expect(c, close,
+                close == '}' ? "',' or '}' expected" : "',' or ']' expected");
+}
+
+static gboolean skip_word(Cursor *c, const char *word) {
+  size_t length = strlen(word);
+  if ((size_t)(c->end - c->at) < length || memcmp(c->at, word, length) != 0)
+    return syntax_error(c, "a value expected");
+  c->at += length;
+  return TRUE;
+}
+
+static gboolean skip_value(Cursor *c, int depth) {
+  skip_space(c);
+  if (c->at >= c->end)
+    return syntax_error(c, "a value expected");
+  switch (*c->at) {
+  case '{':
+  case '[':
+    if (depth >= TB_SAFETENSORS_MAX_NESTING) {
+      g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                  "header nests deeper than %d levels",
+                  TB_SAFETENSORS_MAX_NESTING);
+      return FALSE;
+    }
+    return skip_container(c, *c->at++ == '{' ? '}' : ']', depth + 1);
+  case '"': {
+    char *text = parse_string(c);
+    g_free(text);
+    return text != NULL;
+  }
+  case 't':
+    return skip_word(c, "true");
+  case 'f':
+    return skip_word(c, "false");
+  case 'n':
+    return skip_word(c, "null");
+  default: {
+    gboolean count;
+    int64_t value;
+    return parse_number(c, &count, &value);
+  }
+  }
+}
+
+/* What one tensor's object held, checked once it is closed (its fields may
+ * come in any order). */
+typedef struct RawEntry {
+  char *dtype;          /* NULL: missing or not a string */
+  gboolean has_dtype;   /* present, of any type */
+  gboolean shape_array; /* "shape" was an array */
+  gboolean has_shape;
+  size_t ndim;     /* elements seen (may exceed TB_MAX_DIMS) */
+  ssize_t bad_dim; /* the first element that is not a count, or -1 */
+  int64_t shape[TB_MAX_DIMS];
+  gboolean offsets_ok; /* "data_offsets" was [count, count] */
+  int64_t offsets[2];
+} RawEntry;
+
+/* An array of counts: up to `capacity` values kept, `*n` elements seen,
+ * `*bad` the first that is not a count (-1: none). */
+static gboolean parse_counts(Cursor *c, int depth, int64_t *values,
+                             size_t capacity, size_t *n, ssize_t *bad) {
+  *n = 0;
+  *bad = -1;
+  if (take(c, ']'))
+    return TRUE;
+  do {
+    skip_space(c);
+    gboolean count = FALSE;
+    int64_t value = 0;
+    if (c->at < c->end && (*c->at == '-' || g_ascii_isdigit(*c->at))) {
+      if (!parse_number(c, &count, &value))
+        return FALSE;
+    } else if (!skip_value(c, depth)) {
+      return FALSE;
+    }
+    if (!count && *bad < 0)
+      *bad = (ssize_t)*n;
+    if (*n < capacity)
+      values[*n] = value;
+    (*n)++;
+  } while (take(c, ','));
+  return expect(c, ']', "',' or ']' expected");
+}
+
+/* A member of a tensor's object whose key was read. */
+static gboolean parse_field(Cursor *c, const char *key, RawEntry *raw) {
+  skip_space(c);
+  gboolean array = c->at < c->end && *c->at == '[';
+  if (g_str_equal(key, "dtype")) {
+    raw->has_dtype = TRUE;
+    g_clear_pointer(&raw->dtype, g_free);
+    if (c->at < c->end && *c->at == '"')
+      return (raw->dtype = parse_string(c)) != NULL;
+    return skip_value(c, 2);
+  }
+  if (g_str_equal(key, "shape")) {
+    raw->has_shape = TRUE;
+    raw->shape_array = array;
+    if (!array)
+      return skip_value(c, 2);
+    c->at++;
+    return parse_counts(c, 3, raw->shape, TB_MAX_DIMS, &raw->ndim,
+                        &raw->bad_dim);
+  }
+  if (g_str_equal(key, "data_offsets")) {
+    raw->offsets_ok = FALSE;
+    if (!array)
+      return skip_value(c, 2);
+    c->at++;
+    size_t n;
+    ssize_t bad;
+    if (!parse_counts(c, 3, raw->offsets, 2, &n, &bad))
+      return FALSE;
+    raw->offsets_ok = n == 2 && bad < 0;
+    return TRUE;
+  }
+  return skip_value(c, 2); /* a member the format does not define */
+}
+
+static gboolean check_dtype(TbSafetensorsEntry *entry, const RawEntry *raw,
                             GError **error) {
-  JsonNode *node = json_object_get_member(object, "dtype");
-  if (node == NULL || !JSON_NODE_HOLDS_VALUE(node) ||
-      json_node_get_value_type(node) != G_TYPE_STRING) {
+  if (raw->dtype == NULL) {
     g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "tensor \"%s\": field \"dtype\" is %s, not a string",
-                entry->name, node == NULL ? "missing" : "present");
+                entry->name, raw->has_dtype ? "present" : "missing");
     return FALSE;
   }
-  const char *name = json_node_get_string(node);
   for (size_t i = 0; i < G_N_ELEMENTS(tb_safetensors_dtypes); i++) {
-    if (g_str_equal(name, tb_safetensors_dtypes[i].name)) {
+    if (g_str_equal(raw->dtype, tb_safetensors_dtypes[i].name)) {
       entry->dtype = tb_safetensors_dtypes[i].dtype;
       return TRUE;
     }
@@ -149,41 +383,39 @@ static gboolean parse_dtype(TbSafetensorsEntry *entry, JsonObject *object,
   g_set_error(error, TB_FORMAT_ERROR, TB_ERR_DTYPE,
               "tensor \"%s\": field \"dtype\" is \"%s\", which tensorbuf has "
               "no dtype for",
-              entry->name, name);
+              entry->name, raw->dtype);
   return FALSE;
 }
 
 /* The shape, and its byte size in `bytes` (overflow-checked). */
-static gboolean parse_shape(TbSafetensorsEntry *entry, JsonObject *object,
+static gboolean check_shape(TbSafetensorsEntry *entry, const RawEntry *raw,
                             uint64_t *bytes, GError **error) {
-  JsonNode *node = json_object_get_member(object, "shape");
-  if (node == NULL || !JSON_NODE_HOLDS_ARRAY(node)) {
+  if (!raw->shape_array) {
     g_set_error(error, TB_FORMAT_ERROR, TB_ERR_SHAPE,
                 "tensor \"%s\": field \"shape\" is %s, not an array",
-                entry->name, node == NULL ? "missing" : "present");
+                entry->name, raw->has_shape ? "present" : "missing");
     return FALSE;
   }
-  JsonArray *array = json_node_get_array(node);
-  guint ndim = json_array_get_length(array);
-  if (ndim > TB_MAX_DIMS) {
+  if (raw->ndim > TB_MAX_DIMS) {
     g_set_error(error, TB_FORMAT_ERROR, TB_ERR_SHAPE,
-                "tensor \"%s\": field \"shape\" has %u dims; tensorbuf "
+                "tensor \"%s\": field \"shape\" has %zu dims; tensorbuf "
                 "allows at most %d",
-                entry->name, ndim, TB_MAX_DIMS);
+                entry->name, raw->ndim, TB_MAX_DIMS);
+    return FALSE;
+  }
+  if (raw->bad_dim >= 0) {
+    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_SHAPE,
+                "tensor \"%s\": field \"shape\"[%zd] is not an integer in "
+                "[0, 2^63)",
+                entry->name, raw->bad_dim);
     return FALSE;
   }
   uint64_t product = tb_dtype_size(entry->dtype);
   gboolean overflow = FALSE, empty = FALSE;
-  for (guint i = 0; i < ndim; i++) {
-    if (!node_count(json_array_get_element(array, i), &entry->shape[i])) {
-      g_set_error(error, TB_FORMAT_ERROR, TB_ERR_SHAPE,
-                  "tensor \"%s\": field \"shape\"[%u] is not an integer in "
-                  "[0, 2^63)",
-                  entry->name, i);
-      return FALSE;
-    }
-    empty |= entry->shape[i] == 0;
-    overflow |= !tb_mul_u64(product, (uint64_t)entry->shape[i], &product);
+  for (size_t i = 0; i < raw->ndim; i++) {
+    entry->shape[i] = raw->shape[i];
+    empty |= raw->shape[i] == 0;
+    overflow |= !tb_mul_u64(product, (uint64_t)raw->shape[i], &product);
   }
   if (!empty && (overflow || product > INT64_MAX)) {
     g_set_error(error, TB_FORMAT_ERROR, TB_ERR_SHAPE,
@@ -191,22 +423,16 @@ static gboolean parse_shape(TbSafetensorsEntry *entry, JsonObject *object,
                 entry->name);
     return FALSE;
   }
-  entry->ndim = ndim;
+  entry->ndim = raw->ndim;
   *bytes = empty ? 0 : product;
   return TRUE;
 }
 
-static gboolean parse_offsets(TbSafetensorsEntry *entry, JsonObject *object,
+static gboolean check_offsets(TbSafetensorsEntry *entry, const RawEntry *raw,
                               uint64_t bytes, uint64_t data_size,
                               GError **error) {
-  JsonNode *node = json_object_get_member(object, "data_offsets");
-  JsonArray *array = node != NULL && JSON_NODE_HOLDS_ARRAY(node)
-                         ? json_node_get_array(node)
-                         : NULL;
-  int64_t begin, end;
-  if (array == NULL || json_array_get_length(array) != 2 ||
-      !node_count(json_array_get_element(array, 0), &begin) ||
-      !node_count(json_array_get_element(array, 1), &end)) {
+  int64_t begin = raw->offsets[0], end = raw->offsets[1];
+  if (!raw->offsets_ok) {
     g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "tensor \"%s\": field \"data_offsets\" is not an array of two "
                 "integers in [0, 2^63)",
@@ -233,24 +459,110 @@ static gboolean parse_offsets(TbSafetensorsEntry *entry, JsonObject *object,
   return TRUE;
 }
 
-static TbSafetensorsEntry *parse_entry(const char *name, JsonNode *node,
-                                       uint64_t data_size, GError **error) {
-  if (!JSON_NODE_HOLDS_OBJECT(node)) {
-    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "tensor \"%s\" is not an object", name);
-    return NULL;
-  }
-  JsonObject *object = json_node_get_object(node);
+/* The tensor `name` (taken over), the cursor on its value. */
+static TbSafetensorsEntry *parse_entry(Cursor *c, char *name,
+                                       uint64_t data_size) {
   TbSafetensorsEntry *entry = g_new0(TbSafetensorsEntry, 1);
-  entry->name = g_strdup(name);
+  entry->name = name;
+  RawEntry raw = {.bad_dim = -1};
+  gboolean ok = FALSE;
+  if (!take(c, '{')) {
+    /* A JSON error (or excess nesting) first, then the type. */
+    if (skip_value(c, 1))
+      g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                  "tensor \"%s\" is not an object", name);
+  } else if (take(c, '}')) {
+    ok = TRUE;
+  } else {
+    do {
+      g_autofree char *key = parse_string(c);
+      ok = key != NULL && expect(c, ':', "':' expected") &&
+           parse_field(c, key, &raw);
+    } while (ok && take(c, ','));
+    ok = ok && expect(c, '}', "',' or '}' expected");
+  }
   uint64_t bytes = 0;
-  if (!parse_dtype(entry, object, error) ||
-      !parse_shape(entry, object, &bytes, error) ||
-      !parse_offsets(entry, object, bytes, data_size, error)) {
+  ok = ok && check_dtype(entry, &raw, c->error) &&
+       check_shape(entry, &raw, &bytes, c->error) &&
+       check_offsets(entry, &raw, bytes, data_size, c->error);
+  g_free(raw.dtype);
+  if (!ok) {
     entry_free(entry);
     return NULL;
   }
   return entry;
+}
+
+static gboolean parse_metadata(Cursor *c, TbSafetensorsHeader *header) {
+  if (!take(c, '{')) {
+    g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "field \"__metadata__\" is not an object of strings");
+    return FALSE;
+  }
+  if (take(c, '}'))
+    return TRUE;
+  do {
+    g_autofree char *key = parse_string(c);
+    if (key == NULL || !expect(c, ':', "':' expected"))
+      return FALSE;
+    skip_space(c);
+    if (c->at >= c->end || *c->at != '"') {
+      g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                  "field \"__metadata__\": entry \"%s\" is not a string", key);
+      return FALSE;
+    }
+    char *value = parse_string(c);
+    if (value == NULL)
+      return FALSE;
+    if (g_hash_table_contains(header->meta, key)) {
+      g_free(value);
+      g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                  "field \"__metadata__\": entry \"%s\" appears twice", key);
+      return FALSE;
+    }
+    g_ptr_array_add(header->meta_keys, g_strdup(key));
+    g_hash_table_insert(header->meta, g_steal_pointer(&key), value);
+  } while (take(c, ','));
+  return expect(c, '}', "',' or '}' expected");
+}
+
+/* The top-level object, the cursor past its '{'. */
+static gboolean parse_members(Cursor *c, TbSafetensorsHeader *header,
+                              uint64_t data_size) {
+  if (take(c, '}'))
+    return TRUE;
+  gboolean seen_metadata = FALSE;
+  do {
+    char *name = parse_string(c);
+    if (name == NULL || !expect(c, ':', "':' expected")) {
+      g_free(name);
+      return FALSE;
+    }
+    if (g_str_equal(name, "__metadata__")) {
+      g_free(name);
+      if (seen_metadata) {
+        g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                    "field \"__metadata__\" appears twice");
+        return FALSE;
+      }
+      seen_metadata = TRUE;
+      if (!parse_metadata(c, header))
+        return FALSE;
+      continue;
+    }
+    if (g_hash_table_contains(header->by_name, name)) {
+      g_set_error(c->error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                  "tensor \"%s\" appears twice", name);
+      g_free(name);
+      return FALSE;
+    }
+    TbSafetensorsEntry *entry = parse_entry(c, name, data_size);
+    if (entry == NULL)
+      return FALSE;
+    g_ptr_array_add(header->entries, entry);
+    g_hash_table_insert(header->by_name, entry->name, entry);
+  } while (take(c, ','));
+  return expect(c, '}', "',' or '}' expected");
 }
 
 static gint by_begin(gconstpointer a, gconstpointer b) {
@@ -318,45 +630,25 @@ TbSafetensorsHeader *tb_safetensors_parse(const uint8_t *file, uint64_t size,
   uint64_t length;
   if (!header_bounds(file, size, &length, error))
     return NULL;
-  const char *json = (const char *)file + 8;
-  if (!brackets_fit(json, (size_t)length, TB_SAFETENSORS_MAX_NESTING, error))
-    return NULL;
-  g_autoptr(JsonParser) parser = json_parser_new_immutable();
-  GError *json_error = NULL;
-  if (!json_parser_load_from_data(parser, json, (gssize)length, &json_error)) {
-    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "header is not valid JSON: %s", json_error->message);
-    g_error_free(json_error);
-    return NULL;
-  }
-  JsonNode *root = json_parser_get_root(parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
-    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "header is not a JSON object");
-    return NULL;
-  }
   g_autoptr(TbSafetensorsHeader) header = g_new0(TbSafetensorsHeader, 1);
   header->entries = g_ptr_array_new_with_free_func(entry_free);
   header->by_name = g_hash_table_new(g_str_hash, g_str_equal);
   header->meta_keys = g_ptr_array_new_with_free_func(g_free);
   header->meta = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   header->data_start = 8 + length;
-  uint64_t data_size = size - header->data_start;
-  JsonObject *object = json_node_get_object(root);
-  g_autoptr(GList) names = json_object_get_members(object);
-  for (GList *n = names; n != NULL; n = n->next) {
-    const char *name = n->data;
-    JsonNode *node = json_object_get_member(object, name);
-    if (g_str_equal(name, "__metadata__")) {
-      if (!parse_metadata(header, node, error))
-        return NULL;
-      continue;
-    }
-    TbSafetensorsEntry *entry = parse_entry(name, node, data_size, error);
-    if (entry == NULL)
-      return NULL;
-    g_ptr_array_add(header->entries, entry);
-    g_hash_table_insert(header->by_name, entry->name, entry);
+  const char *json = (const char *)file + 8;
+  /* header_bounds saw the '{'. */
+  Cursor c = {
+      .at = json + 1, .start = json, .end = json + length, .error = error};
+  if (!parse_members(&c, header, size - header->data_start))
+    return NULL;
+  skip_space(&c);
+  if (c.at != c.end) {
+    g_set_error(error, TB_FORMAT_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "header has bytes other than spaces after its object, at "
+                "byte %zu",
+                (size_t)(c.at - json));
+    return NULL;
   }
   if (!check_overlaps(header->entries, error))
     return NULL;

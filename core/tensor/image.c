@@ -446,6 +446,21 @@ static gboolean check_dtype(const TbFormatInfo *info, tb_dtype dtype,
   return TRUE;
 }
 
+static gboolean check_nplanes(const TbFormatInfo *info, size_t nplanes,
+                              GError **error) {
+  if (nplanes != info->nplanes) {
+    g_set_error(error, TB_IMAGE_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "nplanes is %zu; %s images have %u planes", nplanes, info->name,
+                info->nplanes);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean check_plane(const TbFormatInfo *info, size_t i, uint32_t width,
+                            uint32_t height, size_t elem, uint64_t offset,
+                            uint64_t stride, uint64_t *needed, GError **error);
+
 /* ---- creation ------------------------------------------------------------ */
 
 tb_tensor *tb_image_create(uint32_t width, uint32_t height,
@@ -487,12 +502,66 @@ tb_tensor *tb_image_create(uint32_t width, uint32_t height,
                 height, info->name, tb_dtype_name(dtype));
     return NULL;
   }
-  g_autoptr(tb_buffer) buffer = tb_buffer_alloc(end, &params, error);
+  uint64_t offsets[TB_IMAGE_MAX_PLANES], strides[TB_IMAGE_MAX_PLANES];
+  for (size_t i = 0; i < info->nplanes; i++) {
+    offsets[i] = planes[i].offset;
+    strides[i] = planes[i].stride;
+  }
+  return tb_image_create_with_layout(width, height, format, info->nplanes,
+                                     offsets, strides, dtype, opts, error);
+}
+
+tb_tensor *tb_image_create_with_layout(uint32_t width, uint32_t height,
+                                       tb_pixel_format format, size_t nplanes,
+                                       const uint64_t *offsets,
+                                       const uint64_t *strides, tb_dtype dtype,
+                                       const tb_alloc_options *opts,
+                                       GError **error) {
+  const TbFormatInfo *info = check_format(format, error);
+  TbAllocParams params;
+  if (info == NULL || !check_size(width, height, error) ||
+      !check_dtype(info, dtype, error) ||
+      !check_nplanes(info, nplanes, error) ||
+      !tb_buffer_params(&params, opts, error))
+    return NULL;
+  size_t elem = tb_dtype_size(dtype);
+  /* reach[i]: the end of plane i's last row of samples, what another plane
+   * must not cross; the buffer also holds each plane's last row padding. */
+  uint64_t reach[TB_IMAGE_MAX_PLANES], size = 0;
+  for (size_t i = 0; i < nplanes; i++) {
+    uint64_t end;
+    if (!check_plane(info, i, width, height, elem, offsets[i], strides[i],
+                     &reach[i], error))
+      return NULL;
+    if (!tb_mul_u64(strides[i], plane_rows(&info->planes[i], height), &end) ||
+        !tb_add_u64(end, offsets[i], &end) || end > INT64_MAX) {
+      g_set_error(error, TB_IMAGE_ERROR, TB_ERR_OUT_OF_RANGE,
+                  "plane %zu at offsets[%zu] %" G_GUINT64_FORMAT
+                  " with strides[%zu] %" G_GUINT64_FORMAT
+                  " and its last row's padding reaches beyond 2^63 bytes",
+                  i, i, offsets[i], i, strides[i]);
+      return NULL;
+    }
+    size = MAX(size, end);
+    for (size_t j = 0; j < i; j++) {
+      if (offsets[i] < reach[j] && offsets[j] < reach[i]) {
+        g_set_error(error, TB_IMAGE_ERROR, TB_ERR_LAYOUT,
+                    "offsets[%zu] is %" G_GUINT64_FORMAT
+                    ": plane %zu (bytes %" G_GUINT64_FORMAT
+                    " to %" G_GUINT64_FORMAT ") overlaps plane %zu (bytes "
+                    "%" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT ")",
+                    i, offsets[i], i, offsets[i], reach[i], j, offsets[j],
+                    reach[j]);
+        return NULL;
+      }
+    }
+  }
+  g_autoptr(tb_buffer) buffer = tb_buffer_alloc(size, &params, error);
   if (buffer == NULL)
     return NULL;
   TbImage *image = image_new(format, width, height);
-  for (size_t i = 0; i < info->nplanes; i++)
-    image_set_plane(image, i, buffer, planes[i].offset, planes[i].stride);
+  for (size_t i = 0; i < nplanes; i++)
+    image_set_plane(image, i, buffer, offsets[i], strides[i]);
   tb_tensor *tensor = image_tensor(image, dtype, error);
   if (tensor != NULL)
     tb_tensor_rename(tensor, params.name);
@@ -542,14 +611,9 @@ tb_tensor *tb_image_import_planes(uint32_t width, uint32_t height,
                                   const int *fds, const uint64_t *offsets,
                                   const uint64_t *strides, GError **error) {
   const TbFormatInfo *info = check_format(format, error);
-  if (info == NULL || !check_size(width, height, error))
+  if (info == NULL || !check_size(width, height, error) ||
+      !check_nplanes(info, nplanes, error))
     return NULL;
-  if (nplanes != info->nplanes) {
-    g_set_error(error, TB_IMAGE_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "nplanes is %zu; %s images have %u planes", nplanes, info->name,
-                info->nplanes);
-    return NULL;
-  }
   size_t elem = tb_dtype_size(info->native);
   uint64_t needed[TB_IMAGE_MAX_PLANES];
   for (size_t i = 0; i < nplanes; i++)
@@ -908,14 +972,8 @@ tb_tensor *tb_image_from_buffers(uint32_t width, uint32_t height,
                                  const uint64_t *strides, GError **error) {
   const TbFormatInfo *info = check_format(format, error);
   if (info == NULL || !check_size(width, height, error) ||
-      !check_dtype(info, dtype, error))
+      !check_dtype(info, dtype, error) || !check_nplanes(info, nplanes, error))
     return NULL;
-  if (nplanes != info->nplanes) {
-    g_set_error(error, TB_IMAGE_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "nplanes is %zu; %s images have %u planes", nplanes, info->name,
-                info->nplanes);
-    return NULL;
-  }
   size_t elem = tb_dtype_size(dtype);
   g_autoptr(TbImage) image = image_new(format, width, height);
   for (size_t i = 0; i < nplanes; i++) {

@@ -35,6 +35,13 @@ gboolean tb_pixel_format_lookup_fourcc(uint32_t fourcc, tb_pixel_format *out);
 tb_tensor *tb_image_create(uint32_t width, uint32_t height,
                            tb_pixel_format format, tb_dtype dtype,
                            const tb_alloc_options *opts, GError **error);
+/* tb_image_create with every plane's offset and row pitch given. */
+tb_tensor *tb_image_create_with_layout(uint32_t width, uint32_t height,
+                                       tb_pixel_format format, size_t nplanes,
+                                       const uint64_t *offsets,
+                                       const uint64_t *strides, tb_dtype dtype,
+                                       const tb_alloc_options *opts,
+                                       GError **error);
 tb_tensor *tb_image_import_planes(uint32_t width, uint32_t height,
                                   tb_pixel_format format, size_t nplanes,
                                   const int *fds, const uint64_t *offsets,

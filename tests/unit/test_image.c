@@ -1062,10 +1062,9 @@ static void one_row_pitch_that_overflows_is_refused(void **state) {
   const int64_t shape[] = {1, 2, 4};
   const int64_t strides[] = {(INT64_C(1) << 62) - 1, 4, 1};
   tb_tensor *t;
-  TB_ASSERT_OK(tb_tensor_from_buffer(&t, buffer, 0, TB_DTYPE_F32, 3, shape,
-                                     strides));
-  TB_ASSERT_STATUS(tb_image_set_format(t, TB_PIXEL_FORMAT_RGBA),
-                   TB_ERR_LAYOUT);
+  TB_ASSERT_OK(
+      tb_tensor_from_buffer(&t, buffer, 0, TB_DTYPE_F32, 3, shape, strides));
+  TB_ASSERT_STATUS(tb_image_set_format(t, TB_PIXEL_FORMAT_RGBA), TB_ERR_LAYOUT);
   assert_int_equal(tb_image_format(t), TB_PIXEL_FORMAT_INVALID);
   tb_tensor_unref(t);
   /* Planar: the plane step and the pitch alike. */
@@ -1093,6 +1092,188 @@ static void import_refuses_regular_files(void **state) {
                    TB_ERR_BAD_FD);
   assert_ptr_equal(image, TB_SENTINEL(tb_tensor));
   fclose(file);
+}
+
+/* ---- images with a caller's layout (tb_image_new_with_layout) ------------ */
+
+static uint64_t buffer_size_of(const tb_tensor *t) {
+  tb_buffer *buffer = tb_tensor_buffer(t);
+  uint64_t size = tb_buffer_size(buffer);
+  tb_buffer_unref(buffer);
+  return size;
+}
+
+/* edgefirst-tensor's image_with_stride: a packed image at a pitch wider than
+ * its rows (a 4 KiB pitch for a 1000-pixel RGBA row). */
+static void layout_with_a_wide_pitch(void **state) {
+  (void)state;
+  const uint64_t offsets[] = {0}, strides[] = {4096};
+  tb_tensor *image = NULL;
+  TB_ASSERT_OK(tb_image_new_with_layout(&image, 1000, 3, TB_PIXEL_FORMAT_RGBA,
+                                        1, offsets, strides, TB_DTYPE_U8,
+                                        NULL));
+  const int64_t shape[] = {3, 1000, 4};
+  assert_shape(image, 3, shape);
+  assert_int_equal(tb_tensor_stride(image, 0), 4096);
+  assert_int_equal(tb_image_plane_stride(image, 0), 4096);
+  assert_int_equal(buffer_size_of(image), 3 * 4096);
+  tb_tensor_unref(image);
+  /* f32 GREY: the pitch is in bytes, the tensor's stride in elements. */
+  const uint64_t float_strides[] = {256};
+  TB_ASSERT_OK(tb_image_new_with_layout(&image, 10, 2, TB_PIXEL_FORMAT_GREY, 1,
+                                        offsets, float_strides, TB_DTYPE_F32,
+                                        NULL));
+  assert_int_equal(tb_tensor_stride(image, 0), 64);
+  tb_tensor_unref(image);
+}
+
+/* The chroma plane page-aligned after a gap, as some encoders want it: the
+ * image tensor is plane 0, the planes are where they were asked to be, the
+ * buffer ends at the chroma plane's last padded row, and writing one plane
+ * leaves the other alone. */
+static void layout_with_plane_offsets(void **state) {
+  (void)state;
+  const uint64_t offsets[] = {0, 4096}, strides[] = {128, 128};
+  tb_tensor *image = NULL;
+  TB_ASSERT_OK(tb_image_new_with_layout(&image, 100, 10, TB_PIXEL_FORMAT_NV12,
+                                        2, offsets, strides, TB_DTYPE_U8,
+                                        NULL));
+  const int64_t shape[] = {10, 100};
+  assert_shape(image, 2, shape);
+  assert_int_equal(tb_image_plane_offset(image, 1), 4096);
+  assert_int_equal(tb_image_plane_stride(image, 1), 128);
+  assert_int_equal(tb_image_plane_buffer_id(image, 1),
+                   tb_tensor_buffer_id(image));
+  assert_int_equal(buffer_size_of(image), 4096 + 5 * 128);
+  tb_tensor *uv = NULL;
+  TB_ASSERT_OK(tb_image_plane(&uv, image, 1));
+  const int64_t uv_shape[] = {5, 50, 2};
+  assert_shape(uv, 3, uv_shape);
+  assert_int_equal(tb_tensor_offset(uv), 4096);
+  fill_plane(image, 1);
+  uint8_t luma[10 * 100], zeros[10 * 100] = {0};
+  TB_ASSERT_OK(tb_tensor_read_bytes(luma, sizeof luma, image));
+  assert_memory_equal(luma, zeros, sizeof luma);
+  tb_tensor_unref(uv);
+  tb_tensor_unref(image);
+}
+
+/* tb_image_new is tb_image_new_with_layout with its own layout: the same
+ * offsets and pitches give the same tensor, for every format. */
+static void image_new_is_its_own_layout(void **state) {
+  (void)state;
+  for (size_t i = 0; i < NFORMATS; i++) {
+    tb_dtype dtype =
+        facts[i].format == TB_PIXEL_FORMAT_P010 ? TB_DTYPE_U16 : TB_DTYPE_U8;
+    tb_tensor *made = NULL, *laid = NULL;
+    TB_ASSERT_OK(tb_image_new(&made, 7, 5, facts[i].format, dtype, NULL));
+    uint64_t offsets[TB_IMAGE_MAX_PLANES], strides[TB_IMAGE_MAX_PLANES];
+    for (size_t p = 0; p < facts[i].planes; p++) {
+      offsets[p] = tb_image_plane_offset(made, p);
+      strides[p] = tb_image_plane_stride(made, p);
+    }
+    TB_ASSERT_OK(tb_image_new_with_layout(&laid, 7, 5, facts[i].format,
+                                          facts[i].planes, offsets, strides,
+                                          dtype, NULL));
+    assert_int_equal(tb_tensor_ndim(laid), tb_tensor_ndim(made));
+    for (size_t d = 0; d < tb_tensor_ndim(made); d++) {
+      assert_int_equal(tb_tensor_dim(laid, d), tb_tensor_dim(made, d));
+      assert_int_equal(tb_tensor_stride(laid, d), tb_tensor_stride(made, d));
+    }
+    assert_int_equal(buffer_size_of(laid), buffer_size_of(made));
+    tb_tensor_unref(made);
+    tb_tensor_unref(laid);
+  }
+}
+
+/* Tight chroma rows right after the luma plane's last row: planes that
+ * touch but do not overlap; the planar-RGB planes may come in any order. */
+static void layout_planes_may_touch_in_any_order(void **state) {
+  (void)state;
+  const uint64_t offsets[] = {0, 15}, strides[] = {5, 6};
+  tb_tensor *image = NULL;
+  TB_ASSERT_OK(tb_image_new_with_layout(&image, 5, 3, TB_PIXEL_FORMAT_NV12, 2,
+                                        offsets, strides, TB_DTYPE_U8, NULL));
+  assert_int_equal(buffer_size_of(image), 27);
+  tb_tensor_unref(image);
+  const uint64_t bgr[] = {2 * 32, 32, 0}, pitches[] = {8, 8, 8};
+  TB_ASSERT_OK(tb_image_new_with_layout(&image, 8, 4,
+                                        TB_PIXEL_FORMAT_PLANAR_RGB, 3, bgr,
+                                        pitches, TB_DTYPE_U8, NULL));
+  assert_int_equal(tb_image_plane_offset(image, 0), 64);
+  assert_int_equal(tb_tensor_ndim(image), 2); /* plane 0 alone */
+  tb_tensor_unref(image);
+}
+
+typedef struct BadLayout {
+  const char *what;
+  uint32_t width, height;
+  tb_pixel_format format;
+  size_t nplanes;
+  uint64_t offsets[2], strides[2];
+  tb_dtype dtype;
+  tb_status status;
+  const char *message; /* a part the message must hold */
+} BadLayout;
+
+#define NV12 TB_PIXEL_FORMAT_NV12
+#define P010 TB_PIXEL_FORMAT_P010
+// clang-format off
+static const BadLayout bad_layouts[] = {
+    {"one plane of two", 100, 10, NV12, 1, {0, 4096}, {128, 128}, TB_DTYPE_U8, TB_ERR_INVALID_ARGUMENT, "nplanes"},
+    {"no pixels", 0, 10, NV12, 2, {0, 4096}, {128, 128}, TB_DTYPE_U8, TB_ERR_SHAPE, "width"},
+    {"a float nv12", 100, 10, NV12, 2, {0, 4096}, {128, 128}, TB_DTYPE_F32, TB_ERR_DTYPE, "dtype"},
+    {"no such format", 100, 10, (tb_pixel_format)99, 2, {0, 4096}, {128, 128}, TB_DTYPE_U8, TB_ERR_INVALID_ARGUMENT, "format"},
+    /* 99 < 100 luma samples */
+    {"a narrow pitch", 100, 10, NV12, 2, {0, 4096}, {128, 99}, TB_DTYPE_U8, TB_ERR_LAYOUT, "strides[1]"},
+    /* 16-bit samples: offsets and pitches in whole samples */
+    {"a half-sample offset", 100, 10, P010, 2, {0, 4097}, {256, 256}, TB_DTYPE_U16, TB_ERR_LAYOUT, "offsets[1]"},
+    {"a half-sample pitch", 100, 10, P010, 2, {0, 4096}, {257, 256}, TB_DTYPE_U16, TB_ERR_LAYOUT, "strides[0]"},
+    /* the chroma plane starting inside the luma plane's last row, and the
+       other way round */
+    {"chroma inside luma", 100, 10, NV12, 2, {0, 9 * 128 + 99}, {128, 128}, TB_DTYPE_U8, TB_ERR_LAYOUT, "offsets[1]"},
+    {"luma inside chroma", 100, 10, NV12, 2, {4 * 128, 0}, {128, 128}, TB_DTYPE_U8, TB_ERR_LAYOUT, "overlaps"},
+    /* sums and products beyond 2^63 and 2^64 */
+    {"an offset near 2^64", 100, 10, NV12, 2, {0, UINT64_MAX - 64}, {128, 128}, TB_DTYPE_U8, TB_ERR_OUT_OF_RANGE, "2^63"},
+    {"a pitch near 2^62", 100, 10, NV12, 2, {0, 4096}, {UINT64_MAX / 4, 128}, TB_DTYPE_U8, TB_ERR_OUT_OF_RANGE, "2^63"},
+    /* one row whose samples fit below 2^63 but whose padded row does not */
+    {"a padded row past 2^63", 1000, 1, TB_PIXEL_FORMAT_RGBA, 1, {(uint64_t)INT64_MAX - 4000}, {4096}, TB_DTYPE_U8, TB_ERR_OUT_OF_RANGE, "padding"},
+};
+// clang-format on
+#undef NV12
+#undef P010
+
+static void layout_refuses_bad_input(void **state) {
+  (void)state;
+  const uint64_t offsets[] = {0, 4096}, strides[] = {128, 128};
+  tb_tensor *image = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_image_new_with_layout(NULL, 100, 10, TB_PIXEL_FORMAT_NV12,
+                                            2, offsets, strides, TB_DTYPE_U8,
+                                            NULL),
+                   TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
+                                            TB_PIXEL_FORMAT_NV12, 2, NULL,
+                                            strides, TB_DTYPE_U8, NULL),
+                   TB_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(tb_last_error(), "offsets"));
+  TB_ASSERT_STATUS(tb_image_new_with_layout(&image, 100, 10,
+                                            TB_PIXEL_FORMAT_NV12, 2, offsets,
+                                            NULL, TB_DTYPE_U8, NULL),
+                   TB_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(tb_last_error(), "strides"));
+  for (size_t i = 0; i < sizeof bad_layouts / sizeof *bad_layouts; i++) {
+    const BadLayout *bad = &bad_layouts[i];
+    print_message("case: %s\n", bad->what);
+    TB_ASSERT_STATUS(tb_image_new_with_layout(&image, bad->width, bad->height,
+                                              bad->format, bad->nplanes,
+                                              bad->offsets, bad->strides,
+                                              bad->dtype, NULL),
+                     bad->status);
+    if (strstr(tb_last_error(), bad->message) == NULL)
+      fail_msg("%s: \"%s\" lacks \"%s\"", bad->what, tb_last_error(),
+               bad->message);
+  }
+  assert_ptr_equal(image, TB_SENTINEL(tb_tensor));
 }
 
 int main(void) {
@@ -1125,6 +1306,11 @@ int main(void) {
       TB_TEST(read_only_fd_imports_read_only),
       TB_TEST(import_refuses_bad_planes),
       TB_TEST(import_refuses_regular_files),
+      TB_TEST(layout_with_a_wide_pitch),
+      TB_TEST(layout_with_plane_offsets),
+      TB_TEST(image_new_is_its_own_layout),
+      TB_TEST(layout_planes_may_touch_in_any_order),
+      TB_TEST(layout_refuses_bad_input),
   };
   return TB_RUN_TESTS(tests);
 }

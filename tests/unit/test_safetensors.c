@@ -34,6 +34,32 @@ static const char *write_file(const char *json, const void *data,
   return path;
 }
 
+/* Names with JSON escapes (a surrogate pair among them) are decoded to
+ * UTF-8, and members the format does not define are skipped, whatever
+ * their type. */
+static void escapes_and_unknown_members(void **state) {
+  (void)state;
+  const char *json =
+      "{\"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\"\":{\"extra\":[{\"x\":null},true,"
+      "-1.5e3,\"s\"],\"dtype\":\"U8\",\"data_offsets\":[0,2],"
+      "\"shape\":[2]}}   ";
+  const uint8_t data[2] = {7, 9};
+  const char *path = write_file(json, data, sizeof data);
+  tb_safetensors *file = NULL;
+  TB_ASSERT_OK(tb_safetensors_open(&file, path, 0));
+  unlink(path);
+  const char *name = "caf\xc3\xa9 \xf0\x9f\x98\x80 \"q\"";
+  assert_string_equal(tb_safetensors_name(file, 0), name);
+  tb_tensor *t = NULL;
+  TB_ASSERT_OK(tb_safetensors_tensor(&t, file, name));
+  int64_t value = 0;
+  const int64_t i1[] = {1};
+  TB_ASSERT_OK(tb_tensor_get_i64(&value, t, 1, i1));
+  assert_int_equal(value, 9);
+  tb_tensor_unref(t);
+  tb_safetensors_close(file);
+}
+
 static void byte_by_byte_file_reads_correctly(void **state) {
   (void)state;
   /* "b" comes first in the header, "a" first in the data. */
@@ -242,6 +268,24 @@ static void malformed_headers_are_refused(void **state) {
        TB_ERR_INVALID_ARGUMENT, "field \"__metadata__\": entry \"k\""},
       {"metadata not an object", "{\"__metadata__\":[]}", 0,
        TB_ERR_INVALID_ARGUMENT, "field \"__metadata__\""},
+      {"tensor twice",
+       "{\"w\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},"
+       "\"w\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+       0, TB_ERR_INVALID_ARGUMENT, "tensor \"w\" appears twice"},
+      {"metadata key twice", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0,
+       TB_ERR_INVALID_ARGUMENT, "entry \"k\" appears twice"},
+      {"name not UTF-8", "{\"\xff\":{}}", 0, TB_ERR_INVALID_ARGUMENT, "UTF-8"},
+      {"lone surrogate", "{\"\\ud800\":{}}", 0, TB_ERR_INVALID_ARGUMENT,
+       "surrogate"},
+      {"control character", "{\"a\nb\":{}}", 0, TB_ERR_INVALID_ARGUMENT,
+       "control character"},
+      {"unknown escape", "{\"\\q\":{}}", 0, TB_ERR_INVALID_ARGUMENT, "escape"},
+      {"leading zero", "{\"w\":{\"x\":01}}", 0, TB_ERR_INVALID_ARGUMENT,
+       "number"},
+      {"bad word", "{\"w\":{\"x\":nul}}", 0, TB_ERR_INVALID_ARGUMENT, "JSON"},
+      {"missing colon", "{\"w\" {}}", 0, TB_ERR_INVALID_ARGUMENT, "':'"},
+      {"trailing comma", "{\"__metadata__\":{},}", 0, TB_ERR_INVALID_ARGUMENT,
+       "JSON"},
       {"deep nesting",
        "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
        "}",
@@ -309,6 +353,7 @@ static void failed_save_leaves_nothing(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(byte_by_byte_file_reads_correctly),
+      TB_TEST(escapes_and_unknown_members),
       TB_TEST(every_dtype_round_trips),
       TB_TEST(saved_header_is_padded_and_ordered),
       TB_TEST(malformed_headers_are_refused),

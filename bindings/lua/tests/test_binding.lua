@@ -399,11 +399,18 @@ end)
 
 test_shm("borrowed fd and buffer key", function()
   local t = tb.tensor{dtype = "u8", shape = {16}, memory = "shm"}
-  local fd = core.tb_tensor_fd(t)
+  local fd = t:fd()
   check(fd >= 0, "an SHM tensor has an fd")
-  eq(core.tb_tensor_fd(t), fd, "the same fd, not a dup")
-  local buffer = core.tb_tensor_buffer(t)
-  check(core.tb_buffer_key(buffer) ~= 0, "an fd's file has a key")
+  eq(t:fd(), fd, "the same fd, not a dup")
+  local buffer = t:buffer()
+  eq(buffer:fd(), fd, "the buffer's fd is the tensor's")
+  check(buffer:key() ~= 0, "an fd's file has a key")
+  local again = tb.import_fd{fd = fd, dtype = "u8", shape = {16}}
+  eq(again:buffer():key(), buffer:key(), "a second import has the same key")
+  check(again:buffer():id() ~= buffer:id(), "and another id")
+  local heap = tb.tensor{dtype = "u8", shape = {4}, memory = "heap"}
+  eq(heap:fd(), -1, "heap memory has no fd")
+  eq(heap:buffer():key(), 0, "nor a key")
 end)
 
 -- ---- options and argument errors ---------------------------------------------
@@ -652,6 +659,30 @@ test_shm("images", function()
   raises("TB_ERR_UNSUPPORTED", "tb_pixel_format_from_fourcc: ", tb.pixel_format_of_fourcc, 0)
   raises("TB_ERR_LAYOUT", "tb_image_set_format: ", plain.set_format, plain:slice(2, 1, 2, 2),
          "rgba")
+end)
+
+test("image with planes at given offsets and pitches", function()
+  local img = tb.image{width = 100, height = 10, format = "nv12", memory = "heap",
+                       planes = {{offset = 0, stride = 128}, {offset = 4096, stride = 128}}}
+  local info = img:image()
+  eq(info.planes[2].offset, 4096, "chroma offset")
+  eq(info.planes[2].stride, 128, "chroma pitch")
+  eq(img:shape()[1], 10, "plane 0 alone: luma rows")
+  eq(img:strides()[1], 128, "luma pitch")
+  local wide = tb.image{width = 1000, height = 3, format = "rgba",
+                        planes = {{stride = 4096}}}
+  eq(wide:strides()[1], 4096, "a 4 KiB pitch")
+  raises("TB_ERR_LAYOUT", "tb_image_new_with_layout: strides[1]", tb.image,
+         {width = 100, height = 10, format = "nv12",
+          planes = {{offset = 0, stride = 128}, {offset = 4096, stride = 99}}})
+  raises("TB_ERR_LAYOUT", "tb_image_new_with_layout: offsets[1]", tb.image,
+         {width = 100, height = 10, format = "nv12",
+          planes = {{offset = 0, stride = 128}, {offset = 512, stride = 128}}})
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_image_new_with_layout: nplanes", tb.image,
+         {width = 100, height = 10, format = "nv12", planes = {{stride = 128}}})
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_image_new_with_layout: ",
+         core.tb_image_new_with_layout, 100, 10, core.TB_PIXEL_FORMAT_NV12, {0, 4096},
+         {128}, core.TB_DTYPE_U8)
 end)
 
 -- ---- safetensors -----------------------------------------------------------------

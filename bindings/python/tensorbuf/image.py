@@ -19,13 +19,22 @@ def _pixel_formats():
 PIXEL_FORMATS = _pixel_formats()
 
 
-def image(width, height, pixel_format="rgba", dtype="u8", *, memory="auto",
-          name=None, alignment=0):
-    """A new zero-filled image with all its planes in one buffer; every
-    row pitch and plane offset is a multiple of ``alignment`` (default 64)."""
-    return Tensor._wrap_handle(_core.tb_image_new(
-        width, height, _core.tb_pixel_format_from_name(pixel_format),
-        dtype_code(dtype), alloc_options(memory, name, alignment)))
+def image(width, height, pixel_format="rgba", dtype="u8", *, planes=None,
+          memory="auto", name=None, alignment=0):
+    """A new zero-filled image with all its planes in one buffer. Without
+    ``planes`` every row pitch and plane offset is a multiple of
+    ``alignment`` (default 64); ``planes`` gives them instead, one
+    ``(offset, stride)`` in bytes per plane (a wider pitch, a chroma plane
+    at a page boundary), and ``alignment`` aligns only the buffer."""
+    options = alloc_options(memory, name, alignment)
+    code, dtype = _core.tb_pixel_format_from_name(pixel_format), dtype_code(dtype)
+    if planes is None:
+        return Tensor._wrap_handle(_core.tb_image_new(width, height, code, dtype,
+                                                      options))
+    planes = tuple(tuple(plane) for plane in planes)
+    return Tensor._wrap_handle(_core.tb_image_new_with_layout(
+        width, height, code, [offset for offset, _ in planes],
+        [stride for _, stride in planes], dtype, options))
 
 
 def import_image(width, height, pixel_format, planes):

@@ -23,14 +23,9 @@ def _open(path, sealed_copy):
 
 def load(path, *, sealed_copy=False):
     """{name: read-only Tensor} in the file's header order."""
-    handle = _open(path, sealed_copy)
-    return {
-        name: Tensor._wrap_handle(_core.tb_safetensors_tensor(handle, name))
-        for name in (
-            _core.tb_safetensors_name(handle, i)
-            for i in range(_core.tb_safetensors_count(handle))
-        )
-    }
+    wrap = Tensor._wrap_handle
+    return {name: wrap(tensor) for name, tensor in
+            _core.tb_py_safetensors_tensors(_open(path, sealed_copy))}
 
 
 def metadata(path):

@@ -116,6 +116,18 @@ class Buffer:
     def read_only(self):
         return _core.tb_buffer_read_only(self._handle)
 
+    @property
+    def key(self):
+        """Equal for buffers over the same dma-buf or memfd, even from two
+        imports (0 without an fd): a key for per-memory caches."""
+        return _core.tb_buffer_key(self._handle)
+
+    @property
+    def fd(self):
+        """The buffer's own fd, borrowed (-1 without one): valid while the
+        buffer lives; never close it."""
+        return _core.tb_buffer_fd(self._handle)
+
     def __repr__(self):
         return (
             f"tensorbuf.Buffer(size={self.size}, memory={self.memory!r}, "

@@ -57,3 +57,23 @@ def test_import_image_from_plane_fds(shm):
     assert same.pixel_format == "nv12" and same[5, 3] == 9
     with pytest.raises(tensorbuf.UnsupportedError):
         tensorbuf.image(8, 4, "nv12", memory="heap").export_plane_fd(0)
+
+
+def test_image_with_planes_at_given_offsets_and_pitches():
+    img = tensorbuf.image(100, 10, "nv12", planes=[(0, 128), (4096, 128)],
+                          memory="heap")
+    assert img.plane_layout(1)[:2] == (4096, 128)
+    assert img.shape == (10, 100) and img.strides == (128, 1)  # plane 0 alone
+    assert img.buffer.size == 4096 + 5 * 128
+    np.asarray(img.plane(1))[...] = 7
+    assert not np.asarray(img).any()
+    wide = tensorbuf.image(1000, 3, "rgba", planes=[(0, 4096)])
+    assert wide.shape == (3, 1000, 4) and wide.strides[0] == 4096
+    with pytest.raises(tensorbuf.LayoutError, match=r"strides\[1\]"):
+        tensorbuf.image(100, 10, "nv12", planes=[(0, 128), (4096, 99)])
+    with pytest.raises(tensorbuf.LayoutError, match=r"offsets\[1\]"):
+        tensorbuf.image(100, 10, "nv12", planes=[(0, 128), (512, 128)])
+    with pytest.raises(tensorbuf.InvalidArgumentError, match="nplanes"):
+        tensorbuf.image(100, 10, "nv12", planes=[(0, 128)])
+    with pytest.raises(tensorbuf.OutOfRangeError):
+        tensorbuf.image(100, 10, "nv12", planes=[(0, 128), (2**64 - 64, 128)])

@@ -380,4 +380,6 @@ def test_buffer_key_is_equal_for_two_imports(shm):
         os.close(fd)
     assert a.buffer_id != b.buffer_id
     assert a.buffer_key == b.buffer_key == t.buffer_key != 0
-    assert tensorbuf.Tensor((16,), "u8", memory="heap").buffer_key == 0
+    assert a.buffer.key == t.buffer.key and t.buffer.fd == t.fd
+    heap = tensorbuf.Tensor((16,), "u8", memory="heap")
+    assert heap.buffer_key == 0 and heap.buffer.key == 0 and heap.buffer.fd == -1

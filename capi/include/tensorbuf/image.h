@@ -150,6 +150,34 @@ TB_API tb_status tb_image_new(tb_tensor **out, uint32_t width, uint32_t height,
                               tb_pixel_format format, tb_dtype dtype,
                               const tb_alloc_options *opts);
 
+/* A new zero-filled image with all its planes in one buffer, laid out as
+ * the caller says (what V4L2, an encoder or a GPU API asks for): plane i
+ * starts at byte `offsets[i]` of the buffer and its rows are `strides[i]`
+ * bytes apart. nplanes is the format's plane count. The buffer holds every
+ * plane up to the end of its last row's padding (offset + stride * rows),
+ * and nothing more. The image tensor has the shape above when the planes
+ * sit where tb_image_new would put them relative to plane 0 (the stacked
+ * rows, equally spaced planar planes); otherwise it is plane 0 alone, and
+ * tb_image_plane gives the others. tb_image_new is this call with the
+ * default layout. Memory kind and name come from opts as for tb_tensor_new;
+ * opts->alignment aligns the buffer, not the planes.
+ * Checks, each naming the argument: a stride at least a row's bytes
+ * (ceil-subsampled as above, times the element size); strides and offsets
+ * multiples of the element size; no plane's bytes (first byte of its first
+ * row to last byte of its last row's samples) overlapping another's; every
+ * sum and product checked against 2^63.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL out or array, invalid format,
+ * nplanes not the format's plane count, bad opts), TB_ERR_SHAPE (width or
+ * height 0), TB_ERR_DTYPE (a dtype the format does not allow),
+ * TB_ERR_LAYOUT (a stride smaller than a row, a stride or offset not a
+ * multiple of the element size, overlapping planes), TB_ERR_OUT_OF_RANGE
+ * (a plane reaching beyond 2^63 bytes), TB_ERR_VERSION, TB_ERR_NO_MEMORY,
+ * TB_ERR_UNSUPPORTED, TB_ERR_SYSTEM. */
+TB_API tb_status tb_image_new_with_layout(
+    tb_tensor **out, uint32_t width, uint32_t height, tb_pixel_format format,
+    size_t nplanes, const uint64_t *offsets, const uint64_t *strides,
+    tb_dtype dtype, const tb_alloc_options *opts);
+
 /* An image over the planes of shared-memory or dma-buf fds, in the format's
  * own dtype (u8; u16 for P010): plane i is `strides[i]` bytes per row from
  * byte `offsets[i]` of `fds[i]`. Planes may share one fd (the same number or

@@ -125,6 +125,9 @@ static void call_memory_from_name(Step *s) {
   else if (out != (tb_memory)SENTINEL_INT)
     step_fail(s, "the failed call wrote its out-parameter");
 }
+static void call_memory_auto_skipped(Step *s) {
+  result_string(s, tb_memory_auto_skipped());
+}
 static void call_memory_available(Step *s) {
   tb_memory memory = arg_memory(s, "memory");
   if (s->error == NULL)
@@ -223,6 +226,16 @@ static void call_buffer_id(Step *s) {
   tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
   if (s->error == NULL)
     result_u64(s, tb_buffer_id(buffer));
+}
+static void call_buffer_key(Step *s) {
+  tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
+  if (s->error == NULL)
+    result_u64(s, tb_buffer_key(buffer));
+}
+static void call_buffer_fd(Step *s) {
+  tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
+  if (s->error == NULL)
+    result_i64(s, tb_buffer_fd(buffer));
 }
 static void call_buffer_read_only(Step *s) {
   tb_buffer *buffer = arg_handle(s, "buffer", HANDLE_BUFFER);
@@ -326,6 +339,7 @@ TENSOR_GETTER(tensor_memory, result_string,
 TENSOR_GETTER(tensor_read_only, result_bool, tb_tensor_read_only(tensor))
 TENSOR_GETTER(tensor_buffer_id, result_u64, tb_tensor_buffer_id(tensor))
 TENSOR_GETTER(tensor_name, result_string, tb_tensor_name(tensor))
+TENSOR_GETTER(tensor_fd, result_i64, tb_tensor_fd(tensor))
 TENSOR_GETTER(tensor_quantization_count, result_u64,
               tb_tensor_quantization_count(tensor))
 TENSOR_GETTER(tensor_quantization_axis, result_i64,
@@ -650,6 +664,28 @@ static void call_image_new(Step *s) {
   tb_tensor *out = SENTINEL_PTR;
   tb_status status = tb_image_new(out_wanted(s, "out") ? &out : NULL, width,
                                   height, format, dtype, opts);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
+static void call_image_new_with_layout(Step *s) {
+  uint32_t width = (uint32_t)arg_u64(s, "width");
+  uint32_t height = (uint32_t)arg_u64(s, "height");
+  tb_pixel_format format = arg_pixel_format(s, "format");
+  I64Array offsets = arg_u64_array(s, "offsets");
+  I64Array strides = arg_u64_array(s, "strides");
+  size_t nplanes = arg_length(s, "nplanes", offsets.len);
+  tb_dtype dtype = arg_dtype(s, "dtype");
+  tb_alloc_options storage;
+  const tb_alloc_options *opts = arg_opts(s, "opts", &storage);
+  if (strides.data != NULL && strides.len != offsets.len)
+    step_fail(s, "offsets and strides differ in length");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status = tb_image_new_with_layout(
+      out_wanted(s, "out") ? &out : NULL, width, height, format, nplanes,
+      (const uint64_t *)offsets.data, (const uint64_t *)strides.data, dtype,
+      opts);
   finish_handle(s, status, HANDLE_TENSOR, out);
 }
 
@@ -1014,6 +1050,65 @@ HANDLE_GETTER(pool_ref, pool, HANDLE_POOL, tb_pool, result_handle, HANDLE_POOL,
               tb_pool_ref(pool), true)
 RELEASING_CALL(pool_unref, pool, HANDLE_POOL, tb_pool, tb_pool_unref)
 
+/* ---- files and safetensors ----------------------------------------------- */
+
+static void call_buffer_map_file(Step *s) {
+  const char *path = arg_string(s, "path");
+  int fd = arg_fd(s, "fd");
+  uint32_t flags = (uint32_t)arg_u64(s, "flags");
+  if (s->error != NULL)
+    return;
+  tb_buffer *out = SENTINEL_PTR;
+  tb_status status =
+      tb_buffer_map_file(out_wanted(s, "out") ? &out : NULL, path, fd, flags);
+  finish_handle(s, status, HANDLE_BUFFER, out);
+}
+
+static void call_safetensors_open(Step *s) {
+  const char *path = arg_string(s, "path");
+  uint32_t flags = (uint32_t)arg_u64(s, "flags");
+  if (s->error != NULL)
+    return;
+  tb_safetensors *out = SENTINEL_PTR;
+  tb_status status =
+      tb_safetensors_open(out_wanted(s, "out") ? &out : NULL, path, flags);
+  finish_handle(s, status, HANDLE_SAFETENSORS, out);
+}
+RELEASING_CALL(safetensors_close, file, HANDLE_SAFETENSORS, tb_safetensors,
+               tb_safetensors_close)
+HANDLE_GETTER(safetensors_count, file, HANDLE_SAFETENSORS, tb_safetensors,
+              result_u64, tb_safetensors_count(file))
+HANDLE_GETTER(safetensors_metadata_count, file, HANDLE_SAFETENSORS,
+              tb_safetensors, result_u64, tb_safetensors_metadata_count(file))
+static void call_safetensors_name(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  size_t index = (size_t)arg_u64(s, "index");
+  if (s->error == NULL)
+    result_string(s, tb_safetensors_name(file, index));
+}
+static void call_safetensors_metadata_key(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  size_t index = (size_t)arg_u64(s, "index");
+  if (s->error == NULL)
+    result_string(s, tb_safetensors_metadata_key(file, index));
+}
+static void call_safetensors_metadata_value(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  const char *key = arg_string(s, "key");
+  if (s->error == NULL)
+    result_string(s, tb_safetensors_metadata_value(file, key));
+}
+static void call_safetensors_tensor(Step *s) {
+  const tb_safetensors *file = arg_handle(s, "file", HANDLE_SAFETENSORS);
+  const char *name = arg_string(s, "name");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status =
+      tb_safetensors_tensor(out_wanted(s, "out") ? &out : NULL, file, name);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
 /* ---- file descriptors and the environment -------------------------------- */
 
 static void call_make_memfd(Step *s) {
@@ -1065,11 +1160,13 @@ static void call_make_pipe(Step *s) {
 
 static void call_make_tmpfile(Step *s) {
   uint64_t size = arg_u64(s, "size");
+  Bytes data = arg_bytes(s, "data");
   if (s->error != NULL)
     return;
   const char *dir = g_getenv("TMPDIR") != NULL ? g_getenv("TMPDIR") : "/tmp";
   int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+  if (fd < 0 || ftruncate(fd, (off_t)size) != 0 ||
+      pwrite(fd, data.data, data.len, 0) != (ssize_t)data.len) {
     step_fail(s, "making a temporary file in %s failed: %s", dir,
               g_strerror(errno));
     if (fd >= 0)
@@ -1077,6 +1174,14 @@ static void call_make_tmpfile(Step *s) {
     return;
   }
   result_fd(s, fd);
+}
+
+static void call_fd_path(Step *s) {
+  int fd = arg_fd(s, "fd");
+  if (s->error != NULL)
+    return;
+  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+  result_string(s, path);
 }
 
 static void open_path(Step *s, const char *path, int flags) {
@@ -1162,6 +1267,7 @@ static const Call calls[] = {
     CALL(memory_name),
     CALL(memory_from_name),
     CALL(memory_available),
+    CALL(memory_auto_skipped),
     CALL(alloc_options_init),
     CALL(buffer_new),
     CALL(buffer_wrap),
@@ -1170,6 +1276,8 @@ static const Call calls[] = {
     CALL(buffer_size),
     CALL(buffer_memory),
     CALL(buffer_id),
+    CALL(buffer_key),
+    CALL(buffer_fd),
     CALL(buffer_read_only),
     CALL(buffer_alive),
     CALL(tensor_new),
@@ -1192,6 +1300,7 @@ static const Call calls[] = {
     CALL(tensor_buffer),
     CALL(tensor_shares_memory),
     CALL(tensor_name),
+    CALL(tensor_fd),
     CALL(tensor_set_name),
     CALL(tensor_reshape),
     CALL(tensor_slice),
@@ -1226,6 +1335,7 @@ static const Call calls[] = {
     CALL(pixel_format_plane_vsub),
     CALL(pixel_format_supports_dtype),
     CALL(image_new),
+    CALL(image_new_with_layout),
     CALL(image_import),
     CALL(image_set_format),
     CALL(image_format),
@@ -1267,9 +1377,19 @@ static const Call calls[] = {
     CALL(pool_size),
     CALL(pool_ref),
     CALL(pool_unref),
+    CALL(buffer_map_file),
+    CALL(safetensors_open),
+    CALL(safetensors_close),
+    CALL(safetensors_count),
+    CALL(safetensors_name),
+    CALL(safetensors_tensor),
+    CALL(safetensors_metadata_count),
+    CALL(safetensors_metadata_key),
+    CALL(safetensors_metadata_value),
     CALL(make_memfd),
     CALL(make_pipe),
     CALL(make_tmpfile),
+    CALL(fd_path),
     CALL(open_devnull),
     CALL(open_directory),
     CALL(reopen_read_only),
@@ -1328,6 +1448,9 @@ void value_release(Value *v) {
     break;
   case HANDLE_POOL:
     tb_pool_unref(v->handle);
+    break;
+  case HANDLE_SAFETENSORS:
+    tb_safetensors_close(v->handle);
     break;
   }
 }

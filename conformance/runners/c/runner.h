@@ -16,6 +16,7 @@ typedef enum HandleType {
   HANDLE_LISTENER,
   HANDLE_FENCE,
   HANDLE_POOL,
+  HANDLE_SAFETENSORS,
 } HandleType;
 
 typedef enum ValueKind {

@@ -86,10 +86,14 @@ typedef struct HandleType {
 } HandleType;
 
 static const HandleType handle_types[] = {
-    {"tensor", 't', "tensor_unref"},    {"buffer", 'b', "buffer_unref"},
-    {"map", 'm', "map_free"},           {"channel", 'c', "channel_unref"},
-    {"listener", 'l', "listener_free"}, {"fence", 'e', "fence_unref"},
+    {"tensor", 't', "tensor_unref"},
+    {"buffer", 'b', "buffer_unref"},
+    {"map", 'm', "map_free"},
+    {"channel", 'c', "channel_unref"},
+    {"listener", 'l', "listener_free"},
+    {"fence", 'e', "fence_unref"},
     {"pool", 'p', "pool_unref"},
+    {"safetensors", 's', "safetensors_close"},
 };
 
 typedef struct Param {
@@ -99,7 +103,7 @@ typedef struct Param {
   char *of;    /* lengths, counts: their array; arrays: what sizes them */
 } Param;
 
-#define MAX_PARAMS 8
+#define MAX_PARAMS 10
 typedef struct Signature {
   char *name; /* without "tb_" */
   Kind ret;
@@ -125,6 +129,7 @@ static const char *const signature_table[] = {
     "string memory_name(memory memory)",
     "status memory_from_name(out_memory out, string name)",
     "bool memory_available(memory memory)",
+    "string memory_auto_skipped()",
     "status alloc_options_init(out_opts opts, u32 version)",
     "status buffer_new(out_buffer out, u64 size, opts opts)",
     "status buffer_wrap(out_buffer out, bytes(size) data, length(data) size, "
@@ -134,6 +139,8 @@ static const char *const signature_table[] = {
     "u64 buffer_size(buffer buffer)",
     "memory buffer_memory(buffer buffer)",
     "u64 buffer_id(buffer buffer)",
+    "u64 buffer_key(buffer buffer)",
+    "int buffer_fd(buffer buffer)",
     "bool buffer_read_only(buffer buffer)",
     "bool buffer_alive(u64 id)",
     "status tensor_new(out_tensor out, dtype dtype, length(shape) ndim, "
@@ -159,6 +166,7 @@ static const char *const signature_table[] = {
     "new_buffer tensor_buffer(tensor tensor)",
     "bool tensor_shares_memory(tensor a, tensor b)",
     "string tensor_name(tensor tensor)",
+    "int tensor_fd(tensor tensor)",
     "status tensor_set_name(tensor tensor, string name)",
     "status tensor_reshape(out_tensor out, tensor tensor, length(shape) ndim, "
     "i64s(ndim) shape)",
@@ -203,6 +211,9 @@ static const char *const signature_table[] = {
     "bool pixel_format_supports_dtype(format format, dtype dtype)",
     "status image_new(out_tensor out, u32 width, u32 height, format format, "
     "dtype dtype, opts opts)",
+    "status image_new_with_layout(out_tensor out, u32 width, u32 height, "
+    "format format, length(offsets) nplanes, i64s(nplanes) offsets, "
+    "i64s(nplanes) strides, dtype dtype, opts opts)",
     "status image_import(out_tensor out, u32 width, u32 height, "
     "format format, length(fds) nplanes, ints(nplanes) fds, "
     "i64s(nplanes) offsets, i64s(nplanes) strides)",
@@ -251,6 +262,15 @@ static const char *const signature_table[] = {
     "size pool_size(pool pool)",
     "new_pool pool_ref(pool pool)",
     "void pool_unref(drop_pool pool)",
+    "status buffer_map_file(out_buffer out, string path, int fd, u32 flags)",
+    "status safetensors_open(out_safetensors out, string path, u32 flags)",
+    "void safetensors_close(drop_safetensors file)",
+    "size safetensors_count(safetensors file)",
+    "string safetensors_name(safetensors file, size index)",
+    "status safetensors_tensor(out_tensor out, safetensors file, string name)",
+    "size safetensors_metadata_count(safetensors file)",
+    "string safetensors_metadata_key(safetensors file, size index)",
+    "string safetensors_metadata_value(safetensors file, string key)",
 };
 
 static const char *const kind_names[] = {
@@ -1239,11 +1259,16 @@ static void make_pipe(Step *s, Var *r) {
 
 static void make_tmpfile(Step *s, Var *r) {
   JsonNode *size = json_object_get_member(s->args, "size");
+  JsonNode *data = json_object_get_member(s->args, "data");
   off_t length = size != NULL ? (off_t)to_integer(s, size, "size") : 0;
+  size_t len = 0;
+  g_autofree uint8_t *bytes =
+      data != NULL ? to_bytes(s, data, "data", &len) : NULL;
   const char *dir = g_getenv("TMPDIR") != NULL ? g_getenv("TMPDIR") : "/tmp";
   int fd =
       s->error == NULL ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
-  if (fd >= 0 && ftruncate(fd, length) == 0) {
+  if (fd >= 0 && ftruncate(fd, length) == 0 &&
+      pwrite(fd, bytes, len, 0) == (ssize_t)len) {
     give_fd(r, fd);
     return;
   }
@@ -1266,15 +1291,26 @@ static void open_directory(Step *s, Var *r) {
   open_fixed(s, r, "/", O_RDONLY | O_DIRECTORY);
 }
 
-static void reopen_read_only(Step *s, Var *r) {
+/* "/proc/self/fd/N" for the argument fd: the path that opens its file
+ * again, even an unlinked one. NULL (the step failed) without it. */
+static char *fd_argument_path(Step *s) {
   JsonNode *n = json_object_get_member(s->args, "fd");
   int fd = n != NULL ? (int)to_integer(s, n, "fd") : -1;
   if (n == NULL)
     fail(s, "argument fd is missing");
-  if (s->error != NULL)
-    return;
-  g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
-  open_fixed(s, r, path, O_RDONLY);
+  return s->error == NULL ? g_strdup_printf("/proc/self/fd/%d", fd) : NULL;
+}
+
+static void reopen_read_only(Step *s, Var *r) {
+  g_autofree char *path = fd_argument_path(s);
+  if (path != NULL)
+    open_fixed(s, r, path, O_RDONLY);
+}
+
+static void fd_path(Step *s, Var *r) {
+  g_autofree char *path = fd_argument_path(s);
+  if (path != NULL)
+    r->value = text_node(path);
 }
 
 /* An abstract socket name no other process uses: the pid and a count. */
@@ -1364,6 +1400,7 @@ static const Pseudo pseudo_steps[] = {
     {"make_memfd", make_memfd},
     {"make_pipe", make_pipe},
     {"make_tmpfile", make_tmpfile},
+    {"fd_path", fd_path},
     {"open_devnull", open_devnull},
     {"open_directory", open_directory},
     {"reopen_read_only", reopen_read_only},
@@ -1376,7 +1413,6 @@ static const Pseudo pseudo_steps[] = {
 };
 
 /* ---- expectations -------------------------------------------------------- */
-
 
 static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
                   int status, Var *r) {

@@ -101,15 +101,18 @@ static int pipe_read_end(lua_State *L) {
   return 1;
 }
 
-/* tmpfile(size) -> fd of an unlinked regular file in $TMPDIR (or /tmp). */
+/* tmpfile(size[, data]) -> fd of an unlinked regular file in $TMPDIR (or
+ * /tmp), with data written at offset 0. */
 static int tmpfile_fd(lua_State *L) {
   lua_Integer size = luaL_checkinteger(L, 1);
+  size_t data_size = 0;
+  const char *data = luaL_optlstring(L, 2, NULL, &data_size);
   const char *dir = getenv("TMPDIR");
   int fd = open(dir != NULL && *dir != '\0' ? dir : "/tmp",
                 O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0)
     return fail_errno(L, "open(O_TMPFILE)");
-  if (ftruncate(fd, (off_t)size) != 0) {
+  if (ftruncate(fd, (off_t)size) != 0 || write_all(fd, data, data_size) != 0) {
     int errnum = errno;
     close(fd);
     errno = errnum;

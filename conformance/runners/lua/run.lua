@@ -432,6 +432,7 @@ calls.memory_from_name = function(a)
   a:no_null_out("out")
   return memory_name(core.tb_memory_from_name(a:string("name")))
 end
+calls.memory_auto_skipped = function() return value(tb.memory_auto_skipped()) end
 calls.memory_available = function(a)
   return value(core.tb_memory_available(a:memory("memory")))
 end
@@ -461,6 +462,8 @@ calls.buffer_memory = getter("buffer", "memory", core.tb_buffer_memory, function
   return type(m) == "string" and value(m) or memory_name(m)
 end)
 calls.buffer_id = getter("buffer", "id", core.tb_buffer_id)
+calls.buffer_key = getter("buffer", "key", core.tb_buffer_key)
+calls.buffer_fd = getter("buffer", "fd", core.tb_buffer_fd)
 calls.buffer_read_only = getter("buffer", "read_only", core.tb_buffer_read_only)
 calls.buffer_alive = function(a) return value(tb.buffer_alive(a:integer("id"))) end
 
@@ -508,6 +511,7 @@ calls.tensor_read_only = getter("tensor", "read_only", core.tb_tensor_read_only)
 calls.tensor_buffer_id = getter("tensor", "buffer_id", core.tb_tensor_buffer_id)
 calls.tensor_buffer = getter("tensor", "buffer", core.tb_tensor_buffer, handle)
 calls.tensor_name = getter("tensor", "name", core.tb_tensor_name)
+calls.tensor_fd = getter("tensor", "fd", core.tb_tensor_fd)
 calls.tensor_dim = function(a)
   return value(core.tb_tensor_dim(a:handle("tensor"), a:integer("axis")))
 end
@@ -667,6 +671,16 @@ calls.image_new = function(a)
   return handle(core.tb_image_new(a:integer("width"), a:integer("height"),
                                   a:pixel_format("format"), a:dtype("dtype"), a:opts("opts")))
 end
+calls.image_new_with_layout = function(a)
+  a:no_null_out("out")
+  local offsets, strides = a:integers("offsets", "nplanes"), a:integers("strides")
+  if strides and #strides ~= #(offsets or {}) then
+    case_error("offsets and strides differ in length")
+  end
+  return handle(core.tb_image_new_with_layout(a:integer("width"), a:integer("height"),
+                                              a:pixel_format("format"), offsets, strides,
+                                              a:dtype("dtype"), a:opts("opts")))
+end
 calls.image_import = function(a)
   a:no_null_out("out")
   local fds = a:integers("fds", "nplanes")
@@ -806,6 +820,35 @@ calls.pool_size = getter("pool", "size", core.tb_pool_size)
 calls.pool_ref = function(a) return handle(core.tb_pool_ref(a:handle("pool"))) end
 calls.pool_unref = releasing("pool")
 
+calls.buffer_map_file = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_buffer_map_file(a:string("path"), a:integer("fd"), a:integer("flags")))
+end
+calls.safetensors_open = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_safetensors_open(a:string("path"), a:integer("flags")))
+end
+calls.safetensors_close = releasing("file")
+calls.safetensors_count = function(a)
+  return value(core.tb_safetensors_count(a:handle("file")))
+end
+calls.safetensors_name = function(a)
+  return value(core.tb_safetensors_name(a:handle("file"), a:integer("index")))
+end
+calls.safetensors_tensor = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_safetensors_tensor(a:handle("file"), a:string("name")))
+end
+calls.safetensors_metadata_count = function(a)
+  return value(core.tb_safetensors_metadata_count(a:handle("file")))
+end
+calls.safetensors_metadata_key = function(a)
+  return value(core.tb_safetensors_metadata_key(a:handle("file"), a:integer("index")))
+end
+calls.safetensors_metadata_value = function(a)
+  return value(core.tb_safetensors_metadata_value(a:handle("file"), a:string("key")))
+end
+
 -- ---- pseudo-steps -------------------------------------------------------------
 
 calls.make_memfd = function(a)
@@ -813,7 +856,8 @@ calls.make_memfd = function(a)
                          a:string("seals"), a:boolean("read_only", false)))
 end
 calls.make_pipe = function() return fd(osutil.pipe()) end
-calls.make_tmpfile = function(a) return fd(osutil.tmpfile(a:integer("size"))) end
+calls.make_tmpfile = function(a) return fd(osutil.tmpfile(a:integer("size"), a:bytes("data"))) end
+calls.fd_path = function(a) return value("/proc/self/fd/" .. a:fd("fd")) end
 calls.open_devnull = function() return fd(osutil.open("/dev/null", "rw")) end
 calls.open_directory = function() return fd(osutil.open("/", "directory")) end
 calls.reopen_read_only = function(a)
@@ -851,12 +895,14 @@ for name in pairs {
   tensor_set_quantization = 1, tensor_quantization_get = 1, tensor_get_f64 = 1,
   tensor_get_i64 = 1, tensor_set_f64 = 1, tensor_set_i64 = 1, tensor_read_bytes = 1,
   tensor_write_bytes = 1, tensor_map = 1, pixel_format_from_name = 1,
-  pixel_format_from_fourcc = 1, image_new = 1, image_import = 1, image_set_format = 1,
+  pixel_format_from_fourcc = 1, image_new = 1, image_new_with_layout = 1,
+  image_import = 1, image_set_format = 1,
   image_plane = 1, image_export_plane_fd = 1, channel_pair = 1, listener_listen = 1,
   listener_accept = 1, channel_connect = 1, channel_from_fd = 1, channel_send = 1,
   channel_recv = 1, channel_send_fence = 1, channel_recv_fence = 1, tensor_export = 1,
   tensor_import = 1, fence_new = 1, fence_import_fd = 1, fence_export_fd = 1,
-  fence_signal = 1, fence_wait = 1, pool_new = 1, pool_acquire = 1,
+  fence_signal = 1, fence_wait = 1, pool_new = 1, pool_acquire = 1, buffer_map_file = 1,
+  safetensors_open = 1, safetensors_tensor = 1,
 } do
   FALLIBLE[name] = true
 end

@@ -371,6 +371,15 @@ def _tensor_read_bytes(a, case):
     return value(core.tb_tensor_read_bytes(tensor).hex())
 
 
+def _image_new_with_layout(a, case):
+    offsets, strides = a.integers("offsets", "nplanes"), a.integers("strides")
+    if strides is not None and len(strides) != len(offsets or []):
+        raise CaseError("offsets and strides differ in length")
+    return handle(core.tb_image_new_with_layout(
+        a.integer("width"), a.integer("height"), a.pixel_format("format"), offsets,
+        strides, a.dtype("dtype"), a.opts("opts")))
+
+
 def _image_import(a, case):
     fds = a.integers("fds", "nplanes")
     offsets, strides = a.integers("offsets"), a.integers("strides")
@@ -445,7 +454,14 @@ def _make_pipe(a, case):
 def _make_tmpfile(a, case):
     directory = os.environ.get("TMPDIR") or "/tmp"
     descriptor = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    os.ftruncate(descriptor, a.integer("size"))
+    try:
+        os.ftruncate(descriptor, a.integer("size"))
+        data = a.bytes("data")
+        if data:
+            os.pwrite(descriptor, data, 0)
+    except BaseException:
+        os.close(descriptor)
+        raise
     return fd(descriptor)
 
 
@@ -508,6 +524,7 @@ CALLS = {
     "memory_from_name": lambda a, case: memory_result(
         core.tb_memory_from_name(a.string("name"))),
     "memory_available": lambda a, case: value(core.tb_memory_available(a.memory("memory"))),
+    "memory_auto_skipped": lambda a, case: value(tensorbuf.memory_auto_skipped()),
     "alloc_options_init": lambda a, case: value(
         core.tb_alloc_options_init(a.integer("version"))),
     # buffers
@@ -519,6 +536,8 @@ CALLS = {
     "buffer_size": _getter("buffer", core.tb_buffer_size),
     "buffer_memory": _getter("buffer", core.tb_buffer_memory, memory_result),
     "buffer_id": _getter("buffer", core.tb_buffer_id),
+    "buffer_key": _getter("buffer", core.tb_buffer_key),
+    "buffer_fd": _getter("buffer", core.tb_buffer_fd),
     "buffer_read_only": _getter("buffer", core.tb_buffer_read_only),
     "buffer_alive": lambda a, case: value(core.tb_buffer_alive(a.integer("id"))),
     # tensors
@@ -543,6 +562,7 @@ CALLS = {
     "tensor_buffer_id": _getter("tensor", core.tb_tensor_buffer_id),
     "tensor_buffer": _getter("tensor", core.tb_tensor_buffer, handle),
     "tensor_name": _getter("tensor", core.tb_tensor_name),
+    "tensor_fd": _getter("tensor", core.tb_tensor_fd),
     "tensor_dim": lambda a, case: value(
         core.tb_tensor_dim(a.handle("tensor"), a.integer("axis"))),
     "tensor_stride": lambda a, case: value(
@@ -610,6 +630,7 @@ CALLS = {
     "image_new": lambda a, case: handle(core.tb_image_new(
         a.integer("width"), a.integer("height"), a.pixel_format("format"),
         a.dtype("dtype"), a.opts("opts"))),
+    "image_new_with_layout": _image_new_with_layout,
     "image_import": _image_import,
     "image_set_format": _status_only(lambda a: core.tb_image_set_format(
         a.handle("tensor"), a.pixel_format("format"))),
@@ -669,6 +690,21 @@ CALLS = {
     "pool_size": _getter("pool", core.tb_pool_size),
     "pool_ref": lambda a, case: handle(core.tb_pool_ref(a.handle("pool"))),
     "pool_unref": _status_only(lambda a: a.release("pool")),
+    "buffer_map_file": lambda a, case: handle(core.tb_buffer_map_file(
+        a.string("path"), a.integer("fd"), a.integer("flags"))),
+    "safetensors_open": lambda a, case: handle(core.tb_safetensors_open(
+        a.string("path"), a.integer("flags"))),
+    "safetensors_close": _status_only(lambda a: a.release("file")),
+    "safetensors_count": _getter("file", core.tb_safetensors_count),
+    "safetensors_name": lambda a, case: value(core.tb_safetensors_name(
+        a.handle("file"), a.integer("index"))),
+    "safetensors_tensor": lambda a, case: handle(core.tb_safetensors_tensor(
+        a.handle("file"), a.string("name"))),
+    "safetensors_metadata_count": _getter("file", core.tb_safetensors_metadata_count),
+    "safetensors_metadata_key": lambda a, case: value(core.tb_safetensors_metadata_key(
+        a.handle("file"), a.integer("index"))),
+    "safetensors_metadata_value": lambda a, case: value(
+        core.tb_safetensors_metadata_value(a.handle("file"), a.string("key"))),
     # pseudo-steps
     "make_memfd": _make_memfd,
     "make_pipe": _make_pipe,
@@ -678,6 +714,7 @@ CALLS = {
         os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)),
     "reopen_read_only": lambda a, case: fd(os.open(
         f"/proc/self/fd/{a.integer('fd')}", os.O_RDONLY | os.O_CLOEXEC)),
+    "fd_path": lambda a, case: value(f"/proc/self/fd/{a.integer('fd')}"),
     "make_socket_name": _socket_name_counter(),
     "close_fd": _close_fd,
     "set_env": _set_env,
@@ -692,12 +729,14 @@ FALLIBLE = {
     "tensor_set_quantization", "tensor_quantization_get", "tensor_get_f64",
     "tensor_get_i64", "tensor_set_f64", "tensor_set_i64", "tensor_read_bytes",
     "tensor_write_bytes", "tensor_map", "pixel_format_from_name",
-    "pixel_format_from_fourcc", "image_new", "image_import", "image_set_format",
+    "pixel_format_from_fourcc", "image_new", "image_new_with_layout", "image_import",
+    "image_set_format",
     "image_plane", "image_export_plane_fd", "channel_pair", "listener_listen",
     "listener_accept", "channel_connect", "channel_from_fd", "channel_send",
     "channel_recv", "channel_send_fence", "channel_recv_fence", "tensor_export",
     "tensor_import", "fence_new", "fence_import_fd", "fence_export_fd",
-    "fence_signal", "fence_wait", "pool_new", "pool_acquire",
+    "fence_signal", "fence_wait", "pool_new", "pool_acquire", "buffer_map_file",
+    "safetensors_open", "safetensors_tensor",
 }
 
 # Out-parameters by C name, where they are not "out" / "out_fd": the binding
