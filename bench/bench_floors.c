@@ -38,7 +38,9 @@
  * producer writes a sequence number, the consumer checks it):
  *
  *   pooled      tensorbuf: the pool of 4 bounds what is in flight
- *   iceoryx     a subscriber queue of 4 that blocks the publisher when full
+ *   iceoryx     a subscriber queue of 2 that blocks the publisher when full
+ *               (with the chunk on loan and the one the subscriber holds,
+ *               4 in flight)
  *   python      4 slots, each reused once the peer's answer freed it
  *   futex ring  floor: a 4-slot single-producer, single-consumer ring in
  *               shared memory; a side that finds it empty or full spins
@@ -87,7 +89,9 @@
 #define RING_ITEMS 40000
 #define QUICK_LATENCY_SAMPLES 40
 #define QUICK_STREAM_FRAMES 200
-#define IN_FLIGHT 4 /* the pool's size, iceoryx's queue, the ring's slots */
+#define IN_FLIGHT 4 /* the pool's size, Python's slots, the ring's slots */
+/* iceoryx: the chunk on loan, the queue, the chunk the subscriber holds. */
+#define ICEORYX_QUEUE (IN_FLIGHT - 2)
 #define SPINS_BEFORE_SLEEP 256
 #define PEER_START_TIMEOUT_MS 30000
 #define PEER_RUN_TIMEOUT_MS 120000
@@ -420,7 +424,8 @@ static void consume_iceoryx(bench_state *b, const char *instance, bool stream,
                             uint32_t count) {
   char name[64];
   snprintf(name, sizeof name, "tb-bench-sub-%ld", (long)getpid());
-  iceoryx_subscriber *subscriber = iceoryx_subscribe(name, instance, IN_FLIGHT);
+  iceoryx_subscriber *subscriber =
+      iceoryx_subscribe(name, instance, ICEORYX_QUEUE);
   for (uint32_t i = 0; i < count; i++) {
     const void *chunk = iceoryx_take(subscriber);
     int64_t stamp = read_stamp(chunk);
@@ -889,7 +894,7 @@ static void init_kinds(bench_state *b, bool quick) {
       {FLOOR_MESSAGE, "16-byte message floor", false},
       {FLOOR_SCM_MEMFD, "SCM_RIGHTS new memfd+mmap+read floor", false},
       {POOLED_STREAM, "tensorbuf pooled, 4 in flight", true},
-      {ICEORYX_STREAM, "iceoryx 2.0, queue of 4", true},
+      {ICEORYX_STREAM, "iceoryx 2.0, 4 in flight (queue of 2)", true},
       {PYTHON_STREAM, "python shared_memory, 4 slots", true},
       {FLOOR_RING, "4-slot futex ring floor", true},
   };
