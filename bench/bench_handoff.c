@@ -45,7 +45,6 @@
 
 #include <fcntl.h>
 #include <math.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,7 +66,6 @@
 #define LATENCY_MAX_ROUNDS 31
 #define LATENCY_BUDGET_NS 2.5e9
 #define WARM_UP_HANDOFFS 16
-#define PYTHON "/usr/bin/python3"
 #define PYTHON_PEER TB_BENCH_SOURCE_DIR "/_handoff_peer.py"
 #define PYTHON_START_TIMEOUT_MS 30000
 
@@ -189,23 +187,7 @@ static void write_stamp(uint8_t *bytes) {
 
 static int64_t receive_fd(int socket) {
   int64_t stamp;
-  struct iovec iov = {.iov_base = &stamp, .iov_len = sizeof stamp};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int))];
-  } control;
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control.space,
-                       .msg_controllen = sizeof control.space};
-  ssize_t got = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
-  bench_check_system(got == (ssize_t)sizeof stamp, "recvmsg of the floor");
-  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-  bench_check_system(c != NULL && c->cmsg_type == SCM_RIGHTS,
-                     "the floor's fd arriving");
-  int fd;
-  memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  close(fd);
+  close(bench_receive_fd(socket, &stamp, sizeof stamp));
   return now_ns() - stamp;
 }
 
@@ -368,26 +350,6 @@ static tb_pool *new_pool(const sender *s, const bench_frame *frame) {
   return pool;
 }
 
-/* Waits for the Python peer's first message: "ready", or why it cannot
- * run. Returns false (having said why) if it does not come. */
-static bool python_ready(python_peer *p) {
-  struct pollfd ready = {.fd = p->socket, .events = POLLIN};
-  char text[512];
-  ssize_t got = -1;
-  if (poll(&ready, 1, PYTHON_START_TIMEOUT_MS) == 1)
-    got = recv(p->socket, text, sizeof text - 1, 0);
-  text[got > 0 ? got : 0] = '\0';
-  if (strcmp(text, "ready") == 0)
-    return true;
-  fprintf(stderr,
-          "bench_handoff: SKIPPING the Python peer: %s %s did not start (%s)\n",
-          PYTHON, PYTHON_PEER,
-          got > 0    ? text
-          : got == 0 ? "it exited without a word"
-                     : "no answer within the time limit");
-  return false;
-}
-
 static void stop_python(python_peer *p) {
   close(p->socket);
   p->socket = -1;
@@ -403,10 +365,6 @@ static void stop_python(python_peer *p) {
  * to; on failure says why and leaves p->socket at -1. */
 static void start_python(python_peer *p) {
   p->socket = -1;
-  if (access(PYTHON, X_OK) != 0) {
-    fprintf(stderr, "bench_handoff: SKIPPING the Python peer: no %s\n", PYTHON);
-    return;
-  }
   p->bytes = bench_frame_bytes(LATENCY_FRAME);
   snprintf(p->name, sizeof p->name, "tb-bench-handoff-%ld", (long)getpid());
   char path[sizeof p->name + 1];
@@ -419,27 +377,18 @@ static void start_python(python_peer *p) {
   close(fd);
   memset(p->data, 0, sizeof(int64_t)); /* the stamp's page, faulted in */
 
-  int pair[2];
-  seqpacket_pair(pair);
   const int64_t *shape = LATENCY_FRAME->shape;
-  char fd_text[16], dims[3][24];
-  snprintf(fd_text, sizeof fd_text, "%d", pair[1]);
+  char dims[3][24];
   for (int i = 0; i < 3; i++)
     snprintf(dims[i], sizeof dims[i], "%lld", (long long)shape[i]);
-  fflush(NULL);
-  p->pid = fork();
-  bench_check_system(p->pid >= 0, "fork");
-  if (p->pid == 0) {
-    fcntl(pair[1], F_SETFD, 0); /* the one fd Python inherits */
-    execl(PYTHON, PYTHON, PYTHON_PEER, fd_text, dims[0], dims[1], dims[2],
-          (char *)NULL);
-    _exit(127);
-  }
-  close(pair[1]);
-  p->socket = pair[0];
-  if (!python_ready(p)) {
-    kill(p->pid, SIGKILL); /* it may hang in an import */
-    stop_python(p);
+  const char *args[] = {dims[0], dims[1], dims[2], NULL};
+  char why[512];
+  p->socket = bench_start_python(PYTHON_PEER, args, -1, PYTHON_START_TIMEOUT_MS,
+                                 &p->pid, why, sizeof why);
+  if (p->socket < 0) {
+    fprintf(stderr, "bench_handoff: SKIPPING the Python peer: %s\n", why);
+    munmap(p->data, p->bytes);
+    shm_unlink(path);
   }
 }
 
@@ -447,23 +396,7 @@ static void start_python(python_peer *p) {
 
 static int64_t handoff_floor(sender *s) {
   int64_t stamp = now_ns();
-  struct iovec iov = {.iov_base = &stamp, .iov_len = sizeof stamp};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int))];
-  } control;
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control.space,
-                       .msg_controllen = sizeof control.space};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &s->floor_memfd, sizeof(int));
-  bench_check_system(sendmsg(s->ends.floor_socket, &msg, MSG_NOSIGNAL) ==
-                         (ssize_t)sizeof stamp,
-                     "sendmsg of the floor");
+  bench_send_fd(s->ends.floor_socket, s->floor_memfd, &stamp, sizeof stamp);
   return receive_value(s->ends.control);
 }
 
@@ -694,11 +627,7 @@ int main(void) {
   s.shm.memory = TB_MEMORY_SHM;
   start_receiver(&s);
 
-  s.floor_memfd = memfd_create("bench-floor", MFD_CLOEXEC);
-  bench_check_system(s.floor_memfd >= 0, "memfd_create");
-  bench_check_system(
-      ftruncate(s.floor_memfd, (off_t)bench_frame_bytes(LATENCY_FRAME)) == 0,
-      "ftruncate");
+  s.floor_memfd = bench_new_memfd(bench_frame_bytes(LATENCY_FRAME));
   s.latency_pool = new_pool(&s, LATENCY_FRAME);
   s.pipeline_pool = new_pool(&s, PIPELINE_FRAME);
   s.pipe_frame = pipe_buffer(bench_frame_bytes(PIPELINE_FRAME));

@@ -6,13 +6,23 @@
 #include <tensorbuf/tensorbuf.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define PYTHON "/usr/bin/python3"
+#define PYTHON_MAX_ARGS 16
 
 /* A batch this long (4 ms) is far above the clock's resolution and short
  * enough that 7..31 of them per side fit a comparison in about a second. */
@@ -289,14 +299,109 @@ int bench_end(void) {
   return written ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+int bench_new_memfd(size_t bytes) {
+  int fd = memfd_create("bench-floor", MFD_CLOEXEC);
+  bench_check_system(fd >= 0, "memfd_create");
+  bench_check_system(ftruncate(fd, (off_t)bytes) == 0, "ftruncate");
+  return fd;
+}
+
 void bench_memfd_floor(size_t bytes, uint64_t iterations) {
   for (uint64_t i = 0; i < iterations; i++) {
-    int fd = memfd_create("bench-floor", MFD_CLOEXEC);
-    bench_check_system(fd >= 0, "memfd_create");
-    bench_check_system(ftruncate(fd, (off_t)bytes) == 0, "ftruncate");
+    int fd = bench_new_memfd(bytes);
     void *data = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     bench_check_system(data != MAP_FAILED, "mmap");
     munmap(data, bytes);
     close(fd);
   }
+}
+
+/* The control buffer of a message with one fd. */
+typedef union one_fd_control {
+  struct cmsghdr header;
+  char space[CMSG_SPACE(sizeof(int))];
+} one_fd_control;
+
+static struct msghdr one_fd_message(struct iovec *iov,
+                                    one_fd_control *control) {
+  memset(control, 0, sizeof *control);
+  return (struct msghdr){.msg_iov = iov,
+                         .msg_iovlen = 1,
+                         .msg_control = control->space,
+                         .msg_controllen = sizeof control->space};
+}
+
+void bench_send_fd(int socket, int fd, const void *payload, size_t size) {
+  struct iovec iov = {.iov_base = (void *)payload, .iov_len = size};
+  one_fd_control control;
+  struct msghdr msg = one_fd_message(&iov, &control);
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  *c = (struct cmsghdr){.cmsg_len = CMSG_LEN(sizeof fd),
+                        .cmsg_level = SOL_SOCKET,
+                        .cmsg_type = SCM_RIGHTS};
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  bench_check_system(sendmsg(socket, &msg, MSG_NOSIGNAL) == (ssize_t)size,
+                     "sendmsg of an fd");
+}
+
+int bench_receive_fd(int socket, void *payload, size_t size) {
+  struct iovec iov = {.iov_base = payload, .iov_len = size};
+  one_fd_control control;
+  struct msghdr msg = one_fd_message(&iov, &control);
+  bench_check_system(recvmsg(socket, &msg, MSG_CMSG_CLOEXEC) == (ssize_t)size,
+                     "recvmsg of an fd");
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  bench_check_system(c != NULL && c->cmsg_type == SCM_RIGHTS, "an fd arriving");
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+int bench_start_python(const char *script, const char *const args[], int cpu,
+                       int timeout_ms, pid_t *pid, char *why, size_t why_size) {
+  if (access(PYTHON, X_OK) != 0) {
+    snprintf(why, why_size, "no %s", PYTHON);
+    return -1;
+  }
+  int pair[2];
+  bench_check_system(
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == 0,
+      "socketpair");
+  char fd_text[16];
+  snprintf(fd_text, sizeof fd_text, "%d", pair[1]);
+  const char *argv[PYTHON_MAX_ARGS + 4] = {PYTHON, script, fd_text};
+  for (size_t i = 0; i < PYTHON_MAX_ARGS && args[i] != NULL; i++)
+    argv[3 + i] = args[i];
+  fflush(NULL);
+  *pid = fork();
+  bench_check_system(*pid >= 0, "fork");
+  if (*pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
+    fcntl(pair[1], F_SETFD, 0);       /* the one fd Python inherits */
+    if (cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      sched_setaffinity(0, sizeof set, &set);
+    }
+    execv(PYTHON, (char *const *)argv);
+    _exit(127);
+  }
+  close(pair[1]);
+  struct pollfd ready = {.fd = pair[0], .events = POLLIN};
+  char text[512];
+  ssize_t got = -1;
+  if (poll(&ready, 1, timeout_ms) == 1)
+    got = recv(pair[0], text, sizeof text - 1, 0);
+  text[got > 0 ? got : 0] = '\0';
+  if (strcmp(text, "ready") == 0)
+    return pair[0];
+  snprintf(why, why_size, "%s %s did not start (%s)", PYTHON, script,
+           got > 0    ? text
+           : got == 0 ? "it exited without a word"
+                      : "no answer within the time limit");
+  close(pair[0]);
+  kill(*pid, SIGKILL); /* it may hang in an import */
+  waitpid(*pid, NULL, 0);
+  return -1;
 }

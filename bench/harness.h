@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Runs the measured operation `iterations` times. */
 typedef void (*bench_batch_fn)(void *context, uint64_t iterations);
@@ -98,8 +99,26 @@ static inline void bench_keep(const void *pointer) {
   __asm__ volatile("" : : "r"(pointer) : "memory");
 }
 
+/* A new memfd of `bytes` (memfd_create + ftruncate); aborts on failure. */
+int bench_new_memfd(size_t bytes);
+
 /* The raw floor of a SHM allocation: memfd_create + ftruncate + mmap +
  * munmap + close of `bytes`, `iterations` times. */
 void bench_memfd_floor(size_t bytes, uint64_t iterations);
+
+/* One seqpacket message of `size` bytes carrying `fd` (SCM_RIGHTS), and its
+ * receipt: the received fd (close-on-exec), the bytes into `payload`.
+ * Abort on failure: these are the floors' own system calls. */
+void bench_send_fd(int socket, int fd, const void *payload, size_t size);
+int bench_receive_fd(int socket, void *payload, size_t size);
+
+/* Starts /usr/bin/python3 `script` SOCKET_FD `args`... (NULL-terminated)
+ * with one end of a new seqpacket socketpair as SOCKET_FD, pinned to `cpu`
+ * (-1: not pinned; the pin is inherited by all its threads), and waits up
+ * to `timeout_ms` for its first message, "ready". Returns this side's
+ * socket, or -1 with why in `why` (no Python, an "error: ..." it sent, no
+ * answer in time), the process then killed and reaped. */
+int bench_start_python(const char *script, const char *const args[], int cpu,
+                       int timeout_ms, pid_t *pid, char *why, size_t why_size);
 
 #endif /* TB_BENCH_HARNESS_H */
