@@ -12,7 +12,8 @@
  *             only the slot number; the consumer keeps its imports (what a
  *             pool over a channel does, and what torch's CUDA IPC cache does)
  * Also the one-time cost of a pooled CUDA_HOST (pinned, registered) buffer
- * against a frame loop that would pay it every frame.
+ * against a frame loop that would pay it every frame, and the time from
+ * queueing a GPU fence signal on an idle stream to a CPU waiter's wake.
  *
  *   cuda_handoff [ITERATIONS [OUT.json]]
  * Pin it: taskset -c 2,3 (producer and consumer each get a CPU). Exit 77
@@ -278,6 +279,23 @@ int main(int argc, char **argv) {
   tb_pool_unref(host_pool);
   tb_tensor_unref(prototype);
 
+  /* GPU signal -> CPU wake: tb_fence_cuda_signal on the idle legacy stream,
+   * then tb_fence_wait sleeps until the signal's host function wakes it. */
+  tb_fence *fence = NULL;
+  check(tb_fence_new(&fence, 0), "tb_fence_new");
+  double *wake = calloc(iterations, sizeof *wake);
+  for (size_t i = 0; i < WARMUP + iterations; i++) {
+    start = now_us();
+    check(tb_fence_cuda_signal(fence, i + 1, 0, 0), "tb_fence_cuda_signal");
+    check(tb_fence_wait(fence, i + 1, 1000000000), "tb_fence_wait");
+    if (i >= WARMUP)
+      wake[i - WARMUP] = now_us() - start;
+  }
+  qsort(wake, iterations, sizeof *wake, compare_doubles);
+  double wake_us = percentile(wake, iterations, 0.5);
+  double wake_p99 = percentile(wake, iterations, 0.99);
+  tb_fence_unref(fence);
+
   printf("CUDA tensor handoff round trip, 1080p RGBA u8 (%zu iterations after "
          "%d warm-up, Unix SOCK_SEQPACKET, C)\n",
          iterations, WARMUP);
@@ -296,6 +314,9 @@ int main(int argc, char **argv) {
          acquire_us, acquire_p99);
   printf("  per frame, unpooled / pooled          %10.0fx\n",
          host_new_us / acquire_us);
+  printf("\nGPU fence signal queued -> CPU waiter woken: %.1f us median, "
+         "%.1f p99\n",
+         wake_us, wake_p99);
 
   if (out != NULL) {
     FILE *json = fopen(out, "w");
@@ -314,14 +335,17 @@ int main(int argc, char **argv) {
             "},\n \"cuda_host_register_us\": {\"first_new\": %.1f, "
             "\"new_free_median\": %.1f, \"shm_new_free_median\": %.1f, "
             "\"pool_new_%d\": %.1f, \"pooled_acquire_median\": %.3f, "
-            "\"pooled_acquire_p99\": %.3f}}\n",
+            "\"pooled_acquire_p99\": %.3f},\n"
+            " \"fence_gpu_signal_to_cpu_wake_us\": {\"median\": %.2f, "
+            "\"p99\": %.2f}}\n",
             first_us, host_new_us, shm_new_us, SLOTS, pool_new_us, acquire_us,
-            acquire_p99);
+            acquire_p99, wake_us, wake_p99);
     fclose(json);
   }
   for (int k = 0; k < 3; k++)
     free(series[k].samples);
   free(acquire);
+  free(wake);
   for (int i = 0; i < SLOTS; i++)
     tb_tensor_unref(pool[i]);
   tb_tensor_unref(frame);

@@ -15,7 +15,6 @@ torch. Prints a table and writes JSON.
 
     python3 bench/gpu/cuda_handoff.py PACKAGE_DIR OUT.json [ITERATIONS] [C_JSON]
 """
-import array
 import json
 import os
 import socket

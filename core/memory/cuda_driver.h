@@ -57,7 +57,9 @@ typedef struct TbCuMemAccessDesc {
 #define TB_CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
 #define TB_CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD 1
 #define TB_CU_EVENT_DISABLE_TIMING 0x2u
-#define TB_CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS 93
+/* The v2 memory operations' attribute (93 is the v1 one, 0 unless a
+ * module parameter enables them). */
+#define TB_CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V2 122
 #define TB_CU_STREAM_WAIT_VALUE_GEQ 0x0u
 #define TB_CU_STREAM_WRITE_VALUE_DEFAULT 0x0u
 

@@ -261,7 +261,7 @@ static gboolean fence_cuda_address(tb_fence *fence, uint32_t device,
   TbCuResult result = cu->device_get(&handle, (int)device);
   if (result == TB_CU_SUCCESS)
     result = cu->device_get_attribute(
-        &supported, TB_CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS,
+        &supported, TB_CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V2,
         handle);
   if (result != TB_CU_SUCCESS) {
     tb_cuda_set_error(error, result, "cuDeviceGetAttribute");
@@ -270,7 +270,7 @@ static gboolean fence_cuda_address(tb_fence *fence, uint32_t device,
   if (!supported) {
     g_set_error(error, TB_BACKEND_ERROR, TB_ERR_UNSUPPORTED,
                 "CUDA device %u has no 64-bit stream memory operations "
-                "(CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS is 0)",
+                "(CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V2 is 0)",
                 device);
     return FALSE;
   }
