@@ -592,6 +592,17 @@ function Fence:wait(value, timeout)
   return unless_timeout(fence_wait, self, value, nanoseconds(timeout)) or false
 end
 
+-- cuda_signal(value [, stream [, device]]) / cuda_wait(...): queue a signal
+-- or a wait on a CUDA stream (an integer CUstream; 0 the legacy default
+-- stream) of device (default 0); both return at once.
+function Fence:cuda_signal(value, stream, device)
+  core.tb_fence_cuda_signal(self, value, device or 0, stream or 0)
+end
+
+function Fence:cuda_wait(value, stream, device)
+  core.tb_fence_cuda_wait(self, value, device or 0, stream or 0)
+end
+
 -- ---- pools -----------------------------------------------------------------------
 
 -- tb.pool(prototype, count): count tensors laid out like prototype,

@@ -1,6 +1,7 @@
 /* Fence entry points. */
 #include "sharing/fence.h"
 #include "boundary.h"
+#include "tensorbuf/cuda.h"
 
 tb_status tb_fence_new(tb_fence **out, uint64_t initial) {
   TB_REQUIRE(out);
@@ -33,4 +34,20 @@ tb_status tb_fence_wait(tb_fence *fence, uint64_t value, int64_t timeout_ns) {
   TB_REQUIRE(fence);
   GError *error = NULL;
   TB_RETURN(tb_fence_await(fence, value, timeout_ns, &error), error);
+}
+
+tb_status tb_fence_cuda_signal(tb_fence *fence, uint64_t value,
+                               uint32_t device, uint64_t stream) {
+  TB_REQUIRE(fence);
+  GError *error = NULL;
+  TB_RETURN(tb_fence_stream_signal(fence, value, device, stream, &error),
+            error);
+}
+
+tb_status tb_fence_cuda_wait(tb_fence *fence, uint64_t value, uint32_t device,
+                             uint64_t stream) {
+  TB_REQUIRE(fence);
+  GError *error = NULL;
+  TB_RETURN(tb_fence_stream_wait(fence, value, device, stream, &error),
+            error);
 }

@@ -52,6 +52,11 @@ static const struct {
     REQUIRED(pointer_get_attribute, "cuPointerGetAttribute"),
     OPTIONAL(mem_get_handle_for_address_range,
              "cuMemGetHandleForAddressRange"),
+    /* The _v2 stream memory operations: the ones CUDA 12 headers call,
+     * without the v1 ones' module-parameter requirement. */
+    OPTIONAL(stream_write_value64, "cuStreamWriteValue64_v2"),
+    OPTIONAL(stream_wait_value64, "cuStreamWaitValue64_v2"),
+    OPTIONAL(launch_host_func, "cuLaunchHostFunc"),
 #undef REQUIRED
 #undef OPTIONAL
 };

@@ -57,6 +57,11 @@ typedef struct TbCuMemAccessDesc {
 #define TB_CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
 #define TB_CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD 1
 #define TB_CU_EVENT_DISABLE_TIMING 0x2u
+/* The v2 memory operations' attribute (93 is the v1 one, 0 unless a
+ * module parameter enables them). */
+#define TB_CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V2 122
+#define TB_CU_STREAM_WAIT_VALUE_GEQ 0x0u
+#define TB_CU_STREAM_WRITE_VALUE_DEFAULT 0x0u
 
 /* The entry points, each with the signature cuda.h gives it. */
 typedef struct TbCudaDriver {
@@ -105,11 +110,17 @@ typedef struct TbCudaDriver {
                                             unsigned int flags);
   TbCuResult (*pointer_get_attribute)(void *data, int attribute,
                                       TbCuDevicePtr ptr);
-  /* Optional (CUDA 11.7+): NULL where the driver lacks it. */
+  /* Optional (CUDA 11.7+): NULL where the driver lacks them. */
   TbCuResult (*mem_get_handle_for_address_range)(void *handle,
                                                  TbCuDevicePtr ptr,
                                                  size_t size, int handle_type,
                                                  unsigned long long flags);
+  TbCuResult (*stream_write_value64)(TbCuStream stream, TbCuDevicePtr address,
+                                     uint64_t value, unsigned int flags);
+  TbCuResult (*stream_wait_value64)(TbCuStream stream, TbCuDevicePtr address,
+                                    uint64_t value, unsigned int flags);
+  TbCuResult (*launch_host_func)(TbCuStream stream, void (*fn)(void *data),
+                                 void *data);
 } TbCudaDriver;
 
 /* The loaded driver with cuInit done, or NULL with a TB_ERR_UNSUPPORTED

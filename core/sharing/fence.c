@@ -10,6 +10,7 @@
  * read-only fd is mapped read-only), so a signal cannot know whether anyone
  * sleeps: it always issues the wake. */
 #include "sharing/fence.h"
+#include "memory/cuda_driver.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +34,8 @@ typedef struct TbFencePage {
 struct tb_fence {
   tb_buffer *page_buffer;
   TbFencePage *page;
+  GMutex cuda_lock;           /* guards cuda_address */
+  TbCuDevicePtr cuda_address; /* the registered page's device alias, or 0 */
 };
 
 G_STATIC_ASSERT(sizeof(TbFencePage) <= TB_FENCE_SIZE);
@@ -41,6 +44,7 @@ static tb_fence *fence_wrap(tb_buffer *buffer) {
   tb_fence *fence = g_atomic_rc_box_new0(tb_fence);
   fence->page_buffer = buffer;
   fence->page = buffer->data;
+  g_mutex_init(&fence->cuda_lock);
   tb_live_add(1);
   return fence;
 }
@@ -119,6 +123,12 @@ tb_fence *tb_fence_ref(tb_fence *fence) {
 
 static void fence_clear(gpointer data) {
   tb_fence *fence = data;
+  /* Only a fence that was used from a stream has a registration (and so a
+   * loaded driver); the unregistration is the driver's to do. */
+  if (fence->cuda_address != 0)
+    (void)tb_cuda_driver(NULL)->mem_host_unregister(
+        fence->page_buffer->mapping);
+  g_mutex_clear(&fence->cuda_lock);
   tb_buffer_unref(fence->page_buffer);
   tb_live_add(-1);
 }
@@ -132,33 +142,44 @@ _Atomic uint64_t *tb_fence_counter(const tb_fence *fence) {
   return &fence->page->value;
 }
 
-void tb_fence_wake(tb_fence *fence) {
-  atomic_fetch_add(&fence->page->wake_sequence, 1);
-  syscall(SYS_futex, &fence->page->wake_sequence, FUTEX_WAKE, INT32_MAX, NULL,
-          NULL, 0);
+static void page_wake(TbFencePage *page) {
+  atomic_fetch_add(&page->wake_sequence, 1);
+  syscall(SYS_futex, &page->wake_sequence, FUTEX_WAKE, INT32_MAX, NULL, NULL,
+          0);
 }
+
+void tb_fence_wake(tb_fence *fence) { page_wake(fence->page); }
 
 uint64_t tb_fence_value(const tb_fence *fence) {
   return fence != NULL ? atomic_load(tb_fence_counter(fence)) : 0;
 }
 
-gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error) {
+/* Refuses a signal of `value` that a read-only fence cannot make or that
+ * would take the timeline back from `current`. */
+static gboolean signal_check(const tb_fence *fence, uint64_t value,
+                             uint64_t current, GError **error) {
   if (fence->page_buffer->flags & TB_BUFFER_READ_ONLY) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_READ_ONLY,
                 "this fence was imported read-only; it can wait, not signal");
     return FALSE;
   }
+  if (value <= current) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
+                "value is %" G_GUINT64_FORMAT
+                "; the fence is already at %" G_GUINT64_FORMAT
+                " and a timeline never goes back",
+                value, current);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error) {
   _Atomic uint64_t *counter = tb_fence_counter(fence);
   uint64_t current = atomic_load(counter);
   do {
-    if (value <= current) {
-      g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
-                  "value is %" G_GUINT64_FORMAT
-                  "; the fence is already at %" G_GUINT64_FORMAT
-                  " and a timeline never goes back",
-                  value, current);
+    if (!signal_check(fence, value, current, error))
       return FALSE;
-    }
   } while (!atomic_compare_exchange_weak(counter, &current, value));
   tb_fence_wake(fence);
   return TRUE;
@@ -202,4 +223,133 @@ gboolean tb_fence_await(tb_fence *fence, uint64_t value, int64_t timeout_ns,
               ", after %" G_GINT64_FORMAT " ns",
               tb_fence_value(fence), value, timeout_ns);
   return FALSE;
+}
+
+/* ---- GPU streams ----------------------------------------------------------
+ *
+ * A stream reaches the counter through the page's device alias: the page is
+ * registered with cuMemHostRegister (portable, so every context may use it)
+ * the first time a stream signals or waits on the fence, and unregistered
+ * when the fence is freed. cuStreamWriteValue64 writes the counter, and a
+ * host function queued after it (cuLaunchHostFunc) does what tb_fence_raise
+ * does after its store: bump the wake sequence and wake the futex. That
+ * callback holds a reference to the page buffer, never to the fence: the
+ * driver forbids CUDA calls in it, and dropping the fence's last reference
+ * there would unregister the page. cuStreamWaitValue64 polls the counter on
+ * the GPU until it is >= the value. */
+
+/* The device alias of the fence's page, registering it on first use, with
+ * `device`'s context current. Fails with TB_ERR_UNSUPPORTED where the
+ * driver or the device lacks 64-bit stream memory operations. */
+static gboolean fence_cuda_address(tb_fence *fence, uint32_t device,
+                                   TbCuDevicePtr *address, GError **error) {
+  const TbCudaDriver *cu = tb_cuda_driver(error);
+  if (cu == NULL)
+    return FALSE;
+  if (cu->stream_write_value64 == NULL || cu->stream_wait_value64 == NULL ||
+      cu->launch_host_func == NULL) {
+    g_set_error(error, TB_BACKEND_ERROR, TB_ERR_UNSUPPORTED,
+                "the CUDA driver has no cuStreamWriteValue64_v2, "
+                "cuStreamWaitValue64_v2 or cuLaunchHostFunc (CUDA 11.7 or "
+                "newer is needed to use fences from streams)");
+    return FALSE;
+  }
+  if (!tb_cuda_use_device(device, error))
+    return FALSE;
+  TbCuDevice handle;
+  int supported = 0;
+  TbCuResult result = cu->device_get(&handle, (int)device);
+  if (result == TB_CU_SUCCESS)
+    result = cu->device_get_attribute(
+        &supported, TB_CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V2,
+        handle);
+  if (result != TB_CU_SUCCESS) {
+    tb_cuda_set_error(error, result, "cuDeviceGetAttribute");
+    return FALSE;
+  }
+  if (!supported) {
+    g_set_error(error, TB_BACKEND_ERROR, TB_ERR_UNSUPPORTED,
+                "CUDA device %u has no 64-bit stream memory operations "
+                "(CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V2 is 0)",
+                device);
+    return FALSE;
+  }
+  g_mutex_lock(&fence->cuda_lock);
+  if (fence->cuda_address == 0) {
+    unsigned flags =
+        TB_CU_MEMHOSTREGISTER_PORTABLE | TB_CU_MEMHOSTREGISTER_DEVICEMAP;
+    if (fence->page_buffer->flags & TB_BUFFER_READ_ONLY)
+      flags |= TB_CU_MEMHOSTREGISTER_READ_ONLY;
+    void *mapping = fence->page_buffer->mapping;
+    result = cu->mem_host_register(mapping, fence->page_buffer->mapping_size,
+                                   flags);
+    if (result != TB_CU_SUCCESS) {
+      g_mutex_unlock(&fence->cuda_lock);
+      tb_cuda_set_error(error, result, "cuMemHostRegister of the fence page");
+      return FALSE;
+    }
+    TbCuDevicePtr page = 0;
+    result = cu->mem_host_get_device_pointer(&page, mapping, 0);
+    if (result != TB_CU_SUCCESS) {
+      (void)cu->mem_host_unregister(mapping);
+      g_mutex_unlock(&fence->cuda_lock);
+      tb_cuda_set_error(error, result, "cuMemHostGetDevicePointer");
+      return FALSE;
+    }
+    fence->cuda_address = page;
+  }
+  *address = fence->cuda_address + offsetof(TbFencePage, value);
+  g_mutex_unlock(&fence->cuda_lock);
+  return TRUE;
+}
+
+/* Runs on a driver thread once the stream has written the counter. */
+static void wake_after_stream_write(void *data) {
+  tb_buffer *page_buffer = data;
+  page_wake(page_buffer->data);
+  tb_buffer_unref(page_buffer);
+}
+
+gboolean tb_fence_stream_signal(tb_fence *fence, uint64_t value,
+                                uint32_t device, uint64_t stream,
+                                GError **error) {
+  TbCuDevicePtr counter = 0;
+  if (!signal_check(fence, value, tb_fence_value(fence), error) ||
+      !fence_cuda_address(fence, device, &counter, error))
+    return FALSE;
+  const TbCudaDriver *cu = tb_cuda_driver(NULL);
+  TbCuStream handle = (TbCuStream)(uintptr_t)stream;
+  /* The default flags order the write after all earlier work of the stream
+   * and make that work's memory writes visible first. */
+  TbCuResult result = cu->stream_write_value64(
+      handle, counter, value, TB_CU_STREAM_WRITE_VALUE_DEFAULT);
+  if (result != TB_CU_SUCCESS) {
+    tb_cuda_set_error(error, result, "cuStreamWriteValue64");
+    return FALSE;
+  }
+  tb_buffer *page_buffer = tb_buffer_ref(fence->page_buffer);
+  result = cu->launch_host_func(handle, wake_after_stream_write, page_buffer);
+  if (result != TB_CU_SUCCESS) {
+    tb_buffer_unref(page_buffer);
+    tb_cuda_set_error(error, result,
+                      "cuLaunchHostFunc (the counter will be written, but "
+                      "CPU waiters only see it at their timeout)");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean tb_fence_stream_wait(tb_fence *fence, uint64_t value, uint32_t device,
+                              uint64_t stream, GError **error) {
+  TbCuDevicePtr counter = 0;
+  if (!fence_cuda_address(fence, device, &counter, error))
+    return FALSE;
+  TbCuResult result = tb_cuda_driver(NULL)->stream_wait_value64(
+      (TbCuStream)(uintptr_t)stream, counter, value,
+      TB_CU_STREAM_WAIT_VALUE_GEQ);
+  if (result != TB_CU_SUCCESS) {
+    tb_cuda_set_error(error, result, "cuStreamWaitValue64");
+    return FALSE;
+  }
+  return TRUE;
 }

@@ -15,6 +15,13 @@ gboolean tb_fence_raise(tb_fence *fence, uint64_t value, GError **error);
 _Atomic uint64_t *tb_fence_counter(const tb_fence *fence);
 /* Wakes every process sleeping in tb_fence_await on this fence. */
 void tb_fence_wake(tb_fence *fence);
+/* Queue a signal / a wait on CUDA stream `stream` of `device`
+ * (tb_fence_cuda_signal / tb_fence_cuda_wait). */
+gboolean tb_fence_stream_signal(tb_fence *fence, uint64_t value,
+                                uint32_t device, uint64_t stream,
+                                GError **error);
+gboolean tb_fence_stream_wait(tb_fence *fence, uint64_t value, uint32_t device,
+                              uint64_t stream, GError **error);
 gboolean tb_fence_await(tb_fence *fence, uint64_t value, int64_t timeout_ns,
                         GError **error);
 

@@ -2,9 +2,11 @@
 # Makes a self-contained tensorbuf Python package for one interpreter in OUT
 # (default BUILD_DIR/gpu-python): the package's .py files, SWIG's proxy
 # module and _tensorbuf_core<EXT_SUFFIX>, compiled from the C file SWIG
-# generated here and linked statically with libtensorbuf.a and GLib, so that
-# it needs nothing but libc at run time. (SWIG 4.1 cannot make limited-API
-# "abi3" modules, so a module serves one Python minor version.)
+# generated here and linked statically with libtensorbuf.a, and the shared
+# libraries libtensorbuf needs beyond libc (GLib, json-glib, theirs; Debian
+# ships no static json-glib) in tensorbuf/_libs, which the module finds
+# through its RPATH: it needs nothing else at run time. (SWIG 4.1 cannot make
+# limited-API "abi3" modules, so a module serves one Python minor version.)
 #
 #   tests/gpu/build_python_module.sh BUILD_DIR [PYTHON]
 #
@@ -39,18 +41,15 @@ if [ -f "$wrapper" ]; then
   cp "$wrapper" "$src/tensorbuf_python_wrap.c"
   cp "$build/bindings/python/tensorbuf/tensorbuf_core.py" "$src/"
   cp "$build/capi/libtensorbuf.a" "$src/"
-  for module in glib-2.0 libpcre2-8; do
-    archive=$(pkg-config --variable=libdir "$module")/$(
-      pkg-config --libs-only-l "$module" | sed 's/^ *-l\([^ ]*\).*/lib\1.a/')
-    if [ ! -f "$archive" ]; then
-      echo "FAIL: $archive (the static $module) is missing" >&2
-      exit 1
-    fi
-    cp "$archive" "$src/"
-  done
+  rm -rf "$src/libs"
+  mkdir -p "$src/libs"
+  ldd "$build/capi/libtensorbuf.so" | awk '$3 ~ /^\// { print $3 }' |
+    grep -v -E '/(libc|libm)\.so' | while read -r library; do
+      cp -L "$library" "$src/libs/"
+    done
 fi
 for input in tensorbuf_python_wrap.c tensorbuf_core.py libtensorbuf.a \
-             libglib-2.0.a libpcre2-8.a; do
+             libs/libglib-2.0.so.0; do
   if [ ! -f "$src/$input" ]; then
     echo "FAIL: $src/$input is missing: build the Python binding in BUILD_DIR" \
          "first, or carry a BUILD_DIR/gpu-python made by this script" >&2
@@ -59,8 +58,9 @@ for input in tensorbuf_python_wrap.c tensorbuf_core.py libtensorbuf.a \
 done
 
 # ---- the package ---------------------------------------------------------------
-mkdir -p "$package"
+mkdir -p "$package/_libs"
 cp "$root"/bindings/python/tensorbuf/*.py "$src/tensorbuf_core.py" "$package/"
+cp "$src"/libs/* "$package/_libs/"
 if ! suffix=$("$python" -c \
     'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); then
   echo "FAIL: cannot run $python" >&2
@@ -82,11 +82,13 @@ else
     echo "FAIL: no C compiler ($cc) to build $module" >&2
     exit 1
   fi
-  # SWIG's functions take a `self` they do not use.
+  # SWIG's functions take a `self` they do not use. An old-style RPATH
+  # (not RUNPATH) also serves the bundled libraries' own dependencies.
   "$cc" -shared -fPIC -O2 -Wall -Wno-unused-parameter \
     -I"$include" -I"$root/capi/include" "$src/tensorbuf_python_wrap.c" \
-    -o "$module" "$src/libtensorbuf.a" "$src/libglib-2.0.a" \
-    "$src/libpcre2-8.a" -lm -pthread
+    -o "$module" "$src/libtensorbuf.a" "$src"/libs/libjson-glib-1.0.so.* \
+    "$src"/libs/libgobject-2.0.so.* "$src"/libs/libglib-2.0.so.* \
+    -Wl,--disable-new-dtags,-rpath,'$ORIGIN/_libs' -lm -pthread
   echo "built $module"
 fi
 

@@ -5,7 +5,8 @@
 Checks that torch.from_dlpack and cupy.from_dlpack of a "cuda" tensor share
 its memory (same device pointer, writes visible both ways),
 tensorbuf.from_dlpack of a torch CUDA tensor likewise, __dlpack_device__,
-the __dlpack__ stream rules, and a copy queued on a torch stream.
+the __dlpack__ stream rules, a copy queued on a torch stream, and fences
+signalled and waited on from torch streams.
 Exit status: 0 passed, 1 failed, 77 skipped (no GPU)."""
 import os
 import sys
@@ -71,6 +72,29 @@ with torch.cuda.stream(torch.cuda.Stream()) as _:
 check(total == 1.5 * (1 << 20), f"consumer stream ordered after the async copy ({total})")
 pinned_t = tensorbuf.Tensor((8,), "u8", memory="cuda_host")
 check(pinned_t.device_ptr != 0, "cuda_host has a device pointer")
+
+# Fences from torch streams: a torch fill, then a GPU signal, wakes a CPU
+# wait; a GPU wait holds a torch stream's fill until the CPU signals.
+import time  # noqa: E402
+
+fence = tensorbuf.Fence(0)
+filled = torch.zeros(1 << 20, device="cuda")
+producer = torch.cuda.Stream()
+with torch.cuda.stream(producer):
+    filled.fill_(5.0)
+fence.cuda_signal(1, producer.cuda_stream)
+check(fence.wait(1, timeout=10) and float(filled.min()) == 5.0,
+      "a GPU signal after a torch fill wakes the CPU wait, fill done")
+held = torch.zeros(1 << 20, device="cuda")
+waiter = torch.cuda.Stream()
+fence.cuda_wait(2, waiter.cuda_stream)
+with torch.cuda.stream(waiter):
+    held.fill_(3.0)
+time.sleep(0.2)
+check(float(held.max()) == 0.0, "a torch stream waits on the GPU for the fence")
+fence.signal(2)
+waiter.synchronize()
+check(float(held.min()) == 3.0, "the CPU signal releases the torch stream")
 del tt, cc, view
 print(("FAIL" if failures else "PASS") + f" python_cuda ({len(failures)} failures)")
 sys.exit(1 if failures else 0)

@@ -4,6 +4,8 @@
  * with TB_ERR_UNSUPPORTED naming what is missing, and leave nothing behind. */
 #include "tb_test.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,6 +67,42 @@ static void cuda_import_checks_arguments_then_needs_the_driver(void **state) {
                    TB_ERR_UNSUPPORTED);
   assert_non_null(strstr(tb_last_error(), MISSING));
   assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+}
+
+static void fence_cuda_calls_check_arguments_then_need_the_driver(
+    void **state) {
+  (void)state;
+  TB_ASSERT_STATUS(tb_fence_cuda_signal(NULL, 1, 0, 0),
+                   TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_STATUS(tb_fence_cuda_wait(NULL, 1, 0, 0), TB_ERR_INVALID_ARGUMENT);
+  tb_fence *fence = NULL;
+  TB_ASSERT_OK(tb_fence_new(&fence, 5));
+  /* A timeline never goes back, from a stream either: refused before the
+   * driver is looked for. */
+  TB_ASSERT_STATUS(tb_fence_cuda_signal(fence, 5, 0, 0), TB_ERR_OUT_OF_RANGE);
+  TB_ASSERT_STATUS(tb_fence_cuda_signal(fence, 6, 0, 0), TB_ERR_UNSUPPORTED);
+  assert_non_null(strstr(tb_last_error(), MISSING));
+  TB_ASSERT_STATUS(tb_fence_cuda_wait(fence, 6, 0, 7), TB_ERR_UNSUPPORTED);
+  assert_non_null(strstr(tb_last_error(), MISSING));
+  assert_int_equal(tb_fence_value(fence), 5);
+  /* A read-only fence can wait (here: would, with a driver), never signal. */
+  int fd = -1;
+  TB_ASSERT_OK(tb_fence_export_fd(&fd, fence));
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  int read_only_fd = open(path, O_RDONLY | O_CLOEXEC);
+  assert_true(read_only_fd >= 0);
+  tb_fence *waiter = NULL;
+  TB_ASSERT_OK(tb_fence_import_fd(&waiter, read_only_fd));
+  TB_ASSERT_STATUS(tb_fence_cuda_signal(waiter, 6, 0, 0), TB_ERR_READ_ONLY);
+  TB_ASSERT_STATUS(tb_fence_cuda_wait(waiter, 6, 0, 0), TB_ERR_UNSUPPORTED);
+  /* The refusals left the fence working on the CPU. */
+  TB_ASSERT_OK(tb_fence_signal(fence, 6));
+  TB_ASSERT_OK(tb_fence_wait(waiter, 6, 0));
+  close(read_only_fd);
+  close(fd);
+  tb_fence_unref(waiter);
+  tb_fence_unref(fence);
 }
 
 static void copy_between_host_kinds_follows_strides(void **state) {
@@ -151,6 +189,7 @@ int main(void) {
       TB_TEST(cuda_kinds_are_unavailable_and_say_why),
       TB_TEST(cuda_calls_refuse_other_memory),
       TB_TEST(cuda_import_checks_arguments_then_needs_the_driver),
+      TB_TEST(fence_cuda_calls_check_arguments_then_need_the_driver),
       TB_TEST(copy_between_host_kinds_follows_strides),
       TB_TEST(copy_refuses_mismatches),
       TB_TEST(alloc_options_version_1_still_allocates),

@@ -527,6 +527,12 @@ test_shm("fences", function()
   local ro = osutil.memfd(4096)
   raises("TB_ERR_BAD_FD", "tb_fence_import_fd: ", tb.import_fence, ro)
   osutil.close(ro)
+  raises("TB_ERR_OUT_OF_RANGE", "tb_fence_cuda_signal: ", f.cuda_signal, f, 9)
+  if not tb.memory_available("cuda") then
+    raises("TB_ERR_UNSUPPORTED", "tb_fence_cuda_signal: ", f.cuda_signal, f, 10)
+    raises("TB_ERR_UNSUPPORTED", "tb_fence_cuda_wait: ", f.cuda_wait, f, 10, 0, 0)
+    eq(f:value(), 9, "unchanged by refused GPU calls")
+  end
 end)
 
 test_shm("read-only fds give tensors that refuse writes", function()

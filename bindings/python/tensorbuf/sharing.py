@@ -84,6 +84,20 @@ class Fence(_Handle):
             return False
         return True
 
+    def cuda_signal(self, value, stream=0, *, device=0):
+        """Queues a signal of ``value`` on CUDA stream ``stream`` of ``device``
+        (a CUstream as an integer, e.g. ``torch.cuda.current_stream()
+        .cuda_stream``; 0 the legacy default stream): the GPU raises the
+        counter once the work queued before it is done, and CPU waiters, in
+        any process, wake. Returns at once."""
+        _core.tb_fence_cuda_signal(self._handle, value, device, stream)
+
+    def cuda_wait(self, value, stream=0, *, device=0):
+        """Makes ``stream`` of ``device`` wait, on the GPU, until the counter
+        reaches ``value``; the work queued after it runs then. Returns at
+        once."""
+        _core.tb_fence_cuda_wait(self._handle, value, device, stream)
+
     def __repr__(self):
         return f"tensorbuf.Fence(value={self.value})"
 

@@ -157,3 +157,15 @@ def test_descriptors_for_other_transports():
     assert u[1, 0] == 513 and u.name == "described"
     with pytest.raises(tensorbuf.ProtocolError):
         tensorbuf.import_tensor(b"\x00" * 8, [])
+
+
+@pytest.mark.skipif(tensorbuf.memory_available("cuda"), reason="a CUDA driver is loaded")
+def test_fence_cuda_calls_without_a_driver():
+    fence = tensorbuf.Fence(2)
+    with pytest.raises(tensorbuf.OutOfRangeError):
+        fence.cuda_signal(2)
+    with pytest.raises(tensorbuf.UnsupportedError, match="CUDA"):
+        fence.cuda_signal(3, stream=0)
+    with pytest.raises(tensorbuf.UnsupportedError, match="CUDA"):
+        fence.cuda_wait(3, stream=5, device=0)
+    assert fence.value == 2

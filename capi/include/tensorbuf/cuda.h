@@ -22,6 +22,7 @@
 #ifndef TENSORBUF_CUDA_H
 #define TENSORBUF_CUDA_H
 
+#include "tensorbuf/fence.h"
 #include "tensorbuf/tensor.h"
 
 #ifdef __cplusplus
@@ -72,6 +73,47 @@ TB_API tb_status tb_tensor_cuda_wait(const tb_tensor *tensor, uint64_t stream);
  * dma-bufs), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_cuda_dma_buf(tb_tensor **out,
                                         const tb_tensor *tensor);
+
+/* Fences on the GPU: a CUDA stream signals or waits on a tb_fence (any
+ * fence, also one imported from another process) in stream order, without
+ * the CPU. The stream works on the fence's counter page, which the first of
+ * these calls on a fence registers with cuMemHostRegister (portable to every
+ * device; read-only for a read-only fence) and tb_fence_unref unregisters.
+ * The fence must therefore outlive the stream work these calls queue, as
+ * any memory a stream uses must.
+ *
+ * tb_fence_cuda_signal queues, on `stream` of device `device`, a write of
+ * `value` to the counter (cuStreamWriteValue64), ordered after everything
+ * queued on the stream before it, whose memory writes are visible once the
+ * counter is; then a host function (cuLaunchHostFunc) that wakes every CPU
+ * waiter in tb_fence_wait, in any process, as tb_fence_signal does. A CPU
+ * waiter therefore sleeps in the kernel and wakes shortly after the GPU
+ * reaches the signal; the wake needs the signalling process alive (its
+ * driver runs the host function). `value` must be above the counter at the
+ * time of the call (signals queued on one stream are applied in order;
+ * keeping them increasing across streams is the caller's part).
+ *
+ * tb_fence_cuda_wait makes `stream` of device `device` wait, on the GPU,
+ * until the counter is >= `value` (cuStreamWaitValue64 GEQ, which compares
+ * as (int64_t)(counter - value) >= 0: values within 2^63 of each other), then
+ * go on with the work queued after it; the caller is not blocked. A GPU wait
+ * has no timeout: a consumer whose producer may die should signal the fence
+ * itself (from the CPU, after its own tb_fence_wait timeout) to release its
+ * stream.
+ *
+ * `stream` is a CUstream of `device`'s primary context as an integer (0:
+ * the legacy default stream); the calls make that context current on the
+ * calling thread. Thread-safe.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL fence, no such device),
+ * TB_ERR_READ_ONLY (signal on a fence imported read-only),
+ * TB_ERR_OUT_OF_RANGE (signal of a value not above the counter),
+ * TB_ERR_UNSUPPORTED (no driver, a driver older than CUDA 11.7, a device
+ * without 64-bit stream memory operations; the message says which),
+ * TB_ERR_SYSTEM (the driver refused). */
+TB_API tb_status tb_fence_cuda_signal(tb_fence *fence, uint64_t value,
+                                      uint32_t device, uint64_t stream);
+TB_API tb_status tb_fence_cuda_wait(tb_fence *fence, uint64_t value,
+                                    uint32_t device, uint64_t stream);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,8 @@
  * until the counter reaches the value they need. Shared by fd (or sent on a
  * channel), it is the Linux counterpart of MTLSharedEvent and Vulkan
  * timeline semaphores. Waiting sleeps in the kernel (futex), no polling.
- * All calls are thread-safe. */
+ * CUDA streams signal and wait on fences too (tb_fence_cuda_signal,
+ * tb_fence_cuda_wait in tensorbuf/cuda.h). All calls are thread-safe. */
 #ifndef TENSORBUF_FENCE_H
 #define TENSORBUF_FENCE_H
 

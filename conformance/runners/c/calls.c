@@ -1018,6 +1018,58 @@ static void call_fence_wait(Step *s) {
     finish_status(s, tb_fence_wait(fence, value, timeout_ns));
 }
 
+static void call_fence_cuda_signal(Step *s) {
+  tb_fence *fence = arg_handle(s, "fence", HANDLE_FENCE);
+  uint64_t value = arg_u64(s, "value");
+  uint32_t device = (uint32_t)arg_u64(s, "device");
+  uint64_t stream = arg_u64(s, "stream");
+  if (s->error == NULL)
+    finish_status(s, tb_fence_cuda_signal(fence, value, device, stream));
+}
+
+static void call_fence_cuda_wait(Step *s) {
+  tb_fence *fence = arg_handle(s, "fence", HANDLE_FENCE);
+  uint64_t value = arg_u64(s, "value");
+  uint32_t device = (uint32_t)arg_u64(s, "device");
+  uint64_t stream = arg_u64(s, "stream");
+  if (s->error == NULL)
+    finish_status(s, tb_fence_cuda_wait(fence, value, device, stream));
+}
+
+/* ---- CUDA and copies ------------------------------------------------------ */
+
+static void call_tensor_copy(Step *s) {
+  tb_tensor *dst = arg_handle(s, "dst", HANDLE_TENSOR);
+  const tb_tensor *src = arg_handle(s, "src", HANDLE_TENSOR);
+  uint64_t stream = arg_u64(s, "stream");
+  if (s->error == NULL)
+    finish_status(s, tb_tensor_copy(dst, src, stream));
+}
+
+static void call_tensor_cuda_wait(Step *s) {
+  const tb_tensor *tensor = arg_handle(s, "tensor", HANDLE_TENSOR);
+  uint64_t stream = arg_u64(s, "stream");
+  if (s->error == NULL)
+    finish_status(s, tb_tensor_cuda_wait(tensor, stream));
+}
+
+static void call_tensor_import_cuda_fd(Step *s) {
+  int fd = arg_fd(s, "fd");
+  tb_memory memory = arg_memory(s, "memory");
+  uint32_t device = (uint32_t)arg_u64(s, "device");
+  tb_dtype dtype = arg_dtype(s, "dtype");
+  I64Array shape = arg_i64_array(s, "shape");
+  size_t ndim = arg_length(s, "ndim", shape.len);
+  uint64_t byte_offset = arg_u64(s, "byte_offset");
+  if (s->error != NULL)
+    return;
+  tb_tensor *out = SENTINEL_PTR;
+  tb_status status =
+      tb_tensor_import_cuda_fd(out_wanted(s, "out") ? &out : NULL, fd, memory,
+                               device, dtype, ndim, shape.data, byte_offset);
+  finish_handle(s, status, HANDLE_TENSOR, out);
+}
+
 /* ---- pools --------------------------------------------------------------- */
 
 static void call_pool_new(Step *s) {
@@ -1371,6 +1423,11 @@ static const Call calls[] = {
     CALL(fence_value),
     CALL(fence_signal),
     CALL(fence_wait),
+    CALL(fence_cuda_signal),
+    CALL(fence_cuda_wait),
+    CALL(tensor_copy),
+    CALL(tensor_cuda_wait),
+    CALL(tensor_import_cuda_fd),
     CALL(pool_new),
     CALL(pool_acquire),
     CALL(pool_available),

@@ -256,6 +256,13 @@ static const char *const signature_table[] = {
     "u64 fence_value(fence fence)",
     "status fence_signal(fence fence, u64 value)",
     "status fence_wait(fence fence, u64 value, i64 timeout_ns)",
+    "status fence_cuda_signal(fence fence, u64 value, u32 device, u64 stream)",
+    "status fence_cuda_wait(fence fence, u64 value, u32 device, u64 stream)",
+    "status tensor_copy(tensor dst, tensor src, u64 stream)",
+    "status tensor_cuda_wait(tensor tensor, u64 stream)",
+    "status tensor_import_cuda_fd(out_tensor out, int fd, memory memory, "
+    "u32 device, dtype dtype, length(shape) ndim, i64s(ndim) shape, "
+    "u64 byte_offset)",
     "status pool_new(out_pool out, tensor prototype, size count)",
     "status pool_acquire(out_tensor out, pool pool, int timeout_ms)",
     "size pool_available(pool pool)",

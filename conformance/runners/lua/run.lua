@@ -806,6 +806,32 @@ calls.fence_wait = function(a)
   core.tb_fence_wait(a:handle("fence"), a:integer("value"), a:integer("timeout_ns"))
   return NONE
 end
+calls.fence_cuda_signal = function(a)
+  core.tb_fence_cuda_signal(a:handle("fence"), a:integer("value"), a:integer("device"),
+                            a:integer("stream"))
+  return NONE
+end
+calls.fence_cuda_wait = function(a)
+  core.tb_fence_cuda_wait(a:handle("fence"), a:integer("value"), a:integer("device"),
+                          a:integer("stream"))
+  return NONE
+end
+
+calls.tensor_copy = function(a)
+  core.tb_tensor_copy(a:handle("dst"), a:handle("src"), a:integer("stream"))
+  return NONE
+end
+calls.tensor_cuda_wait = function(a)
+  core.tb_tensor_cuda_wait(a:handle("tensor"), a:integer("stream"))
+  return NONE
+end
+calls.tensor_import_cuda_fd = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_tensor_import_cuda_fd(a:fd("fd"), a:memory("memory"),
+                                              a:integer("device"), a:dtype("dtype"),
+                                              a:integers("shape", "ndim"),
+                                              a:integer("byte_offset")))
+end
 
 calls.pool_new = function(a)
   a:no_null_out("out")
@@ -903,6 +929,8 @@ for name in pairs {
   tensor_import = 1, fence_new = 1, fence_import_fd = 1, fence_export_fd = 1,
   fence_signal = 1, fence_wait = 1, pool_new = 1, pool_acquire = 1, buffer_map_file = 1,
   safetensors_open = 1, safetensors_tensor = 1,
+  fence_cuda_signal = 1, fence_cuda_wait = 1, tensor_copy = 1, tensor_cuda_wait = 1,
+  tensor_import_cuda_fd = 1,
 } do
   FALLIBLE[name] = true
 end

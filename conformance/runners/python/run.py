@@ -681,6 +681,18 @@ CALLS = {
         a.handle("fence"), a.integer("value"))),
     "fence_wait": _status_only(lambda a: core.tb_fence_wait(
         a.handle("fence"), a.integer("value"), a.integer("timeout_ns"))),
+    "fence_cuda_signal": _status_only(lambda a: core.tb_fence_cuda_signal(
+        a.handle("fence"), a.integer("value"), a.integer("device"), a.integer("stream"))),
+    "fence_cuda_wait": _status_only(lambda a: core.tb_fence_cuda_wait(
+        a.handle("fence"), a.integer("value"), a.integer("device"), a.integer("stream"))),
+    # CUDA and copies
+    "tensor_copy": _status_only(lambda a: core.tb_tensor_copy(
+        a.handle("dst"), a.handle("src"), a.integer("stream"))),
+    "tensor_cuda_wait": _status_only(lambda a: core.tb_tensor_cuda_wait(
+        a.handle("tensor"), a.integer("stream"))),
+    "tensor_import_cuda_fd": lambda a, case: handle(core.tb_tensor_import_cuda_fd(
+        a.integer("fd"), a.memory("memory"), a.integer("device"), a.dtype("dtype"),
+        a.integers("shape", "ndim"), a.integer("byte_offset"))),
     # pools
     "pool_new": lambda a, case: handle(core.tb_pool_new(
         a.handle("prototype"), a.integer("count"))),
@@ -737,6 +749,8 @@ FALLIBLE = {
     "tensor_import", "fence_new", "fence_import_fd", "fence_export_fd",
     "fence_signal", "fence_wait", "pool_new", "pool_acquire", "buffer_map_file",
     "safetensors_open", "safetensors_tensor",
+    "fence_cuda_signal", "fence_cuda_wait", "tensor_copy", "tensor_cuda_wait",
+    "tensor_import_cuda_fd",
 }
 
 # Out-parameters by C name, where they are not "out" / "out_fd": the binding
