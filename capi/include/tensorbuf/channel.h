@@ -132,13 +132,15 @@ TB_API tb_status tb_channel_recv_fence(tb_fence **out, tb_channel *channel,
 #define TB_DESCRIPTOR_MAX_FDS 4
 
 /* Writes the tensor's description into `descriptor` (`capacity` bytes;
- * *length gets the size used) and new fds (close-on-exec) into `fds` (*nfds
- * gets the count, at most TB_DESCRIPTOR_MAX_FDS); the caller sends both and
- * closes the fds. flags: TB_SEND_READ_ONLY.
- * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_OUT_OF_RANGE (capacity too small;
- * *length says what is needed; or the description is over the 64 KiB that
- * tb_tensor_import accepts, *length its size), TB_ERR_UNSUPPORTED (HEAP),
- * TB_ERR_SYSTEM. */
+ * *length gets the size used) and new fds (close-on-exec) into `fds`. *nfds
+ * is in/out: in, the capacity of `fds` (TB_DESCRIPTOR_MAX_FDS always
+ * suffices); out, the count written. The caller sends both and closes the
+ * fds. flags: TB_SEND_READ_ONLY.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument; `fds` NULL with *nfds >
+ * 0), TB_ERR_OUT_OF_RANGE (capacity too small: *length says what is needed;
+ * *nfds too small: *nfds is set to the count needed; or the description is
+ * over the 64 KiB that tb_tensor_import accepts, *length its size; no fd is
+ * left open), TB_ERR_UNSUPPORTED (HEAP), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity,
                                   size_t *length, int *fds, size_t *nfds,
                                   const tb_tensor *tensor, uint32_t flags);
