@@ -704,7 +704,7 @@ static PyObject *tb_py_tensor_export(const tb_tensor *tensor, uint32_t flags) {
   /* A first try in a small buffer; *length then says what is needed. */
   uint8_t small[512];
   uint8_t *descriptor = small;
-  size_t length = 0, nfds = 0;
+  size_t length = 0, nfds = TB_DESCRIPTOR_MAX_FDS; /* fds' capacity */
   int fds[TB_DESCRIPTOR_MAX_FDS];
   tb_status status = tb_tensor_export(descriptor, sizeof small, &length, fds,
                                       &nfds, tensor, flags);

@@ -87,8 +87,8 @@ tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity, size_t *length,
                            uint32_t flags) {
   TB_REQUIRE_ARRAY(descriptor, capacity);
   TB_REQUIRE(length);
-  TB_REQUIRE(fds);
   TB_REQUIRE(nfds);
+  TB_REQUIRE_ARRAY(fds, *nfds);
   TB_REQUIRE(tensor);
   GError *error = NULL;
   int made[TB_WIRE_MAX_BUFFERS];
@@ -106,10 +106,17 @@ tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity, size_t *length,
     status = tb_fail(__func__, TB_ERR_OUT_OF_RANGE,
                      "capacity is %zu; the descriptor needs %zu bytes",
                      capacity, size);
+  else if (nmade > *nfds)
+    status = tb_fail(__func__, TB_ERR_OUT_OF_RANGE,
+                     "*nfds (the capacity of fds) is %zu; the tensor needs "
+                     "%zu fds",
+                     *nfds, nmade);
   if (status != TB_OK) {
     for (size_t i = 0; i < nmade; i++)
       close(made[i]);
     *length = size;
+    if (nmade > *nfds)
+      *nfds = nmade;
     return status;
   }
   memcpy(descriptor, g_variant_get_data(message), size);

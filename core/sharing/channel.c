@@ -3,8 +3,16 @@
  * Sender state: the ids of buffers already sent (so a recycled buffer goes
  * without fd), and the leases of pooled tensors the peer still holds, by
  * token. Receiver state: the buffers received, by the sender's id (so a
- * recycled buffer is not mapped again), and messages read ahead while
- * pumping releases. */
+ * recycled buffer is not mapped again).
+ *
+ * Nothing is read ahead: the socket is the only queue. One thread at a time
+ * reads it (the reader); it peeks at the next message's kind and takes it
+ * only if it is a release (applied at once) or of the kind it wants, and
+ * imports it before letting the next reader in, so that messages are taken
+ * in order and a buffer is cached before a later message refers to it.
+ * Other threads wait on `changed` with their own deadlines. So memory and
+ * fds never grow with what the peer sends, the socket stays readable while
+ * a message waits, and a peer that floods us only fills its socket. */
 #include "sharing/channel.h"
 
 #include <errno.h>
@@ -33,15 +41,18 @@ typedef struct TbMessage {
 struct tb_channel {
   atomic_int refs;
   int fd;
-  GMutex lock;        /* the tables and the inbox */
-  GMutex read_lock;   /* one reader of the socket at a time */
+  GMutex lock;                  /* the tables, `reading` and `taken` */
+  GCond changed;                /* the reader left, or a message was taken */
+  gboolean reading;             /* a thread is reading the socket */
+  uint64_t taken;               /* messages taken so far: the head changed */
+  uint64_t releases_blocked_at; /* `taken` when a pool's serve found a
+                                   message that is not a release at the head */
   GHashTable *sent;   /* our buffer id -> GINT_TO_POINTER(1 rw, 2 ro) */
   GHashTable *cache;  /* sender's buffer id -> tb_buffer */
   GHashTable *leases; /* token -> TbLease held for the peer */
   uint64_t next_token;
-  GQueue inbox;     /* TbMessage read ahead */
-  GPtrArray *pools; /* pools that watch us (strong) */
-  atomic_bool hung_up; /* the peer has gone: nothing more will arrive */
+  GPtrArray *pools;     /* pools that watch us (strong) */
+  atomic_bool hung_up;  /* the peer has gone: nothing more will arrive */
   GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
 };
 
@@ -71,7 +82,8 @@ static tb_channel *channel_wrap(int fd) {
   atomic_init(&channel->refs, 1);
   channel->fd = fd;
   g_mutex_init(&channel->lock);
-  g_mutex_init(&channel->read_lock);
+  g_cond_init(&channel->changed);
+  channel->releases_blocked_at = G_MAXUINT64;
   channel->sent =
       g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
   channel->cache = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
@@ -79,7 +91,6 @@ static tb_channel *channel_wrap(int fd) {
   channel->leases = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
                                           (GDestroyNotify)tb_lease_drop);
   channel->next_token = 1;
-  g_queue_init(&channel->inbox);
   channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
   channel->pools =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
@@ -123,11 +134,10 @@ void tb_channel_unref(tb_channel *channel) {
   g_ptr_array_unref(channel->pools);
   g_hash_table_unref(channel->sent);
   g_hash_table_unref(channel->cache);
-  g_queue_clear_full(&channel->inbox, (GDestroyNotify)message_free);
   g_array_unref(channel->releases_out);
   close(channel->fd);
   g_mutex_clear(&channel->lock);
-  g_mutex_clear(&channel->read_lock);
+  g_cond_clear(&channel->changed);
   g_free(channel);
   tb_live_add(-1);
 }
@@ -222,23 +232,35 @@ tb_listener *tb_listener_open(const char *path, GError **error) {
   return listener;
 }
 
-/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. The
- * timeout is a monotonic deadline: a signal (EINTR) never extends it. */
-static gboolean wait_readable(int fd, int timeout_ms, const char *what,
-                              GError **error) {
-  gint64 deadline = g_get_monotonic_time() +
-                    (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  int ready, left_ms = timeout_ms;
+/* The monotonic time `timeout_ms` from now; -1 (no deadline) for a
+ * negative timeout. */
+static gint64 deadline_in(int timeout_ms) {
+  return timeout_ms < 0 ? -1
+                        : g_get_monotonic_time() +
+                              (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
+}
+
+/* Polls `fds` until one is ready or `deadline` (-1: none) passes; a signal
+ * (EINTR) never extends the wait. Gives poll's result. */
+static int poll_until(struct pollfd *fds, nfds_t n, gint64 deadline) {
+  int ready;
   for (;;) {
-    ready = poll(&p, 1, left_ms);
-    if (ready >= 0 || errno != EINTR)
-      break;
-    if (timeout_ms >= 0) {
+    int left_ms = -1;
+    if (deadline >= 0) {
       gint64 left_us = deadline - g_get_monotonic_time();
       left_ms = left_us <= 0 ? 0 : (int)MIN((left_us + 999) / 1000, G_MAXINT);
     }
+    ready = poll(fds, n, left_ms);
+    if (ready >= 0 || errno != EINTR)
+      return ready;
   }
+}
+
+/* Waits for `fd` to be readable; FALSE with TB_ERR_TIMEOUT otherwise. */
+static gboolean wait_readable(int fd, int timeout_ms, const char *what,
+                              GError **error) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int ready = poll_until(&p, 1, deadline_in(timeout_ms));
   if (ready < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "poll");
     return FALSE;
@@ -360,12 +382,19 @@ static gboolean peer_hung_up(int fd) {
   return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP));
 }
 
-/* Reads one message. Every fd that arrives is owned by the message (and
+/* The peer has gone: nothing more will arrive, and it can no longer
+ * release what it held. */
+static void note_hang_up(tb_channel *channel, GError **error) {
+  g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+              "the peer closed the channel");
+  atomic_store(&channel->hung_up, true);
+  drop_peer_leases(channel);
+}
+
+/* Reads the message at the head of the socket (the caller is the reader
+ * and has peeked at it). Every fd that arrives is owned by the message (and
  * closed with it), whatever else is wrong with it. */
-static TbMessage *read_message(tb_channel *channel, int timeout_ms,
-                               GError **error) {
-  if (!wait_readable(channel->fd, timeout_ms, "message", error))
-    return NULL;
+static TbMessage *read_message(tb_channel *channel, GError **error) {
   g_autofree uint8_t *bytes = g_malloc(TB_WIRE_MAX_BYTES);
   struct iovec iov = {.iov_base = bytes, .iov_len = TB_WIRE_MAX_BYTES};
   union {
@@ -384,11 +413,6 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
   do
     received = recvmsg(channel->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   while (received < 0 && (errno == EINTR || errno == ECONNRESET));
-  if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
-                "no message within %d ms", timeout_ms);
-    return NULL;
-  }
   if (received < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "recvmsg");
     return NULL;
@@ -404,10 +428,7 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
              sizeof(int));
   }
   if (received <= 0 && peer_hung_up(channel->fd)) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
-                "the peer closed the channel");
-    atomic_store(&channel->hung_up, true);
-    drop_peer_leases(channel);
+    note_hang_up(channel, error);
     return NULL;
   }
   if (received <= 0) {
@@ -440,68 +461,198 @@ static void handle_release(tb_channel *channel, TbMessage *message) {
   }
 }
 
-static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
-                                      GError **error);
+/* What waits at the head of the socket: nothing, the end, a message whose
+ * kind cannot be read (any receive takes it and says what is wrong), or a
+ * message's TbWireKind. */
+enum { HEAD_NOTHING = 0, HEAD_CLOSED = 1, HEAD_UNREADABLE = 2 };
 
-/* The next message of `kind`, from the inbox or the socket; releases that
- * arrive meanwhile are handled. */
-static TbMessage *next_message(tb_channel *channel, TbWireKind kind,
-                               int timeout_ms, GError **error) {
-  flush_releases(channel);
-  gint64 deadline = g_get_monotonic_time() +
-                    (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
-  g_mutex_lock(&channel->read_lock);
-  TbMessage *message = NULL;
-  for (;;) {
-    g_mutex_lock(&channel->lock);
-    message = g_queue_pop_head(&channel->inbox);
-    g_mutex_unlock(&channel->lock);
-    if (message == NULL) {
-      int left_ms = timeout_ms;
-      if (timeout_ms > 0)
-        left_ms = (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
-      message = read_message(channel, left_ms, error);
-    }
-    if (message == NULL || message->kind != TB_WIRE_RELEASE)
-      break;
+/* Peeks at the next message's (u version, y kind) header without taking
+ * it (no control buffer: its fds stay in the socket). */
+static int peek_head(tb_channel *channel) {
+  uint8_t header[5];
+  ssize_t n;
+  /* ECONNRESET is reported once, before what the peer sent earlier. */
+  do
+    n = recv(channel->fd, header, sizeof header, MSG_PEEK | MSG_DONTWAIT);
+  while (n < 0 && (errno == EINTR || errno == ECONNRESET));
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK ? HEAD_NOTHING
+                                                   : HEAD_UNREADABLE;
+  if (n == 0 && peer_hung_up(channel->fd))
+    return HEAD_CLOSED;
+  if (n < (ssize_t)sizeof header)
+    return HEAD_UNREADABLE;
+  switch (header[4]) {
+  case TB_WIRE_TENSOR:
+  case TB_WIRE_FENCE:
+  case TB_WIRE_RELEASE:
+    return header[4];
+  default:
+    return HEAD_UNREADABLE;
+  }
+}
+
+/* Waits up to `deadline` for a message (or the end), then peeks at it. */
+static int wait_head(tb_channel *channel, gint64 deadline) {
+  struct pollfd p = {.fd = channel->fd, .events = POLLIN};
+  return poll_until(&p, 1, deadline) > 0 ? peek_head(channel) : HEAD_NOTHING;
+}
+
+/* Takes the release at the head and gives its lease back. */
+static gboolean take_release(tb_channel *channel, GError **error) {
+  g_autoptr(TbMessage) message = read_message(channel, error);
+  if (message != NULL)
     handle_release(channel, message);
-    message_free(message);
+  return message != NULL;
+}
+
+/* Releases taken past a receive's deadline before it gives up: under a
+ * flood of releases the deadline still holds, and a receive with timeout 0
+ * still reaches a message queued behind a few releases. */
+#define TB_CHANNEL_LATE_RELEASES 64
+
+/* Builds what a receive returns from its message; runs while the caller is
+ * the reader, so that messages are imported in the order they came. */
+typedef gpointer (*TbFinish)(tb_channel *channel, TbMessage *message,
+                             GError **error);
+
+/* Waits on `changed` up to `deadline`; FALSE once it has passed. */
+static gboolean wait_changed(tb_channel *channel, gint64 deadline) {
+  if (deadline < 0) {
+    g_cond_wait(&channel->changed, &channel->lock);
+    return TRUE;
   }
-  g_mutex_unlock(&channel->read_lock);
-  if (message != NULL && message->kind != kind) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "expected a '%c' message; a '%c' message arrived", kind,
-                message->kind);
-    /* A tensor is still received, and dropped at once: the sender counts
-     * its buffers as held here (later sends refer to them without fds),
-     * and a pooled tensor's release must go back. */
-    if (message->kind == TB_WIRE_TENSOR)
-      tb_tensor_unref(tensor_from_message(channel, message, NULL));
-    g_clear_pointer(&message, message_free);
+  return g_cond_wait_until(&channel->changed, &channel->lock, deadline);
+}
+
+/* The next message of `kind`, as `finish` makes it, taking and applying
+ * the releases before it. A message of the other kind at the head is left
+ * for its receiver: this one waits for it to be taken. */
+static gpointer receive(tb_channel *channel, TbWireKind kind, TbFinish finish,
+                        int timeout_ms, GError **error) {
+  flush_releases(channel);
+  gint64 deadline = deadline_in(timeout_ms);
+  uint64_t blocked_at = G_MAXUINT64; /* `taken` when the head was not ours */
+  unsigned late = 0;
+  gpointer result = NULL;
+  gboolean done = FALSE;
+  g_mutex_lock(&channel->lock);
+  while (!done) {
+    if (channel->reading || channel->taken == blocked_at) {
+      if (!wait_changed(channel, deadline)) {
+        g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                    "no message within %d ms", timeout_ms);
+        break;
+      }
+      continue;
+    }
+    channel->reading = TRUE;
+    g_mutex_unlock(&channel->lock);
+    int head = wait_head(channel, deadline);
+    gboolean took =
+        head == TB_WIRE_RELEASE || head == (int)kind || head == HEAD_UNREADABLE;
+    if (head == HEAD_NOTHING) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                  "no message within %d ms", timeout_ms);
+      done = TRUE;
+    } else if (head == HEAD_CLOSED) {
+      note_hang_up(channel, error);
+      done = TRUE;
+    } else if (head == TB_WIRE_RELEASE) {
+      done = !take_release(channel, error);
+      if (!done && deadline >= 0 && g_get_monotonic_time() >= deadline &&
+          ++late > TB_CHANNEL_LATE_RELEASES) {
+        g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                    "no message within %d ms", timeout_ms);
+        done = TRUE;
+      }
+    } else if (took) {
+      g_autoptr(TbMessage) message = read_message(channel, error);
+      if (message != NULL && message->kind != kind)
+        g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                    "expected a '%c' message; a '%c' message arrived", kind,
+                    message->kind);
+      else if (message != NULL)
+        result = finish(channel, message, error);
+      done = TRUE;
+    }
+    g_mutex_lock(&channel->lock);
+    channel->reading = FALSE;
+    if (took)
+      channel->taken++;
+    else if (!done)
+      blocked_at = channel->taken;
+    g_cond_broadcast(&channel->changed);
   }
-  return message;
+  g_mutex_unlock(&channel->lock);
+  return result;
 }
 
 gboolean tb_channel_hung_up(tb_channel *channel) {
   return atomic_load(&channel->hung_up);
 }
 
-void tb_channel_pump(tb_channel *channel) {
-  flush_releases(channel);
-  if (!g_mutex_trylock(&channel->read_lock))
-    return; /* another thread is reading and handles releases itself */
-  TbMessage *message;
-  while ((message = read_message(channel, 0, NULL)) != NULL) {
-    if (message->kind == TB_WIRE_RELEASE) {
-      handle_release(channel, message);
-      message_free(message);
-    } else {
-      g_mutex_lock(&channel->lock);
-      g_queue_push_tail(&channel->inbox, message);
-      g_mutex_unlock(&channel->lock);
+/* Most releases one channel's serve takes in a row before the pool looks
+ * at its free tensors again. */
+#define TB_CHANNEL_RELEASE_BATCH 64
+
+/* Takes the releases at the head of a channel whose reader we are; stops
+ * at anything else, which is left for a receive. Gives how many it took,
+ * and in *blocked whether a message of another kind stopped it. */
+static unsigned serve_one(tb_channel *channel, gboolean *blocked) {
+  unsigned took = 0;
+  *blocked = FALSE;
+  while (took < TB_CHANNEL_RELEASE_BATCH) {
+    int head = peek_head(channel);
+    if (head == HEAD_CLOSED)
+      note_hang_up(channel, NULL);
+    if (head != TB_WIRE_RELEASE) {
+      *blocked = head != HEAD_NOTHING && head != HEAD_CLOSED;
+      break;
     }
+    take_release(channel, NULL); /* a malformed one is dropped */
+    took++;
   }
-  g_mutex_unlock(&channel->read_lock);
+  return took;
+}
+
+gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
+                                   gint64 deadline) {
+  g_autofree struct pollfd *fds = g_new0(struct pollfd, MAX(n, 1));
+  g_autofree tb_channel **claimed = g_new0(tb_channel *, MAX(n, 1));
+  nfds_t count = 0;
+  for (size_t i = 0; i < n; i++) {
+    tb_channel *channel = channels[i];
+    if (tb_channel_hung_up(channel))
+      continue; /* readable for ever, with no release left to bring */
+    g_mutex_lock(&channel->lock);
+    gboolean free_to_read =
+        !channel->reading && channel->taken != channel->releases_blocked_at;
+    if (free_to_read)
+      channel->reading = TRUE;
+    g_mutex_unlock(&channel->lock);
+    if (!free_to_read)
+      continue;
+    claimed[count] = channel;
+    fds[count++] = (struct pollfd){.fd = channel->fd, .events = POLLIN};
+  }
+  if (count == 0)
+    return FALSE;
+  gboolean ready = poll_until(fds, count, deadline) > 0;
+  for (nfds_t i = 0; i < count; i++) {
+    tb_channel *channel = claimed[i];
+    gboolean blocked = FALSE;
+    unsigned took =
+        ready && fds[i].revents != 0 ? serve_one(channel, &blocked) : 0;
+    g_mutex_lock(&channel->lock);
+    channel->reading = FALSE;
+    channel->taken += took;
+    if (blocked)
+      channel->releases_blocked_at = channel->taken;
+    g_cond_broadcast(&channel->changed);
+    g_mutex_unlock(&channel->lock);
+  }
+  return TRUE;
 }
 
 /* ---- tensors ------------------------------------------------------------ */
@@ -783,11 +934,14 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
   return tensor;
 }
 
+static gpointer finish_tensor(tb_channel *channel, TbMessage *message,
+                              GError **error) {
+  return tensor_from_message(channel, message, error);
+}
+
 tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
                            GError **error) {
-  g_autoptr(TbMessage) message =
-      next_message(channel, TB_WIRE_TENSOR, timeout_ms, error);
-  return message != NULL ? tensor_from_message(channel, message, error) : NULL;
+  return receive(channel, TB_WIRE_TENSOR, finish_tensor, timeout_ms, error);
 }
 
 /* ---- fences ------------------------------------------------------------- */
@@ -803,16 +957,18 @@ gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
   return sent;
 }
 
-tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
-                                GError **error) {
-  g_autoptr(TbMessage) message =
-      next_message(channel, TB_WIRE_FENCE, timeout_ms, error);
-  if (message == NULL)
-    return NULL;
+static gpointer finish_fence(tb_channel *channel, TbMessage *message,
+                             GError **error) {
+  (void)channel;
   if (message->nfds != 1) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "a fence message came with %zu fds; expected 1", message->nfds);
     return NULL;
   }
   return tb_fence_open(message->fds[0], error);
+}
+
+tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
+                                GError **error) {
+  return receive(channel, TB_WIRE_FENCE, finish_fence, timeout_ms, error);
 }

@@ -4,11 +4,10 @@
 #include "sharing/pool.h"
 #include "tensor/image.h"
 
-#include <poll.h>
-
 #define TB_POOL_MAX 1024
-/* While waiting for a release, how often local returns are noticed. */
-#define TB_POOL_PUMP_SLICE_MS 5
+/* While serving channels for a release, how often local returns (which
+ * signal `returned`, not the sockets) are noticed. */
+#define TB_POOL_SERVE_SLICE_MS 5
 
 typedef struct TbPoolSlot {
   TbLease lease; /* first: the lease's address is the slot's */
@@ -79,9 +78,11 @@ tb_pool *tb_pool_create(const tb_tensor *prototype, size_t count,
   return pool;
 }
 
-/* Reads releases from the channels carrying our tensors for up to
- * `wait_ms`. Called without the lock. */
-static void pump_channels(tb_pool *pool, int wait_ms) {
+/* Reads the releases arriving on the channels carrying our tensors, until
+ * `until`, on those that no other thread reads. FALSE when there was none
+ * to read: their readers apply the releases and signal `returned`. Called
+ * without the lock. */
+static gboolean serve_channels(tb_pool *pool, gint64 until) {
   g_autoptr(GPtrArray) live =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_channel_unref);
   g_mutex_lock(&pool->lock);
@@ -91,58 +92,37 @@ static void pump_channels(tb_pool *pool, int wait_ms) {
       g_ptr_array_add(live, channel);
   }
   g_mutex_unlock(&pool->lock);
-  /* Every channel, however many; none whose peer is gone (its hang-up
-   * would make poll return at once, and the wait spin). */
-  g_autofree struct pollfd *fds = g_new0(struct pollfd, live->len + 1);
-  g_autofree tb_channel **owners = g_new0(tb_channel *, live->len + 1);
-  nfds_t nfds = 0;
-  for (guint i = 0; i < live->len; i++) {
-    if (tb_channel_hung_up(live->pdata[i]))
-      continue;
-    owners[nfds] = live->pdata[i];
-    fds[nfds++] =
-        (struct pollfd){.fd = tb_channel_fd(live->pdata[i]), .events = POLLIN};
-  }
-  if (nfds == 0) { /* only local returns can come: wait on the cond */
-    g_mutex_lock(&pool->lock);
-    if (g_queue_is_empty(&pool->free_slots))
-      g_cond_wait_until(&pool->returned, &pool->lock,
-                        g_get_monotonic_time() +
-                            wait_ms * G_TIME_SPAN_MILLISECOND);
-    g_mutex_unlock(&pool->lock);
-    return;
-  }
-  if (poll(fds, nfds, wait_ms) <= 0)
-    return;
-  for (nfds_t i = 0; i < nfds; i++)
-    if (fds[i].revents != 0)
-      tb_channel_pump(owners[i]);
+  return tb_channel_serve_releases((tb_channel *const *)live->pdata, live->len,
+                                   until);
 }
 
 tb_tensor *tb_pool_take(tb_pool *pool, int timeout_ms, GError **error) {
-  gint64 deadline = g_get_monotonic_time() +
-                    (gint64)MAX(timeout_ms, 0) * G_TIME_SPAN_MILLISECOND;
+  gint64 deadline = timeout_ms < 0
+                        ? G_MAXINT64
+                        : g_get_monotonic_time() +
+                              (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
+  gboolean served_once = FALSE; /* timeout 0 still reads what has come */
   g_mutex_lock(&pool->lock);
   while (g_queue_is_empty(&pool->free_slots)) {
-    gint64 left_us =
-        timeout_ms < 0 ? G_MAXINT64 : deadline - g_get_monotonic_time();
-    if (left_us <= 0) {
+    gint64 now = g_get_monotonic_time();
+    if (served_once && now >= deadline) {
       g_mutex_unlock(&pool->lock);
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
                   "no tensor of the pool's %zu came back within %d ms",
                   pool->count, timeout_ms);
       return NULL;
     }
-    int slice_ms = (int)MIN(left_us / 1000 + 1, TB_POOL_PUMP_SLICE_MS);
+    served_once = TRUE;
+    gint64 until =
+        MIN(deadline, now + TB_POOL_SERVE_SLICE_MS * G_TIME_SPAN_MILLISECOND);
+    gboolean served = FALSE;
     if (pool->channels->len > 0) {
       g_mutex_unlock(&pool->lock);
-      pump_channels(pool, slice_ms);
+      served = serve_channels(pool, until);
       g_mutex_lock(&pool->lock);
-    } else {
-      g_cond_wait_until(&pool->returned, &pool->lock,
-                        g_get_monotonic_time() +
-                            slice_ms * G_TIME_SPAN_MILLISECOND);
     }
+    if (!served && g_queue_is_empty(&pool->free_slots))
+      g_cond_wait_until(&pool->returned, &pool->lock, until);
   }
   TbPoolSlot *slot = g_queue_pop_head(&pool->free_slots);
   g_mutex_unlock(&pool->lock);

@@ -105,7 +105,7 @@ static tb_tensor *shm_tensor(tb_dtype dtype, size_t ndim,
 static void export_seed(const char *name, const tb_tensor *tensor,
                         uint32_t flags) {
   uint8_t bytes[4096];
-  size_t length = 0, nfds = 0;
+  size_t length = 0, nfds = TB_DESCRIPTOR_MAX_FDS; /* fds' capacity */
   int fds[TB_DESCRIPTOR_MAX_FDS];
   check(
       tb_tensor_export(bytes, sizeof bytes, &length, fds, &nfds, tensor, flags),

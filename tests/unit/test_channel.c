@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <glib-unix.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -510,6 +512,225 @@ static void threads_share_a_channel(void **state) {
   tb_channel_unref(shared.channel);
 }
 
+/* Issue 9, finding 9: several threads receiving on one channel. Each
+ * buffer goes twice: first with its fd, at once again by reference. Such
+ * messages used to be refused as protocol errors (377 of 40,000: the
+ * second was imported by one thread before the other had cached the buffer
+ * the first brought). Now one thread at a time takes a message and imports
+ * it before the next: every message arrives, each thread sees them in
+ * order, none is an error. */
+enum { ORDERED_MESSAGES = 40000, ORDERED_RECEIVERS = 2 };
+
+typedef struct ordered_receivers {
+  tb_channel *channel;
+  GMutex lock;
+  uint8_t *seen; /* ORDERED_MESSAGES flags */
+  int total;
+  int errors;       /* statuses other than OK and TIMEOUT */
+  int out_of_order; /* a sequence number below one this thread had */
+  tb_status first_error;
+} ordered_receivers;
+
+static gpointer receive_in_order(gpointer data) {
+  ordered_receivers *shared = data;
+  long last = -1;
+  for (;;) {
+    g_mutex_lock(&shared->lock);
+    bool done = shared->total + shared->errors >= ORDERED_MESSAGES;
+    g_mutex_unlock(&shared->lock);
+    if (done)
+      return NULL;
+    tb_tensor *tensor = NULL;
+    tb_status status = tb_channel_recv(&tensor, shared->channel, 20);
+    if (status == TB_ERR_TIMEOUT)
+      continue;
+    long sequence = status == TB_OK ? atol(tb_tensor_name(tensor)) : -1;
+    tb_tensor_unref(tensor);
+    g_mutex_lock(&shared->lock);
+    if (status != TB_OK) {
+      if (shared->errors++ == 0)
+        shared->first_error = status;
+    } else {
+      shared->out_of_order += sequence <= last;
+      last = sequence;
+      shared->seen[sequence]++;
+      shared->total++;
+    }
+    g_mutex_unlock(&shared->lock);
+  }
+}
+
+static void threads_receive_recycled_buffers_in_order(void **state) {
+  (void)state;
+  tb_channel *sender = NULL;
+  ordered_receivers shared = {.seen = g_new0(uint8_t, ORDERED_MESSAGES)};
+  g_mutex_init(&shared.lock);
+  TB_ASSERT_OK(tb_channel_pair(&sender, &shared.channel));
+  GThread *threads[ORDERED_RECEIVERS];
+  for (int i = 0; i < ORDERED_RECEIVERS; i++)
+    threads[i] = g_thread_new("receiver", receive_in_order, &shared);
+  tb_tensor *tensor = NULL;
+  for (int sequence = 0; sequence < ORDERED_MESSAGES; sequence++) {
+    if (sequence % 2 == 0) { /* a new buffer; the old one dies */
+      tb_tensor_unref(tensor);
+      tensor = shm_tensor(TB_DTYPE_U8, 64);
+    }
+    char name[16];
+    snprintf(name, sizeof name, "%d", sequence);
+    TB_ASSERT_OK(tb_tensor_set_name(tensor, name));
+    TB_ASSERT_OK(tb_channel_send(sender, tensor, 0));
+  }
+  tb_tensor_unref(tensor);
+  for (int i = 0; i < ORDERED_RECEIVERS; i++)
+    g_thread_join(threads[i]);
+  if (shared.errors > 0)
+    print_error("%d errors, the first %s\n", shared.errors,
+                tb_status_name(shared.first_error));
+  assert_int_equal(shared.errors, 0);
+  assert_int_equal(shared.out_of_order, 0);
+  assert_int_equal(shared.total, ORDERED_MESSAGES);
+  for (int i = 0; i < ORDERED_MESSAGES; i++)
+    assert_int_equal(shared.seen[i], 1);
+  g_free(shared.seen);
+  g_mutex_clear(&shared.lock);
+  tb_channel_unref(sender);
+  tb_channel_unref(shared.channel);
+}
+
+typedef struct timed_receive {
+  tb_channel *channel;
+  int timeout_ms;
+  bool fence; /* receive a fence instead of a tensor */
+  tb_status status;
+  int64_t took_ms;
+} timed_receive;
+
+static gpointer receive_timed(gpointer data) {
+  timed_receive *call = data;
+  int64_t started = tb_peer_now_ms();
+  if (call->fence) {
+    tb_fence *fence = NULL;
+    call->status =
+        tb_channel_recv_fence(&fence, call->channel, call->timeout_ms);
+    tb_fence_unref(fence);
+  } else {
+    tb_tensor *tensor = NULL;
+    call->status = tb_channel_recv(&tensor, call->channel, call->timeout_ms);
+    tb_tensor_unref(tensor);
+  }
+  call->took_ms = tb_peer_now_ms() - started;
+  return NULL;
+}
+
+/* What a timed call may overrun its deadline by on this loaded machine. */
+#define DEADLINE_SLACK_MS 250
+
+/* A timed receive used to wait behind another thread's untimed one (which
+ * held the channel's read lock while it waited): 2 s for a 200 ms recv. */
+static void
+timed_receives_keep_their_deadline_behind_an_untimed_one(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  timed_receive untimed = {.channel = b, .timeout_ms = -1};
+  timed_receive timed = {.channel = b, .timeout_ms = 200};
+  timed_receive timed_fence = {.channel = b, .timeout_ms = 100, .fence = true};
+  GThread *waiting = g_thread_new("untimed", receive_timed, &untimed);
+  g_usleep(50 * G_TIME_SPAN_MILLISECOND); /* let it wait first */
+  GThread *tensor_thread = g_thread_new("timed", receive_timed, &timed);
+  GThread *fence_thread = g_thread_new("fence", receive_timed, &timed_fence);
+  /* The message that ends the untimed wait comes well after the deadlines:
+   * a timed call stuck behind the untimed one would take this long. */
+  g_usleep(1000 * G_TIME_SPAN_MILLISECOND);
+  tb_tensor *tensor = shm_tensor(TB_DTYPE_U8, 4);
+  TB_ASSERT_OK(tb_channel_send(a, tensor, 0));
+  g_thread_join(waiting);
+  g_thread_join(tensor_thread);
+  g_thread_join(fence_thread);
+  print_message("recv(200 ms) took %" PRId64 " ms, recv_fence(100 ms) %" PRId64
+                " ms\n",
+                timed.took_ms, timed_fence.took_ms);
+  assert_int_equal(untimed.status, TB_OK);
+  assert_int_equal(timed.status, TB_ERR_TIMEOUT);
+  assert_int_equal(timed_fence.status, TB_ERR_TIMEOUT);
+  assert_true(timed.took_ms >= 200 && timed.took_ms <= 200 + DEADLINE_SLACK_MS);
+  assert_true(timed_fence.took_ms >= 100 &&
+              timed_fence.took_ms <= 100 + DEADLINE_SLACK_MS);
+  tb_tensor_unref(tensor);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+}
+
+enum { KIND_ROUNDS = 500 };
+
+typedef struct kind_receiver {
+  tb_channel *channel;
+  bool fence;
+  int received;
+  int errors;
+} kind_receiver;
+
+static gpointer receive_one_kind(gpointer data) {
+  kind_receiver *receiver = data;
+  for (int i = 0; i < KIND_ROUNDS; i++) {
+    tb_status status;
+    if (receiver->fence) {
+      tb_fence *fence = NULL;
+      status = tb_channel_recv_fence(&fence, receiver->channel, PATIENCE_MS);
+      tb_fence_unref(fence);
+    } else {
+      tb_tensor *tensor = NULL;
+      status = tb_channel_recv(&tensor, receiver->channel, PATIENCE_MS);
+      tb_tensor_unref(tensor);
+    }
+    if (status == TB_OK)
+      receiver->received++;
+    else
+      receiver->errors++;
+  }
+  return NULL;
+}
+
+/* A fence thread and a tensor thread on one channel: a recv_fence used to
+ * consume (and drop) a tensor that the other thread waited for, and the
+ * other way round. Each now gets every message of its kind. */
+static void fence_and_tensor_threads_share_a_channel(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  kind_receiver tensors = {.channel = b},
+                fences = {.channel = b, .fence = true};
+  GThread *tensor_thread = g_thread_new("tensors", receive_one_kind, &tensors);
+  GThread *fence_thread = g_thread_new("fences", receive_one_kind, &fences);
+  tb_tensor *tensor = shm_tensor(TB_DTYPE_U8, 4);
+  tb_fence *fence = NULL;
+  TB_ASSERT_OK(tb_fence_new(&fence, 0));
+  GRand *rand = g_rand_new_with_seed(99);
+  int tensors_left = KIND_ROUNDS, fences_left = KIND_ROUNDS;
+  while (tensors_left + fences_left > 0) {
+    bool send_fence =
+        tensors_left == 0 || (fences_left > 0 && g_rand_boolean(rand));
+    if (send_fence) {
+      TB_ASSERT_OK(tb_channel_send_fence(a, fence));
+      fences_left--;
+    } else {
+      TB_ASSERT_OK(tb_channel_send(a, tensor, 0));
+      tensors_left--;
+    }
+  }
+  g_rand_free(rand);
+  g_thread_join(tensor_thread);
+  g_thread_join(fence_thread);
+  assert_int_equal(tensors.errors, 0);
+  assert_int_equal(fences.errors, 0);
+  assert_int_equal(tensors.received, KIND_ROUNDS);
+  assert_int_equal(fences.received, KIND_ROUNDS);
+  tb_fence_unref(fence);
+  tb_tensor_unref(tensor);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+}
+
 /* ---- arguments ----------------------------------------------------------- */
 
 static void rejects_bad_arguments(void **state) {
@@ -831,12 +1052,93 @@ static void channel_fd_works_with_poll(void **state) {
 
 /* ---- the read-only model (issue 9, finding 12) ------------------------ */
 
+typedef struct event_loop_wake {
+  tb_channel *channel;
+  GMainLoop *loop;
+  tb_tensor *received;
+  bool gave_up;
+} event_loop_wake;
+
+static gboolean receive_when_readable(gint fd, GIOCondition condition,
+                                      gpointer data) {
+  (void)fd;
+  (void)condition;
+  event_loop_wake *wake = data;
+  TB_ASSERT_OK(tb_channel_recv(&wake->received, wake->channel, 0));
+  g_main_loop_quit(wake->loop);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean give_up_waiting(gpointer data) {
+  event_loop_wake *wake = data;
+  wake->gave_up = true;
+  g_main_loop_quit(wake->loop);
+  return G_SOURCE_REMOVE;
+}
+
+/* Issue 9, finding 7: while a pool waited in acquire it read the channel's
+ * messages into an inbox, after which tb_channel_fd was no longer readable
+ * though tb_channel_recv would return a tensor: an event loop never woke.
+ * Nothing is read ahead now: the fd stays readable, for poll and for a GLib
+ * main loop, until the tensor is received. */
+static void channel_fd_wakes_an_event_loop_after_a_pool_waited(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  tb_tensor *prototype = shm_tensor(TB_DTYPE_U8, 16);
+  tb_pool *pool = NULL;
+  TB_ASSERT_OK(tb_pool_new(&pool, prototype, 1));
+  tb_tensor_unref(prototype);
+  tb_tensor *lent = NULL, *held = NULL;
+  TB_ASSERT_OK(tb_pool_acquire(&lent, pool, 0));
+  TB_ASSERT_OK(tb_channel_send(b, lent, 0));
+  tb_tensor_unref(lent);
+  TB_ASSERT_OK(tb_channel_recv(&held, a, PATIENCE_MS)); /* not released */
+  tb_tensor *tensor = shm_tensor(TB_DTYPE_U8, 4);
+  TB_ASSERT_OK(tb_channel_send(a, tensor, 0)); /* waits for b's receive */
+  tb_tensor *none = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_pool_acquire(&none, pool, 50), TB_ERR_TIMEOUT);
+
+  struct pollfd ready = {.fd = tb_channel_fd(b), .events = POLLIN};
+  assert_int_equal(poll(&ready, 1, 0), 1);
+  /* A context of its own, so that its wake-up fd goes with it. */
+  GMainContext *context = g_main_context_new();
+  event_loop_wake wake = {.channel = b,
+                          .loop = g_main_loop_new(context, FALSE)};
+  GSource *watch = g_unix_fd_source_new(tb_channel_fd(b), G_IO_IN);
+  g_source_set_callback(watch, G_SOURCE_FUNC(receive_when_readable), &wake,
+                        NULL);
+  g_source_attach(watch, context);
+  GSource *guard = g_timeout_source_new(PATIENCE_MS);
+  g_source_set_callback(guard, give_up_waiting, &wake, NULL);
+  g_source_attach(guard, context);
+  g_main_loop_run(wake.loop);
+  assert_false(wake.gave_up);
+  assert_non_null(wake.received);
+  g_source_destroy(guard);
+  g_source_unref(guard);
+  g_source_unref(watch);
+  g_main_loop_unref(wake.loop);
+  g_main_context_unref(context);
+  assert_int_equal(poll(&ready, 1, 0), 0); /* nothing left to do */
+
+  /* The release comes back to the waiting acquire. */
+  tb_tensor_unref(held);
+  TB_ASSERT_OK(tb_pool_acquire(&lent, pool, PATIENCE_MS));
+  tb_tensor_unref(lent);
+  tb_tensor_unref(wake.received);
+  tb_tensor_unref(tensor);
+  tb_pool_unref(pool);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+}
+
 /* One buffer, writable for one peer and read-only for another: the
- * writable share comes (and is mapped) first; the read-only share seals the memfd, so the
- * second peer cannot write while the first still can. A writable share
- * after that is refused (it used to arrive read-only, silently). */
-static void one_buffer_writable_for_one_peer_read_only_for_another(
-    void **state) {
+ * writable share comes (and is mapped) first; the read-only share seals the
+ * memfd, so the second peer cannot write while the first still can. A writable
+ * share after that is refused (it used to arrive read-only, silently). */
+static void
+one_buffer_writable_for_one_peer_read_only_for_another(void **state) {
   (void)state;
   tb_channel *to_writer = NULL, *writer = NULL, *to_reader = NULL,
              *reader = NULL, *to_late = NULL, *late = NULL;
@@ -863,8 +1165,7 @@ static void one_buffer_writable_for_one_peer_read_only_for_another(
   TB_ASSERT_OK(tb_channel_send(to_late, tensor, TB_SEND_READ_ONLY));
   tb_tensor *late_copy = NULL;
   TB_ASSERT_OK(tb_channel_recv(&late_copy, late, PATIENCE_MS));
-  TB_ASSERT_STATUS(tb_tensor_set_i64(late_copy, 1, index, 1),
-                   TB_ERR_READ_ONLY);
+  TB_ASSERT_STATUS(tb_tensor_set_i64(late_copy, 1, index, 1), TB_ERR_READ_ONLY);
 
   tb_tensor_unref(late_copy);
   tb_tensor_unref(writable);
@@ -1044,6 +1345,9 @@ int main(void) {
       TB_TEST(peer_killed_after_sending),
       TB_TEST(silent_peer_times_out),
       TB_TEST(threads_share_a_channel),
+      TB_TEST(threads_receive_recycled_buffers_in_order),
+      TB_TEST(timed_receives_keep_their_deadline_behind_an_untimed_one),
+      TB_TEST(fence_and_tensor_threads_share_a_channel),
       TB_TEST(rejects_bad_arguments),
       TB_TEST(oversized_description_is_refused_by_the_sender),
       TB_TEST(listen_on_a_path),
@@ -1054,6 +1358,7 @@ int main(void) {
       TB_TEST(second_listener_on_a_name_is_refused),
       TB_TEST(connect_to_a_stream_socket_fails),
       TB_TEST(channel_fd_works_with_poll),
+      TB_TEST(channel_fd_wakes_an_event_loop_after_a_pool_waited),
       TB_TEST(one_buffer_writable_for_one_peer_read_only_for_another),
       TB_TEST(signals_do_not_extend_timeouts),
       TB_TEST(what_a_dead_peer_sent_arrives_before_closed),

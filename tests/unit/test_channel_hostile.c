@@ -8,6 +8,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -61,19 +65,32 @@ static void assert_channel_still_works(const hostile *h) {
   tb_tensor_unref(tensor);
 }
 
+/* Whether a forged case's header says "fence": such a message is the fence
+ * receiver's (tensors and fences never take each other's messages). */
+static bool sent_as_fence(const tb_forge_case *forged) {
+  return forged->edits[0].field == TB_FORGE_KIND &&
+         strcmp(forged->edits[0].value, "byte 0x46") == 0;
+}
+
 static void forged_descriptions_are_refused(void **state) {
   (void)state;
   hostile h = hostile_open();
   tb_tensor *tensor = TB_SENTINEL(tb_tensor);
+  tb_fence *fence = TB_SENTINEL(tb_fence);
   for (size_t i = 0; i < tb_forge_case_count; i++) {
     const tb_forge_case *forged = &tb_forge_cases[i];
     g_autoptr(GBytes) message = tb_forge_case_message(forged);
     send_with_memfds(&h, message, 1);
     print_message("forged: %s\n", forged->what);
-    TB_ASSERT_STATUS(tb_channel_recv(&tensor, h.channel, PATIENCE_MS),
-                     forged->expected);
+    if (sent_as_fence(forged))
+      TB_ASSERT_STATUS(tb_channel_recv_fence(&fence, h.channel, PATIENCE_MS),
+                       forged->expected);
+    else
+      TB_ASSERT_STATUS(tb_channel_recv(&tensor, h.channel, PATIENCE_MS),
+                       forged->expected);
   }
   assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+  assert_ptr_equal(fence, TB_SENTINEL(tb_fence));
   assert_channel_still_works(&h);
   hostile_close(&h);
 }
@@ -310,8 +327,7 @@ static void drops_never_wait_for_a_peer_that_does_not_read(void **state) {
       count++;
     }
     tb_tensor *nothing = TB_SENTINEL(tb_tensor);
-    TB_ASSERT_STATUS(tb_channel_recv(&nothing, h.channel, 10),
-                     TB_ERR_TIMEOUT);
+    TB_ASSERT_STATUS(tb_channel_recv(&nothing, h.channel, 10), TB_ERR_TIMEOUT);
   }
   assert_int_equal(count, UNREAD_RELEASES);
   hostile_close(&h);
@@ -409,6 +425,154 @@ static void peer_cannot_truncate_what_was_received(void **state) {
   tb_peer_end_close(&end);
 }
 
+/* ---- issue 9, finding 5: a waiting pool reads nothing but releases ---- */
+
+/* A pool of one whose tensor was sent to the hostile peer and never
+ * released: an acquire waits for the peer, watching h's channel. */
+static tb_pool *pool_lent_to(const hostile *h) {
+  const int64_t shape[] = {16};
+  tb_tensor *prototype = tb_test_arange(TB_DTYPE_U8, 1, shape, TB_MEMORY_SHM);
+  tb_pool *pool = NULL;
+  TB_ASSERT_OK(tb_pool_new(&pool, prototype, 1));
+  tb_tensor_unref(prototype);
+  tb_tensor *lent = NULL;
+  TB_ASSERT_OK(tb_pool_acquire(&lent, pool, 0));
+  TB_ASSERT_OK(tb_channel_send(h->channel, lent, 0));
+  tb_tensor_unref(lent);
+  int fds[4];
+  size_t nfds = 0;
+  g_autoptr(GVariant) sent = tb_forge_receive(h->raw, fds, 4, &nfds);
+  for (size_t i = 0; i < nfds; i++)
+    close(fds[i]);
+  return pool;
+}
+
+/* A peer that sends one message over and over, as fast as the socket takes
+ * it, `count` times or until told to stop. */
+typedef struct flood {
+  int raw;
+  GBytes *message;
+  bool with_fd; /* a new memfd on each message */
+  int count;
+  atomic_bool stop;
+  atomic_int sent;
+} flood;
+
+static void *flood_peer(void *data) {
+  flood *f = data;
+  gsize length = 0;
+  const void *bytes = g_bytes_get_data(f->message, &length);
+  while (atomic_load(&f->sent) < f->count && !atomic_load(&f->stop)) {
+    int fd =
+        f->with_fd ? tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING) : -1;
+    struct iovec iov = {.iov_base = (void *)bytes, .iov_len = length};
+    union {
+      struct cmsghdr header;
+      char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+      msg.msg_control = control.space;
+      msg.msg_controllen = sizeof control.space;
+      struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+    }
+    ssize_t n = sendmsg(f->raw, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (fd >= 0)
+      close(fd);
+    if (n > 0) {
+      atomic_fetch_add(&f->sent, 1);
+    } else if (errno == EAGAIN) {
+      struct pollfd room = {.fd = f->raw, .events = POLLOUT};
+      poll(&room, 1, 10);
+    } else {
+      break; /* the channel is gone */
+    }
+  }
+  return NULL;
+}
+
+enum { FLOOD_TENSORS = 1500 };
+
+/* While a pool waited in acquire, it used to read every message on its
+ * channels into an unbounded inbox: +12,000 fds from 1,500 tensor
+ * messages. Now it takes releases only, and a tensor at the head stays in
+ * the socket for a receive: the peer's flood fills its own socket. */
+static void a_waiting_pool_reads_no_tensor_messages(void **state) {
+  (void)state;
+  hostile h = hostile_open();
+  tb_pool *pool = pool_lent_to(&h);
+  g_autoptr(GBytes) valid = tb_forge_tensor(NULL, 0);
+  flood f = {
+      .raw = h.raw, .message = valid, .with_fd = true, .count = FLOOD_TENSORS};
+  tb_test_snapshot before = tb_test_take_snapshot();
+  pthread_t peer;
+  assert_int_equal(pthread_create(&peer, NULL, flood_peer, &f), 0);
+  tb_tensor *none = TB_SENTINEL(tb_tensor);
+  assert_int_equal(tb_pool_acquire(&none, pool, 300), TB_ERR_TIMEOUT);
+  tb_test_snapshot during = tb_test_take_snapshot();
+  print_message("%d messages sent; fds %d -> %d\n", atomic_load(&f.sent),
+                before.open_fds, during.open_fds);
+  assert_true(atomic_load(&f.sent) > 0);
+  /* The peer's thread holds at most its one memfd open. */
+  assert_true(during.open_fds <= before.open_fds + 1);
+  assert_int_equal(during.live_objects, before.live_objects);
+  assert_ptr_equal(none, TB_SENTINEL(tb_tensor));
+  /* Every tensor is still there for the receive, in order. */
+  for (int i = 0; i < FLOOD_TENSORS; i++) {
+    tb_tensor *tensor = NULL;
+    TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
+    tb_tensor_unref(tensor);
+  }
+  assert_int_equal(pthread_join(peer, NULL), 0);
+  assert_int_equal(atomic_load(&f.sent), FLOOD_TENSORS);
+  tb_pool_unref(pool);
+  hostile_close(&h);
+}
+
+/* What a deadline may be overrun by on this loaded machine: the old code
+ * overran by seconds. */
+#define DEADLINE_SLACK_MS 250
+
+/* Under a flood of releases, a receive and an acquire used to read on
+ * until the flood paused (recv(200 ms) after 3.9 s, acquire(300 ms) after
+ * 2.9 s). Both now keep their deadlines. */
+static void deadlines_hold_under_a_flood_of_releases(void **state) {
+  (void)state;
+  hostile h = hostile_open();
+  tb_pool *pool = pool_lent_to(&h);
+  g_autoptr(GBytes) release = tb_forge_release(987654321);
+  flood f = {.raw = h.raw, .message = release, .count = 200000};
+  pthread_t peers[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&peers[i], NULL, flood_peer, &f), 0);
+  while (atomic_load(&f.sent) < 100) /* about 280 fill the socket */
+    g_usleep(1000);
+  tb_tensor *none = TB_SENTINEL(tb_tensor);
+  int64_t started = tb_peer_now_ms();
+  assert_int_equal(tb_channel_recv(&none, h.channel, 200), TB_ERR_TIMEOUT);
+  int64_t recv_ms = tb_peer_now_ms() - started;
+  started = tb_peer_now_ms();
+  assert_int_equal(tb_pool_acquire(&none, pool, 300), TB_ERR_TIMEOUT);
+  int64_t acquire_ms = tb_peer_now_ms() - started;
+  int sent = atomic_load(&f.sent);
+  atomic_store(&f.stop, true);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_join(peers[i], NULL), 0);
+  print_message("recv(200 ms) took %" PRId64 " ms, acquire(300 ms) %" PRId64
+                " ms, under %d releases\n",
+                recv_ms, acquire_ms, sent);
+  assert_true(recv_ms >= 200 && recv_ms <= 200 + DEADLINE_SLACK_MS);
+  assert_true(acquire_ms >= 300 && acquire_ms <= 300 + DEADLINE_SLACK_MS);
+  assert_ptr_equal(none, TB_SENTINEL(tb_tensor));
+  tb_pool_unref(pool);
+  hostile_close(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(forged_descriptions_are_refused),
@@ -422,6 +586,8 @@ int main(void) {
       TB_TEST(dropping_a_leased_tensor_sends_its_release),
       TB_TEST(an_empty_message_is_not_a_close),
       TB_TEST(peer_cannot_truncate_what_was_received),
+      TB_TEST(a_waiting_pool_reads_no_tensor_messages),
+      TB_TEST(deadlines_hold_under_a_flood_of_releases),
   };
   return TB_RUN_TESTS(tests);
 }

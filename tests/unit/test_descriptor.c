@@ -21,6 +21,7 @@ typedef struct exported {
 
 static void export_tensor(exported *out, const tb_tensor *tensor,
                           uint32_t flags) {
+  out->nfds = TB_DESCRIPTOR_MAX_FDS;
   TB_ASSERT_OK(tb_tensor_export(out->bytes, sizeof out->bytes, &out->length,
                                 out->fds, &out->nfds, tensor, flags));
   assert_true(out->nfds >= 1 && out->nfds <= TB_DESCRIPTOR_MAX_FDS);
@@ -126,9 +127,34 @@ static void too_small_a_capacity_says_what_is_needed(void **state) {
       TB_ERR_OUT_OF_RANGE);
   assert_int_equal(length, needed);
   assert_int_equal(fds[0], -7);
+  nfds = TB_DESCRIPTOR_MAX_FDS;
   TB_ASSERT_OK(tb_tensor_export(bytes, needed, &length, fds, &nfds, view, 0));
   assert_int_equal(length, needed);
   assert_int_equal(nfds, 1);
+  close(fds[0]);
+  tb_tensor_unref(view);
+}
+
+/* *nfds is the capacity of fds: too small, it says how many are needed and
+ * no fd is left open (TB_ASSERT_STATUS counts them). */
+static void too_few_fds_say_how_many_are_needed(void **state) {
+  (void)state;
+  tb_tensor *view = tb_forge_example(0);
+  uint8_t bytes[DESCRIPTOR_CAPACITY];
+  size_t length = 0, nfds = 0;
+  int fds[TB_DESCRIPTOR_MAX_FDS] = {-7, -7, -7, -7};
+  TB_ASSERT_STATUS(
+      tb_tensor_export(bytes, sizeof bytes, &length, NULL, &nfds, view, 0),
+      TB_ERR_OUT_OF_RANGE);
+  assert_int_equal(nfds, 1);
+  /* A NULL fds with room claimed is refused. */
+  TB_ASSERT_STATUS(
+      tb_tensor_export(bytes, sizeof bytes, &length, NULL, &nfds, view, 0),
+      TB_ERR_INVALID_ARGUMENT);
+  TB_ASSERT_OK(
+      tb_tensor_export(bytes, sizeof bytes, &length, fds, &nfds, view, 0));
+  assert_int_equal(nfds, 1);
+  assert_int_equal(fds[1], -7);
   close(fds[0]);
   tb_tensor_unref(view);
 }
@@ -162,7 +188,7 @@ static void export_rejects_bad_arguments(void **state) {
   tb_tensor *heap = tb_test_arange(TB_DTYPE_U8, 1, shape, TB_MEMORY_HEAP);
   tb_tensor *shm = tb_test_arange(TB_DTYPE_U8, 1, shape, TB_MEMORY_SHM);
   uint8_t bytes[DESCRIPTOR_CAPACITY];
-  size_t length = 0, nfds = 0;
+  size_t length = 0, nfds = TB_DESCRIPTOR_MAX_FDS;
   int fds[TB_DESCRIPTOR_MAX_FDS];
   TB_ASSERT_STATUS(
       tb_tensor_export(bytes, sizeof bytes, &length, fds, &nfds, heap, 0),
@@ -382,6 +408,7 @@ int main(void) {
       TB_TEST(round_trip_of_every_example),
       TB_TEST(read_only_export_gives_a_read_only_import),
       TB_TEST(too_small_a_capacity_says_what_is_needed),
+      TB_TEST(too_few_fds_say_how_many_are_needed),
       TB_TEST(export_refuses_what_import_would),
       TB_TEST(export_rejects_bad_arguments),
       TB_TEST(import_rejects_bad_arguments_and_fd_counts),

@@ -582,7 +582,10 @@ test_shm("channels carry tensors and fences", function()
   raises("TB_ERR_UNSUPPORTED", "tb_channel_send: ", a.send, a,
          tb.tensor{dtype = "u8", shape = {1}, memory = "heap"})
   a:send_fence(f)
-  raises("TB_ERR_PROTOCOL", "tb_channel_recv: ", b.recv, b, 1)
+  eq(b:recv(0.05), nil, "a fence is left for recv_fence")
+  eq(b:recv_fence(1):value(), 3, "and taken there")
+  raises("TB_ERR_PROTOCOL", "tb_tensor_import: ", tb.import,
+         "not a descriptor", {})
   b = nil
   collectgarbage()
   collectgarbage()

@@ -11,10 +11,27 @@
  * are checked against the fds before mapping, memfds arrive sealed against
  * shrinking, and unexpected fds are closed.
  *
- * A channel may be used from several threads; messages are whole and in
- * order. Channels are refcounted: tensors received from a channel with a
- * pool behind it hold a reference, so that dropping them can send the
- * release back. */
+ * A channel may be used from several threads at once: sends, receives of
+ * either kind, and pools waiting for releases. Messages are whole and taken
+ * in the order they came; one thread at a time reads the socket, and the
+ * others wait with their own deadlines, so a timed call returns by its
+ * deadline even while another thread waits without limit. Tensors and
+ * fences never take each other's messages: a message of the other kind at
+ * the head of the channel waits for its own receive (and the messages
+ * behind it wait too).
+ *
+ * Nothing is read ahead: what the peer sent stays in the socket until a
+ * receive takes it, so a peer that sends more than we take fills its own
+ * socket buffer and blocks (backpressure), and our fds and memory do not
+ * grow with it. Releases of pooled tensors are applied by whichever call
+ * services the channel: any send or receive on it, and tb_pool_acquire of
+ * the pool whose tensors it carries (when no other thread is reading the
+ * channel, the waiting acquire reads the releases itself; it stops at any
+ * other message, leaving it for a receive).
+ *
+ * Channels are refcounted: tensors received from a channel with a pool
+ * behind it hold a reference, so that dropping them can send the release
+ * back. */
 #ifndef TENSORBUF_CHANNEL_H
 #define TENSORBUF_CHANNEL_H
 
@@ -54,8 +71,14 @@ TB_API tb_status tb_channel_connect(tb_channel **out, const char *path,
  * its own fd). Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_BAD_FD (not a
  * seqpacket Unix socket), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_from_fd(tb_channel **out, int fd);
-/* The socket, for an event loop: readable when a message (or the peer's
- * close) waits. -1 for NULL. */
+/* The socket, for an event loop. It is readable exactly when the channel
+ * has something to do: a message waits that tb_channel_recv or
+ * tb_channel_recv_fence (by its kind) would return, a release waits that
+ * any call on the channel (or tb_pool_acquire of its pool, timeout 0)
+ * would apply, or the peer has closed (a receive says TB_ERR_CLOSED). An
+ * event loop that wakes on it calls the receive for the kind it expects,
+ * with timeout 0; a loop that only sends pooled tensors calls
+ * tb_pool_acquire. -1 for NULL. */
 TB_API int tb_channel_fd(const tb_channel *channel);
 
 TB_API tb_channel *tb_channel_ref(tb_channel *channel); /* NULL-safe */
@@ -84,16 +107,21 @@ TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */
  * TB_ERR_CLOSED (peer gone), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
                                  uint32_t flags);
-/* Receives the next tensor, waiting up to timeout_ms (negative: no limit).
+/* Receives the next tensor, waiting up to timeout_ms (negative: no limit; a
+ * monotonic deadline, which signals do not extend). A fence at the head of
+ * the channel is left for tb_channel_recv_fence: this waits behind it.
+ * Everything the peer sent before it closed is received before
+ * TB_ERR_CLOSED.
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_CLOSED,
- * TB_ERR_PROTOCOL (malformed message, or a fence where a tensor was
- * expected), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that do not fit the
+ * TB_ERR_PROTOCOL (malformed message, including one whose kind cannot be
+ * read), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that do not fit the
  * fd), TB_ERR_SHAPE and TB_ERR_DTYPE (a description whose values
  * tb_tensor_import would refuse alike), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_recv(tb_tensor **out, tb_channel *channel,
                                  int timeout_ms);
 
-/* Sends / receives a fence (as tb_channel_send / tb_channel_recv). */
+/* Sends / receives a fence (as tb_channel_send / tb_channel_recv; a tensor
+ * at the head of the channel is left for tb_channel_recv). */
 TB_API tb_status tb_channel_send_fence(tb_channel *channel, tb_fence *fence);
 TB_API tb_status tb_channel_recv_fence(tb_fence **out, tb_channel *channel,
                                        int timeout_ms);
@@ -104,13 +132,15 @@ TB_API tb_status tb_channel_recv_fence(tb_fence **out, tb_channel *channel,
 #define TB_DESCRIPTOR_MAX_FDS 4
 
 /* Writes the tensor's description into `descriptor` (`capacity` bytes;
- * *length gets the size used) and new fds (close-on-exec) into `fds` (*nfds
- * gets the count, at most TB_DESCRIPTOR_MAX_FDS); the caller sends both and
- * closes the fds. flags: TB_SEND_READ_ONLY.
- * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_OUT_OF_RANGE (capacity too small;
- * *length says what is needed; or the description is over the 64 KiB that
- * tb_tensor_import accepts, *length its size), TB_ERR_UNSUPPORTED (HEAP),
- * TB_ERR_SYSTEM. */
+ * *length gets the size used) and new fds (close-on-exec) into `fds`. *nfds
+ * is in/out: in, the capacity of `fds` (TB_DESCRIPTOR_MAX_FDS always
+ * suffices); out, the count written. The caller sends both and closes the
+ * fds. flags: TB_SEND_READ_ONLY.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument; `fds` NULL with *nfds >
+ * 0), TB_ERR_OUT_OF_RANGE (capacity too small: *length says what is needed;
+ * *nfds too small: *nfds is set to the count needed; or the description is
+ * over the 64 KiB that tb_tensor_import accepts, *length its size; no fd is
+ * left open), TB_ERR_UNSUPPORTED (HEAP), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity,
                                   size_t *length, int *fds, size_t *nfds,
                                   const tb_tensor *tensor, uint32_t flags);

@@ -25,9 +25,12 @@ typedef struct tb_pool tb_pool;
 TB_API tb_status tb_pool_new(tb_pool **out, const tb_tensor *prototype,
                              size_t count);
 
-/* A free tensor of the pool, waiting up to timeout_ms (negative: no limit)
- * for one to come back — from local drops or releases arriving on the
- * channels it was sent on. The tensor's bytes are what its last user left.
+/* A free tensor of the pool, waiting up to timeout_ms (negative: no limit;
+ * a monotonic deadline) for one to come back — from local drops or
+ * releases arriving on the channels it was sent on. Those releases are
+ * applied by whichever thread services the channel (see channel.h); when
+ * none does, this call reads them itself, and never reads any other
+ * message. The tensor's bytes are what its last user left.
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT. */
 TB_API tb_status tb_pool_acquire(tb_tensor **out, tb_pool *pool,
                                  int timeout_ms);

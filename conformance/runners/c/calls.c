@@ -906,7 +906,7 @@ static void call_tensor_export(Step *s) {
   /* Everything starts as filler, so that any write can be seen. */
   g_autofree uint8_t *descriptor = g_malloc(capacity + 1);
   memset(descriptor, 0xa5, capacity + 1);
-  size_t length = SENTINEL_SIZE, nfds = SENTINEL_SIZE;
+  size_t length = SENTINEL_SIZE, nfds = TB_DESCRIPTOR_MAX_FDS; /* capacity */
   int fds[TB_DESCRIPTOR_MAX_FDS];
   for (size_t i = 0; i < G_N_ELEMENTS(fds); i++)
     fds[i] = SENTINEL_INT;
@@ -936,7 +936,12 @@ static void call_tensor_export(Step *s) {
     /* *length may say what was needed, and then it must be more. */
     bool length_ok = length == SENTINEL_SIZE ||
                      (status == TB_ERR_OUT_OF_RANGE && length > capacity);
-    if (!length_ok || nfds != SENTINEL_SIZE)
+    /* *nfds (in: the capacity of fds) may say how many were needed, and
+     * then it must be more. */
+    bool nfds_ok =
+        nfds == TB_DESCRIPTOR_MAX_FDS ||
+        (status == TB_ERR_OUT_OF_RANGE && nfds > TB_DESCRIPTOR_MAX_FDS);
+    if (!length_ok || !nfds_ok)
       step_fail(s, "the failed call wrote length %zu, nfds %zu", length, nfds);
     return;
   }
