@@ -33,18 +33,7 @@
 #define WAKE_BOUND (5 * SECOND)  /* what a woken wait must stay under */
 #define PATTERN 0xA5A5A5A5u
 
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);          \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fprintf(stderr, " (last error: %s)\n", tb_last_error());                 \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
-#define OK(call) CHECK((call) == TB_OK, "%s", #call)
+#include "gpu_check.h"
 
 /* ---- the few stream calls of the CUDA driver the test makes itself -------- */
 

@@ -16,18 +16,7 @@
 #include <unistd.h>
 
 #define N 4096
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);          \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fprintf(stderr, " (last error: %s)\n", tb_last_error());                 \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
-#define OK(call) CHECK((call) == TB_OK, "%s", #call)
+#include "gpu_check.h"
 
 static tb_tensor *make(tb_memory memory) {
   tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
