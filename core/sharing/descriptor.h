@@ -12,7 +12,19 @@
 
 #include "tensor/image.h"
 
-#define TB_WIRE_VERSION 1u
+/* Protocol versions this library speaks. Version policy: each side states
+ * its range in the hello at connect (sharing/hello.h) and both speak the
+ * highest version in both ranges; every message carries that version. A
+ * new version is added when a message changes shape; a release keeps
+ * speaking the older versions its peers may still speak, and drops one only
+ * by raising TB_WIRE_VERSION_MIN (peers that speak nothing newer are then
+ * refused at connect, with TB_ERR_PROTOCOL, instead of failing later). */
+#define TB_WIRE_VERSION_MIN 1u
+#define TB_WIRE_VERSION_MAX 1u
+/* The version of descriptions made for the caller's own transport
+ * (tb_tensor_export), which has no hello: the oldest, which every release
+ * reads. */
+#define TB_WIRE_VERSION TB_WIRE_VERSION_MIN
 /* Largest message accepted; a descriptor is a few hundred bytes. */
 #define TB_WIRE_MAX_BYTES 65536u
 /* Most buffers (and so fds) a tensor message names: one per image plane. */
