@@ -169,7 +169,8 @@ tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
                    TB_WIRE_MAX_BYTES);
   GError *error = NULL;
   TbWireKind kind;
-  g_autoptr(GVariant) message = tb_wire_open(descriptor, length, &kind, &error);
+  g_autoptr(GVariant) message =
+      tb_wire_open(descriptor, length, 0, &kind, &error);
   if (message == NULL)
     return tb_fail_with(__func__, error);
   if (kind != TB_WIRE_TENSOR)

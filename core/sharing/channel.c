@@ -41,9 +41,9 @@ struct tb_channel {
   GHashTable *cache;  /* sender's buffer id -> tb_buffer */
   GHashTable *leases; /* token -> TbLease held for the peer */
   uint64_t next_token;
-  GQueue inbox;     /* TbMessage read ahead */
-  GPtrArray *pools; /* pools that watch us (strong) */
-  atomic_bool hung_up; /* the peer has gone: nothing more will arrive */
+  GQueue inbox;         /* TbMessage read ahead */
+  GPtrArray *pools;     /* pools that watch us (strong) */
+  atomic_bool hung_up;  /* the peer has gone: nothing more will arrive */
   GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
   struct ucred peer;    /* SO_PEERCRED at connect; -1s where none */
   /* The hello: a dialed or adopted channel reads its peer's hello in its
@@ -279,8 +279,8 @@ static void set_greeted(tb_channel *channel, const TbHello *peer,
 static tb_channel *greet_now(int fd, gint64 deadline, GError **error) {
   TbHello peer;
   uint32_t version;
-  if (!send_hello(fd, error) || !read_hello(fd, deadline, &peer, &version,
-                                            error)) {
+  if (!send_hello(fd, error) ||
+      !read_hello(fd, deadline, &peer, &version, error)) {
     close(fd);
     return NULL;
   }
@@ -387,7 +387,7 @@ tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
 
 struct tb_listener {
   int fd;
-  char *path; /* the file to remove, or NULL for abstract names */
+  char *path;   /* the file to remove, or NULL for abstract names */
   GArray *uids; /* uid_t allowed to connect; NULL: any */
   int hello_timeout_ms;
 };
@@ -490,8 +490,7 @@ tb_listener *tb_listener_open(const char *path,
   if (ok)
     ok = (what = "listening on", listen(fd, 16) == 0);
   if (!ok) {
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "%s \"%s\"", what,
-                        path);
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "%s \"%s\"", what, path);
     if (bound && path[0] != '@')
       unlink(path);
     close(fd);
@@ -527,9 +526,9 @@ static gboolean uid_allowed(const tb_listener *listener, uid_t uid) {
 tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
                              GError **error) {
   gint64 now = g_get_monotonic_time();
-  gint64 deadline = timeout_ms < 0 ? G_MAXINT64
-                                   : now + (gint64)timeout_ms *
-                                               G_TIME_SPAN_MILLISECOND;
+  gint64 deadline = timeout_ms < 0
+                        ? G_MAXINT64
+                        : now + (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
   unsigned refused = 0;
   uid_t refused_uid = 0;
   for (;;) {
@@ -561,10 +560,9 @@ tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
       close(fd);
       continue;
     }
-    gint64 hello_deadline =
-        MIN(deadline, g_get_monotonic_time() +
-                          (gint64)listener->hello_timeout_ms *
-                              G_TIME_SPAN_MILLISECOND);
+    gint64 hello_deadline = MIN(
+        deadline, g_get_monotonic_time() + (gint64)listener->hello_timeout_ms *
+                                               G_TIME_SPAN_MILLISECOND);
     return greet_now(fd, hello_deadline, error);
   }
 }
@@ -617,8 +615,8 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
   }
 }
 
-gboolean tb_channel_peer(const tb_channel *channel, int64_t *pid,
-                         int64_t *uid, int64_t *gid) {
+gboolean tb_channel_peer(const tb_channel *channel, int64_t *pid, int64_t *uid,
+                         int64_t *gid) {
   if (channel->peer.pid <= 0)
     return FALSE;
   *pid = channel->peer.pid;
@@ -739,7 +737,8 @@ static TbMessage *read_message(tb_channel *channel, int timeout_ms,
                 TB_WIRE_MAX_BYTES, TB_WIRE_MAX_FDS);
     return NULL;
   }
-  message->body = tb_wire_open(bytes, (size_t)received, &message->kind, error);
+  message->body = tb_wire_open(bytes, (size_t)received, channel->version,
+                               &message->kind, error);
   return message->body != NULL ? g_steal_pointer(&message) : NULL;
 }
 
@@ -922,7 +921,8 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
     with_fd[i] = TRUE;
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
-  return tb_wire_tensor(tensor, buffers, fd_index, n, read_only, 0, NULL, 0);
+  return tb_wire_tensor(TB_WIRE_VERSION, tensor, buffers, fd_index, n,
+                        read_only, 0, NULL, 0);
 }
 
 /* Ids of buffers sent earlier that have died, for the peer to forget. */
@@ -969,9 +969,9 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
 
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
     return FALSE;
-  GVariant *message =
-      tb_wire_tensor(tensor, buffers, fd_index, n, read_only, token,
-                     (const uint64_t *)(void *)forget->data, forget->len);
+  GVariant *message = tb_wire_tensor(
+      channel->version, tensor, buffers, fd_index, n, read_only, token,
+      (const uint64_t *)(void *)forget->data, forget->len);
   if (token != 0) { /* held before sending: the release may come at once */
     g_mutex_lock(&channel->lock);
     g_hash_table_insert(channel->leases, id_key(token),
@@ -1019,8 +1019,8 @@ static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
  * peer that is gone has already taken its buffers back. */
 static gboolean try_release(tb_channel *channel, uint64_t token) {
   gboolean would_block = FALSE;
-  send_message(channel, tb_wire_release(token), NULL, 0, MSG_DONTWAIT,
-               &would_block, NULL);
+  send_message(channel, tb_wire_release(channel->version, token), NULL, 0,
+               MSG_DONTWAIT, &would_block, NULL);
   return !would_block;
 }
 
@@ -1121,8 +1121,8 @@ gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
   int fd = tb_fence_dup_fd(fence, error);
   if (fd < 0)
     return FALSE;
-  gboolean sent =
-      send_message(channel, tb_wire_fence(), &fd, 1, 0, NULL, error);
+  gboolean sent = send_message(channel, tb_wire_fence(channel->version), &fd, 1,
+                               0, NULL, error);
   close(fd);
   return sent;
 }

@@ -80,13 +80,15 @@ gboolean tb_hello_parse(const uint8_t *bytes, size_t length, TbHello *hello,
    * inside the message. */
   for (size_t at = TB_HELLO_FIXED_BYTES; at < length;) {
     if (length - at < 4)
-      return refuse(error, "ends inside an extension record's header, at "
-                           "byte %zu of %zu",
+      return refuse(error,
+                    "ends inside an extension record's header, at "
+                    "byte %zu of %zu",
                     at, length);
     size_t size = get_u16(copy + at + 2);
     if (size > length - at - 4)
-      return refuse(error, "has an extension record (tag %u) of %zu bytes "
-                           "at byte %zu of %zu",
+      return refuse(error,
+                    "has an extension record (tag %u) of %zu bytes "
+                    "at byte %zu of %zu",
                     get_u16(copy + at), size, at, length);
     at += 4 + size;
     h.skipped_extensions++;

@@ -6,8 +6,8 @@
  * agree with our range exactly when the ranges overlap. The input is then
  * sent as the peer's hello to a channel (tb_channel_from_fd), which must
  * refuse or accept it as the parser did, leaving no fd and no handle. */
-#include "sharing/hello.h"
 #include "sharing/descriptor.h"
+#include "sharing/hello.h"
 
 #include "fuzz_fds.h"
 

@@ -50,7 +50,7 @@ static void write_seed(const char *name, uint8_t fd_byte, const uint8_t *bytes,
   write_file(name, fd_byte, bytes, length);
   TbWireKind kind;
   GError *error = NULL;
-  g_autoptr(GVariant) message = tb_wire_open(bytes, length, &kind, &error);
+  g_autoptr(GVariant) message = tb_wire_open(bytes, length, 0, &kind, &error);
   if (message == NULL) {
     fprintf(stderr, "make_seeds: %s: %s\n", name, error->message);
     exit(1);

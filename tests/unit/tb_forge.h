@@ -11,6 +11,10 @@
  *   fence   (u version, y 'F')            with the fence's fd
  *   release (u version, y 'R', t lease)
  *
+ * That is version 1. In version 2 (the version both sides agree on in the
+ * hello, see tb_forge_hello) every message ends with one more field,
+ * a(qay) extensions: (tag, value) pairs that a reader skips.
+ *
  * A forged tensor message is the valid description of a 16x4 u8 tensor
  * over a 4096-byte memfd (fd 0, buffer id 7, read-write, nothing optional)
  * with some fields replaced, removed or added; tb_forge_cases lists those a

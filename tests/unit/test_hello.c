@@ -47,8 +47,8 @@ static GBytes *bytes_of(const void *data, size_t length) {
 static GBytes *hostile_hello(size_t i, const char **what) {
   static const uint8_t past_the_end[] = {9, 0, 200, 0, 'x'};
   static const uint8_t half_a_header[] = {1, 0, 4};
-  static const uint8_t tiles_then_garbage[] = {3, 0, 1, 0, 'a', 0xff, 0xff,
-                                               0xff};
+  static const uint8_t tiles_then_garbage[] = {3,   0,    1,    0,
+                                               'a', 0xff, 0xff, 0xff};
   g_autoptr(GBytes) valid = tb_forge_hello(1, 1, NULL, 0);
   gsize size;
   const uint8_t *good = g_bytes_get_data(valid, &size);
@@ -201,21 +201,23 @@ static void silent_peer_times_out(void **state) {
   tb_listener_free(listener);
 }
 
-/* A peer of version 1 only, whose hello has extension records this
- * release does not know, written by hand: both speak version 1, the
- * records are skipped, and tensors go both ways. */
+/* Peers written by hand: one of version 1 only, and a newer one (versions
+ * 1 to 40) whose hello has extension records this release does not know.
+ * Both sides speak the highest version in common (1, then 2), every
+ * message carries it, and version 2's extension list is skipped entry by
+ * entry, unknown tags and all. A message of another version is refused. */
 static void old_and_newer_peers_interoperate(void **state) {
   (void)state;
-  static const uint8_t unknown[] = {0x34, 0x12, 3, 0, 'n', 'e', 'w',
-                                    0x99, 0,    0, 0};
+  static const uint8_t unknown[] = {0x34, 0x12, 3, 0, 'n', 'e',
+                                    'w',  0x99, 0, 0, 0};
   g_autofree char *name = socket_name();
   tb_listener *listener = NULL;
   TB_ASSERT_OK(tb_listener_listen(&listener, name));
-  for (int newer = 0; newer < 2; newer++) {
+  for (uint32_t version = 1; version <= 2; version++) {
     int raw = raw_dial(name);
     g_autoptr(GBytes) hello =
-        newer ? tb_forge_hello(1, 40, unknown, sizeof unknown)
-              : tb_forge_hello(1, 1, NULL, 0);
+        version == 2 ? tb_forge_hello(1, 40, unknown, sizeof unknown)
+                     : tb_forge_hello(1, 1, NULL, 0);
     tb_forge_send_bytes(raw, hello, NULL, 0);
     tb_channel *channel = NULL;
     TB_ASSERT_OK(tb_listener_accept(&channel, listener, PATIENCE_MS));
@@ -227,26 +229,38 @@ static void old_and_newer_peers_interoperate(void **state) {
     uint32_t low;
     memcpy(&low, ours + 8, sizeof low);
     assert_int_equal(GUINT32_FROM_LE(low), 1);
-    /* A version-1 tensor message, as the old peer writes it. */
-    g_autoptr(GBytes) valid = tb_forge_tensor(NULL, 0);
+    /* A tensor message as the peer writes it: version 2 with extension
+     * entries of tags nobody defined. */
+    const tb_forge_edit edits[] = {
+        {TB_FORGE_VERSION, "uint32 2"},
+        {TB_FORGE_FIELDS,
+         "[(uint16 4660, [byte 1, 2, 3]), (uint16 7, @ay [])]"}};
+    g_autoptr(GBytes) valid = tb_forge_tensor(edits, version == 2 ? 2 : 0);
     int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
     tb_forge_send_bytes(raw, valid, &memfd, 1);
-    close(memfd);
     tb_tensor *tensor = NULL;
     TB_ASSERT_OK(tb_channel_recv(&tensor, channel, PATIENCE_MS));
     const int64_t index[] = {15, 3};
     int64_t value = 0;
     TB_ASSERT_OK(tb_tensor_get_i64(&value, tensor, 2, index));
     assert_int_equal(value, 63);
-    /* And back: the peer reads a version-1 message. */
+    /* And back: the peer reads a message of the version in common. */
     TB_ASSERT_OK(tb_channel_send(channel, tensor, 0));
-    int fds[4];
-    size_t nfds = 0;
-    g_autoptr(GVariant) back = tb_forge_receive(raw, fds, 4, &nfds);
-    g_autoptr(GVariant) version = g_variant_get_child_value(back, 0);
-    assert_int_equal(g_variant_get_uint32(version), 1);
-    for (size_t i = 0; i < nfds; i++)
-      close(fds[i]);
+    static uint8_t back[65536]; /* its fd, unasked for, is not installed */
+    ssize_t back_length = recv(raw, back, sizeof back, 0);
+    assert_true(back_length >= 5);
+    uint32_t back_version;
+    memcpy(&back_version, back, sizeof back_version);
+    assert_int_equal(GUINT32_FROM_LE(back_version), version);
+    /* A message of the other version is refused, its fd closed. */
+    const tb_forge_edit other[] = {{TB_FORGE_VERSION, "uint32 2"},
+                                   {TB_FORGE_FIELDS, "@a(qay) []"}};
+    g_autoptr(GBytes) wrong = tb_forge_tensor(other, version == 1 ? 2 : 0);
+    tb_forge_send_bytes(raw, wrong, &memfd, 1);
+    close(memfd);
+    tb_tensor *refused = TB_SENTINEL(tb_tensor);
+    TB_ASSERT_STATUS(tb_channel_recv(&refused, channel, PATIENCE_MS),
+                     TB_ERR_PROTOCOL);
     tb_tensor_unref(tensor);
     tb_channel_unref(channel);
     close(raw);

@@ -65,9 +65,9 @@ TB_API tb_status tb_listener_listen(tb_listener **out, const char *path);
 /* Options of a listener. The struct only ever grows at its end; `version`
  * says which fields the caller knows about. */
 typedef struct tb_listener_options {
-  uint32_t version; /* TB_LISTENER_OPTIONS_VERSION */
-  uint32_t mode;    /* permission bits of a path socket's file, set before
-                       it listens; default 0600 (abstract names: ignored) */
+  uint32_t version;     /* TB_LISTENER_OPTIONS_VERSION */
+  uint32_t mode;        /* permission bits of a path socket's file, set before
+                           it listens; default 0600 (abstract names: ignored) */
   const uint32_t *uids; /* uids allowed to connect (copied), `nuids` of
                            them; none (the default): the listener's own
                            effective uid alone. Root is allowed only when
@@ -78,8 +78,10 @@ typedef struct tb_listener_options {
 } tb_listener_options;
 
 #define TB_LISTENER_OPTIONS_INIT                                               \
-  { TB_LISTENER_OPTIONS_VERSION, 0600, NULL, 0, 0,                             \
-    TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS }
+  {                                                                            \
+    TB_LISTENER_OPTIONS_VERSION, 0600, NULL, 0, 0,                             \
+        TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS                                   \
+  }
 
 /* Fills *opts with the defaults of the given struct version (only the
  * fields that version has) and sets opts->version.

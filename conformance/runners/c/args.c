@@ -460,7 +460,7 @@ const tb_alloc_options *arg_opts(Step *s, const char *name,
 }
 
 const tb_listener_options *arg_listener_opts(Step *s, const char *name,
-                                            tb_listener_options *storage) {
+                                             tb_listener_options *storage) {
   JsonNode *node = arg_node(s, name);
   if (node == NULL || JSON_NODE_HOLDS_NULL(node))
     return NULL;

@@ -771,8 +771,8 @@ static void call_listener_listen_with(Step *s) {
   if (s->error != NULL)
     return;
   tb_listener *out = SENTINEL_PTR;
-  tb_status status = tb_listener_listen_with(out_wanted(s, "out") ? &out : NULL,
-                                             path, opts);
+  tb_status status =
+      tb_listener_listen_with(out_wanted(s, "out") ? &out : NULL, path, opts);
   finish_handle(s, status, HANDLE_LISTENER, out);
 }
 

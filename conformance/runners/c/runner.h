@@ -132,7 +132,7 @@ const tb_alloc_options *arg_opts(Step *s, const char *name,
 /* A listener options object (fields of tb_listener_options; "uids" an
  * array), or NULL for null / omitted. */
 const tb_listener_options *arg_listener_opts(Step *s, const char *name,
-                                            tb_listener_options *storage);
+                                             tb_listener_options *storage);
 /* Whether the out-parameter `name` is wanted (not written as null). */
 bool out_wanted(Step *s, const char *name);
 

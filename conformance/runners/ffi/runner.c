@@ -64,11 +64,11 @@ typedef enum Kind {
   K_OUT_NEEDED, /* a count that TB_ERR_OUT_OF_RANGE sets to what is needed */
   K_I64S,       /* const int64_t * / const double * arrays */
   K_F64S,
-  K_INTS,     /* const int * (fds) */
-  K_BYTES,    /* const void *, from hex */
-  K_LENGTH,   /* the length of the array `of`; defaults to its length */
-  K_CAPACITY, /* the size of the out array `of`; defaults to 65536 */
-  K_OPTS,     /* const tb_alloc_options *, from an object */
+  K_INTS,          /* const int * (fds) */
+  K_BYTES,         /* const void *, from hex */
+  K_LENGTH,        /* the length of the array `of`; defaults to its length */
+  K_CAPACITY,      /* the size of the out array `of`; defaults to 65536 */
+  K_OPTS,          /* const tb_alloc_options *, from an object */
   K_LISTENER_OPTS, /* const tb_listener_options *, from an object */
   K_MAP_FLAGS,
   K_BUFFER_FLAGS,
@@ -403,9 +403,13 @@ enum {
   LOPT_HELLO_TIMEOUT,
   LOPT_COUNT
 };
-static ffi_type *listener_opts_fields[] = {
-    &ffi_type_uint32, &ffi_type_uint32, &ffi_type_pointer,
-    &ffi_type_uint64, &ffi_type_uint32, &ffi_type_sint32, NULL};
+static ffi_type *listener_opts_fields[] = {&ffi_type_uint32,
+                                           &ffi_type_uint32,
+                                           &ffi_type_pointer,
+                                           &ffi_type_uint64,
+                                           &ffi_type_uint32,
+                                           &ffi_type_sint32,
+                                           NULL};
 static ffi_type listener_opts_type = {0, 0, FFI_TYPE_STRUCT,
                                       listener_opts_fields};
 static size_t listener_opts_offsets[LOPT_COUNT];
@@ -1436,7 +1440,6 @@ static const Pseudo pseudo_steps[] = {
 };
 
 /* ---- expectations -------------------------------------------------------- */
-
 
 static void check(Step *s, const char *call, JsonObject *expect, bool fallible,
                   int status, Var *r) {
