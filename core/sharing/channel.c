@@ -49,7 +49,9 @@ struct tb_channel {
   /* The hello: a dialed or adopted channel reads its peer's hello in its
    * first operation (the peer may be in this thread, not yet accepting),
    * by `hello_deadline`; until then `greeted` is false. */
-  GMutex hello_lock;
+  GMutex hello_lock; /* the fields below but `greeted` */
+  GCond hello_read;  /* a thread has finished reading the hello */
+  gboolean hello_reading;
   atomic_bool greeted;
   gint64 hello_deadline; /* monotonic, µs */
   GError *hello_error;   /* why the hello failed, for every later call */
@@ -100,6 +102,7 @@ static tb_channel *channel_wrap(int fd) {
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &channel->peer, &length) != 0)
     channel->peer = (struct ucred){-1, (uid_t)-1, (gid_t)-1};
   g_mutex_init(&channel->hello_lock);
+  g_cond_init(&channel->hello_read);
   tb_live_add(1);
   return channel;
 }
@@ -146,6 +149,7 @@ void tb_channel_unref(tb_channel *channel) {
   g_mutex_clear(&channel->lock);
   g_mutex_clear(&channel->read_lock);
   g_mutex_clear(&channel->hello_lock);
+  g_cond_clear(&channel->hello_read);
   g_clear_error(&channel->hello_error);
   g_free(channel);
   tb_live_add(-1);
@@ -303,7 +307,8 @@ static tb_channel *greet_later(int fd, GError **error) {
 }
 
 /* Makes sure the peer's hello has been read, waiting up to timeout_ms
- * (negative: until the hello deadline). A failed hello fails every later
+ * (negative: until the hello deadline). One thread reads it; the others
+ * wait for it by their own deadlines. A failed hello fails every later
  * call alike; a wait that ends before the hello deadline fails only this
  * call, with TB_ERR_TIMEOUT. */
 static gboolean await_hello(tb_channel *channel, int timeout_ms,
@@ -314,21 +319,34 @@ static gboolean await_hello(tb_channel *channel, int timeout_ms,
   if (timeout_ms >= 0)
     deadline = MIN(deadline, g_get_monotonic_time() +
                                  (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND);
-  g_mutex_lock(&channel->hello_lock);
-  gboolean greeted = atomic_load(&channel->greeted);
   GError *failure = NULL;
-  if (!greeted && channel->hello_error == NULL) {
+  g_mutex_lock(&channel->hello_lock);
+  while (channel->hello_reading && !atomic_load(&channel->greeted) &&
+         channel->hello_error == NULL)
+    if (!g_cond_wait_until(&channel->hello_read, &channel->hello_lock,
+                           deadline)) {
+      g_set_error(&failure, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                  "no hello from the peer within %d ms", timeout_ms);
+      break;
+    }
+  gboolean greeted = atomic_load(&channel->greeted);
+  if (!greeted && failure == NULL && channel->hello_error != NULL)
+    failure = g_error_copy(channel->hello_error);
+  if (!greeted && failure == NULL) {
+    channel->hello_reading = TRUE;
+    g_mutex_unlock(&channel->hello_lock);
     TbHello peer;
     uint32_t version;
     greeted = read_hello(channel->fd, deadline, &peer, &version, &failure);
+    g_mutex_lock(&channel->hello_lock);
     if (greeted)
       set_greeted(channel, &peer, version);
     else if (failure->code != TB_ERR_TIMEOUT ||
              g_get_monotonic_time() >= channel->hello_deadline)
       channel->hello_error = g_error_copy(failure);
+    channel->hello_reading = FALSE;
+    g_cond_broadcast(&channel->hello_read);
   }
-  if (!greeted && failure == NULL)
-    failure = g_error_copy(channel->hello_error);
   g_mutex_unlock(&channel->hello_lock);
   if (failure != NULL)
     g_propagate_error(error, failure);

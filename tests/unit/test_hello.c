@@ -7,6 +7,7 @@
 #include "tb_peer.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -199,6 +200,50 @@ static void silent_peer_times_out(void **state) {
   tb_channel_unref(channel);
   close(pair[0]);
   tb_listener_free(listener);
+}
+
+typedef struct waiting_receive {
+  tb_channel *channel;
+  tb_status status;
+  tb_tensor *tensor;
+} waiting_receive;
+
+static void *receive_for_long(void *arg) {
+  waiting_receive *w = arg;
+  w->status = tb_channel_recv(&w->tensor, w->channel, PATIENCE_MS);
+  return NULL;
+}
+
+/* While one thread waits for the peer's hello, another thread's timed
+ * receive returns by its own deadline; the first gets the tensor that
+ * follows the hello. */
+static void a_timed_call_does_not_wait_behind_the_hello(void **state) {
+  (void)state;
+  int pair[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair),
+                   0);
+  waiting_receive w = {.status = TB_ERR_SYSTEM};
+  TB_ASSERT_OK(tb_channel_from_fd(&w.channel, pair[1]));
+  close(pair[1]);
+  pthread_t thread;
+  assert_int_equal(pthread_create(&thread, NULL, receive_for_long, &w), 0);
+  g_usleep(50 * G_TIME_SPAN_MILLISECOND);
+  tb_tensor *tensor = NULL;
+  gint64 start = g_get_monotonic_time();
+  TB_ASSERT_STATUS(tb_channel_recv(&tensor, w.channel, 100), TB_ERR_TIMEOUT);
+  gint64 waited_ms = (g_get_monotonic_time() - start) / 1000;
+  assert_true(waited_ms >= 90 && waited_ms < 1000);
+  tb_forge_greet(pair[0]);
+  g_autoptr(GBytes) valid = tb_forge_tensor(NULL, 0);
+  int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
+  tb_forge_send_bytes(pair[0], valid, &memfd, 1);
+  close(memfd);
+  assert_int_equal(pthread_join(thread, NULL), 0);
+  assert_int_equal(w.status, TB_OK);
+  assert_int_equal(tb_tensor_dim(w.tensor, 0), 16);
+  tb_tensor_unref(w.tensor);
+  tb_channel_unref(w.channel);
+  close(pair[0]);
 }
 
 /* Peers written by hand: one of version 1 only, and a newer one (versions
@@ -421,6 +466,7 @@ int main(void) {
       TB_TEST(hostile_hellos_refused_at_accept),
       TB_TEST(hostile_hellos_refused_on_adopted_channel),
       TB_TEST(silent_peer_times_out),
+      TB_TEST(a_timed_call_does_not_wait_behind_the_hello),
       TB_TEST(old_and_newer_peers_interoperate),
       TB_TEST(uid_not_allowed_is_refused),
       TB_TEST(credentials_of_a_forked_peer),
