@@ -627,8 +627,16 @@ end
 tb.channel_pair = core.tb_channel_pair
 tb.channel_from_fd = core.tb_channel_from_fd
 
--- tb.listen(path): a listener; a path starting with "@" is abstract.
-tb.listen = core.tb_listener_listen
+-- tb.listen(path [, opts]): a listener; a path starting with "@" is abstract.
+-- opts (tb_listener_options' fields): mode (a path socket's file, default
+-- 0600), uids (those allowed to connect; default this process's euid alone),
+-- flags (core.TB_LISTENER_ANY_UID: anyone), hello_timeout_ms.
+function tb.listen(path, opts)
+  if opts == nil then
+    return core.tb_listener_listen(path)
+  end
+  return core.tb_listener_listen_with(path, opts)
+end
 
 -- tb.connect(path [, timeout]): a channel, or nil if nothing listened in time.
 function tb.connect(path, timeout)
@@ -645,6 +653,8 @@ end
 local Channel = {
   fd = core.tb_channel_fd,
   send_fence = core.tb_channel_send_fence,
+  -- peer_credentials() -> pid, uid, gid of the peer (SO_PEERCRED at connect).
+  peer_credentials = core.tb_channel_peer_credentials,
 }
 
 -- send(tensor [, {read_only=true}]): hands the tensor's memory to the peer.

@@ -342,6 +342,66 @@ static const tb_alloc_options *tb_lua_alloc_options(lua_State *L, int arg,
   return options;
 }
 
+/* Most uids a listener's options list here. */
+#define TB_LUA_MAX_UIDS 64
+
+/* Fills `options` from the table at `arg` (uids: a sequence of integers,
+ * kept in `uids`); nil gives NULL (the defaults). */
+static const tb_listener_options *
+tb_lua_listener_options(lua_State *L, int arg, const char *func,
+                        tb_listener_options *options, uint32_t *uids) {
+  if (lua_isnoneornil(L, arg))
+    return NULL;
+  if (!lua_istable(L, arg)) {
+    tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT,
+                       "%s: opts is a %s; expected a table or nil", func,
+                       luaL_typename(L, arg));
+    lua_error(L);
+  }
+  tb_listener_options_init(options, TB_LISTENER_OPTIONS_VERSION);
+  for (lua_pushnil(L); lua_next(L, arg); lua_pop(L, 1)) {
+    const char *field =
+        lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    const char *what = lua_pushfstring(L, "opts.%s", field);
+    lua_insert(L, -2);
+    if (strcmp(field, "version") == 0) {
+      options->version =
+          (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
+    } else if (strcmp(field, "mode") == 0) {
+      options->mode =
+          (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
+    } else if (strcmp(field, "flags") == 0) {
+      options->flags =
+          (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
+    } else if (strcmp(field, "hello_timeout_ms") == 0) {
+      options->hello_timeout_ms = (int32_t)tb_lua_check_integer(
+          L, -1, func, what, INT32_MIN, INT32_MAX);
+    } else if (strcmp(field, "uids") == 0 && lua_istable(L, -1)) {
+      lua_Integer n = luaL_len(L, -1);
+      if (n > TB_LUA_MAX_UIDS) {
+        tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT,
+                           "%s: opts.uids lists %d uids; at most %d", func,
+                           (int)n, TB_LUA_MAX_UIDS);
+        lua_error(L);
+      }
+      for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, -1, i);
+        uids[i - 1] = (uint32_t)tb_lua_check_integer(L, -1, func, "a uid", 0,
+                                                     UINT32_MAX);
+        lua_pop(L, 1);
+      }
+      options->uids = n > 0 ? uids : NULL;
+      options->nuids = (size_t)n;
+    } else {
+      tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT, "%s: opts has no field %s",
+                         func, luaL_tolstring(L, -3, NULL));
+      lua_error(L);
+    }
+    lua_remove(L, -2);
+  }
+  return options;
+}
+
 /* Pushes an options struct as a table (memory by name, as given to
  * tb_lua_alloc_options). */
 static void tb_lua_push_alloc_options(lua_State *L,
@@ -453,6 +513,9 @@ TB_LUA_OUT_VALUE(uint64_t, out, lua_pushinteger)
 TB_LUA_OUT_VALUE(int64_t, zero_point_out, lua_pushinteger)
 TB_LUA_OUT_VALUE(double, out, lua_pushnumber)
 TB_LUA_OUT_VALUE(double, scale_out, lua_pushnumber)
+TB_LUA_OUT_VALUE(int64_t, pid, lua_pushinteger)
+TB_LUA_OUT_VALUE(int64_t, uid, lua_pushinteger)
+TB_LUA_OUT_VALUE(int64_t, gid, lua_pushinteger)
 
 /* tb_alloc_options_init(version) returns the defaults as a table. */
 %typemap(in, numinputs=0) tb_alloc_options *opts (tb_alloc_options options)
@@ -570,6 +633,14 @@ TB_LUA_PLANE_ARRAY(strides, TB_LUA_SLOT_STRIDES)
 
 /* The struct is a table in Lua (see the opts typemap). */
 %ignore tb_alloc_options;
+/* Listener options are tables: the struct and its init are not wrapped. */
+%ignore tb_listener_options;
+%ignore tb_listener_options_init;
+%typemap(default) const tb_listener_options *opts %{ $1 = NULL; %}
+%typemap(in) const tb_listener_options *opts
+    (tb_listener_options options, uint32_t uids[TB_LUA_MAX_UIDS])
+%{ $1 = ($1_ltype)tb_lua_listener_options(L, $input, "$symname", &options,
+                                          uids); %}
 
 %wrapper %{
 /* Wrapped copies whose destroy-notify has not run yet. */

@@ -37,6 +37,11 @@
  *                            (name or int), alignment, name, flags (int)
  *   tb_alloc_options *opts (tb_alloc_options_init)
  *                            returned as such a dict (memory by name)
+ *   const tb_listener_options *opts
+ *                            None or a dict with any of version, mode,
+ *                            uids (a sequence of ints), flags,
+ *                            hello_timeout_ms
+ *   int64_t *pid, *uid, *gid returned ints (tb_channel_peer_credentials)
  *   (const uint8_t *descriptor, size_t length)
  *                            any C-contiguous buffer; read during the call
  *   (const int *fds, size_t nfds)
@@ -430,6 +435,87 @@ static PyObject *tb_py_alloc_options_dict(const tb_alloc_options *opts) {
   }
   return dict;
 }
+
+/* ---- listener options --------------------------------------------------- */
+
+/* Most uids a listener's options list here. */
+#define TB_PY_MAX_UIDS 64
+
+/* Fills *opts from a dict (defaults for missing keys; "uids" a sequence of
+ * ints, kept in `uids`); None gives NULL. */
+static int tb_py_listener_options_from(const tb_listener_options **out,
+                                       tb_listener_options *opts,
+                                       uint32_t *uids, PyObject *dict) {
+  *out = NULL;
+  if (dict == Py_None)
+    return 1;
+  if (!PyDict_Check(dict)) {
+    PyErr_Format(PyExc_TypeError, "opts must be a dict or None, not %.200s",
+                 Py_TYPE(dict)->tp_name);
+    return 0;
+  }
+  tb_listener_options_init(opts, TB_LISTENER_OPTIONS_VERSION);
+  PyObject *key, *value;
+  Py_ssize_t position = 0;
+  while (PyDict_Next(dict, &position, &key, &value)) {
+    const char *field = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+    if (field == NULL) {
+      PyErr_Clear();
+      PyErr_SetString(PyExc_TypeError, "opts keys must be field names");
+      return 0;
+    }
+    if (strcmp(field, "uids") == 0) {
+      PyObject *items = PySequence_Fast(value, "opts[\"uids\"] must be a sequence");
+      if (items == NULL)
+        return 0;
+      Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+      if (n > TB_PY_MAX_UIDS) {
+        Py_DECREF(items);
+        PyErr_Format(PyExc_ValueError, "opts[\"uids\"] lists %zd uids; at most %d",
+                     n, TB_PY_MAX_UIDS);
+        return 0;
+      }
+      for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long uid =
+            PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(items, i));
+        if ((uid == (unsigned long)-1 && PyErr_Occurred()) || uid > UINT32_MAX) {
+          Py_DECREF(items);
+          if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_OverflowError, "a uid does not fit 32 bits");
+          return 0;
+        }
+        uids[i] = (uint32_t)uid;
+      }
+      Py_DECREF(items);
+      opts->uids = n > 0 ? uids : NULL;
+      opts->nuids = (size_t)n;
+      continue;
+    }
+    long long number = PyLong_AsLongLong(value);
+    if (number == -1 && PyErr_Occurred())
+      return 0;
+    if (number < INT32_MIN || number > UINT32_MAX) {
+      PyErr_Format(PyExc_OverflowError, "opts[\"%s\"] does not fit 32 bits",
+                   field);
+      return 0;
+    }
+    if (strcmp(field, "version") == 0)
+      opts->version = (uint32_t)number;
+    else if (strcmp(field, "mode") == 0)
+      opts->mode = (uint32_t)number;
+    else if (strcmp(field, "flags") == 0)
+      opts->flags = (uint32_t)number;
+    else if (strcmp(field, "hello_timeout_ms") == 0 && number <= INT32_MAX)
+      opts->hello_timeout_ms = (int32_t)number;
+    else {
+      PyErr_Format(PyExc_TypeError, "opts has no field \"%s\" (or it does "
+                   "not fit)", field);
+      return 0;
+    }
+  }
+  *out = opts;
+  return 1;
+}
 %}
 
 /* ---- typemaps ----------------------------------------------------------- */
@@ -468,6 +554,9 @@ TB_PY_VALUE_OUT(uint32_t, out, PyLong_FromUnsignedLong)
 TB_PY_VALUE_OUT(uint64_t, out, PyLong_FromUnsignedLongLong)
 TB_PY_VALUE_OUT(double, scale_out, PyFloat_FromDouble)
 TB_PY_VALUE_OUT(int64_t, zero_point_out, PyLong_FromLongLong)
+TB_PY_VALUE_OUT(int64_t, pid, PyLong_FromLongLong)
+TB_PY_VALUE_OUT(int64_t, uid, PyLong_FromLongLong)
+TB_PY_VALUE_OUT(int64_t, gid, PyLong_FromLongLong)
 
 %define TB_PY_INT64_ARRAY(COUNT, ARRAY)
 %typemap(in) (size_t COUNT, const int64_t *ARRAY)
@@ -567,6 +656,17 @@ TB_PY_INT64_ARRAY(nindex, index)
 %typemap(argout, noblock=1) tb_alloc_options *opts {
   %append_output(tb_py_alloc_options_dict($1));
 }
+
+%typemap(in) const tb_listener_options *opts
+    (tb_listener_options options, uint32_t uids[TB_PY_MAX_UIDS]) {
+  if (!tb_py_listener_options_from((const tb_listener_options **)&$1,
+                                   &options, uids, $input))
+    SWIG_fail;
+}
+/* Options are dicts: the struct and its init are not wrapped. */
+%ignore tb_listener_options;
+%ignore tb_listener_options_init;
+%ignore TB_LISTENER_OPTIONS_INIT;
 
 %typemap(out) void *tb_map_data {
   $result = $1 != NULL ? PyLong_FromVoidPtr($1) : SWIG_Py_Void();

@@ -23,7 +23,46 @@ tb_status tb_listener_listen(tb_listener **out, const char *path) {
   TB_REQUIRE(out);
   TB_REQUIRE(path);
   GError *error = NULL;
-  TB_RETURN_HANDLE(out, tb_listener_open(path, &error), error);
+  TB_RETURN_HANDLE(out, tb_listener_open(path, NULL, &error), error);
+}
+
+tb_status tb_listener_options_init(tb_listener_options *opts,
+                                   uint32_t version) {
+  TB_REQUIRE(opts);
+  size_t size = tb_listener_options_size(version);
+  if (size == 0)
+    return tb_fail(__func__, TB_ERR_VERSION,
+                   "version is %u; this library knows versions 1 to %u",
+                   version, TB_LISTENER_OPTIONS_VERSION);
+  /* Only the fields the caller's version has: its struct may be shorter. */
+  tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
+  defaults.version = version;
+  memcpy(opts, &defaults, size);
+  return TB_OK;
+}
+
+tb_status tb_listener_listen_with(tb_listener **out, const char *path,
+                                  const tb_listener_options *opts) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(path);
+  GError *error = NULL;
+  TB_RETURN_HANDLE(out, tb_listener_open(path, opts, &error), error);
+}
+
+tb_status tb_channel_peer_credentials(const tb_channel *channel, int64_t *pid,
+                                      int64_t *uid, int64_t *gid) {
+  TB_REQUIRE(channel);
+  int64_t p, u, g;
+  if (!tb_channel_peer(channel, &p, &u, &g))
+    return tb_fail(__func__, TB_ERR_UNSUPPORTED,
+                   "the kernel gave no credentials for this channel's peer");
+  if (pid != NULL)
+    *pid = p;
+  if (uid != NULL)
+    *uid = u;
+  if (gid != NULL)
+    *gid = g;
+  return TB_OK;
 }
 
 tb_status tb_listener_accept(tb_channel **out, tb_listener *listener,
@@ -137,7 +176,8 @@ tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
                    TB_WIRE_MAX_BYTES);
   GError *error = NULL;
   TbWireKind kind;
-  g_autoptr(GVariant) message = tb_wire_open(descriptor, length, &kind, &error);
+  g_autoptr(GVariant) message =
+      tb_wire_open(descriptor, length, 0, &kind, &error);
   if (message == NULL)
     return tb_fail_with(__func__, error);
   if (kind != TB_WIRE_TENSOR)

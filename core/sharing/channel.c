@@ -14,6 +14,7 @@
  * fds never grow with what the peer sends, the socket stays readable while
  * a message waits, and a peer that floods us only fills its socket. */
 #include "sharing/channel.h"
+#include "sharing/hello.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -54,6 +56,18 @@ struct tb_channel {
   GPtrArray *pools;     /* pools that watch us (strong) */
   atomic_bool hung_up;  /* the peer has gone: nothing more will arrive */
   GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
+  struct ucred peer;    /* SO_PEERCRED at connect; -1s where none */
+  /* The hello: a dialed or adopted channel reads its peer's hello in its
+   * first operation (the peer may be in this thread, not yet accepting),
+   * by `hello_deadline`; until then `greeted` is false. */
+  GMutex hello_lock; /* the fields below but `greeted` */
+  GCond hello_read;  /* a thread has finished reading the hello */
+  gboolean hello_reading;
+  atomic_bool greeted;
+  gint64 hello_deadline; /* monotonic, µs */
+  GError *hello_error;   /* why the hello failed, for every later call */
+  uint32_t version;      /* the protocol version both speak */
+  TbHello peer_hello;
 };
 
 /* Releases waiting for room in the socket; past this a release is dropped
@@ -94,6 +108,12 @@ static tb_channel *channel_wrap(int fd) {
   channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
   channel->pools =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
+  channel->peer = (struct ucred){.pid = -1, .uid = (uid_t)-1, .gid = (gid_t)-1};
+  socklen_t length = sizeof channel->peer;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &channel->peer, &length) != 0)
+    channel->peer = (struct ucred){-1, (uid_t)-1, (gid_t)-1};
+  g_mutex_init(&channel->hello_lock);
+  g_cond_init(&channel->hello_read);
   tb_live_add(1);
   return channel;
 }
@@ -138,6 +158,9 @@ void tb_channel_unref(tb_channel *channel) {
   close(channel->fd);
   g_mutex_clear(&channel->lock);
   g_cond_clear(&channel->changed);
+  g_mutex_clear(&channel->hello_lock);
+  g_cond_clear(&channel->hello_read);
+  g_clear_error(&channel->hello_error);
   g_free(channel);
   tb_live_add(-1);
 }
@@ -155,81 +178,10 @@ static int seqpacket_socket(GError **error) {
   return fd;
 }
 
-gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "socketpair");
-    return FALSE;
-  }
-  *a = channel_wrap(fds[0]);
-  *b = channel_wrap(fds[1]);
-  return TRUE;
-}
-
-tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
-  int type = 0, domain = 0;
-  socklen_t length = sizeof type;
-  gboolean is_socket =
-      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 &&
-      (length = sizeof domain,
-       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0);
-  if (!is_socket || type != SOCK_SEQPACKET || domain != AF_UNIX) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_BAD_FD,
-                "fd %d is not a Unix seqpacket socket", fd);
-    return NULL;
-  }
-  int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (own < 0) {
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "dup of fd %d", fd);
-    return NULL;
-  }
-  return channel_wrap(own);
-}
-
-struct tb_listener {
-  int fd;
-  char *path; /* the file to remove, or NULL for abstract names */
-};
-
-static gboolean socket_address(const char *path, struct sockaddr_un *address,
-                               socklen_t *length, GError **error) {
-  size_t n = strlen(path);
-  if (n == 0 || n >= sizeof address->sun_path) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
-                "path \"%s\" must have 1 to %zu bytes", path,
-                sizeof address->sun_path - 1);
-    return FALSE;
-  }
-  memset(address, 0, sizeof *address);
-  address->sun_family = AF_UNIX;
-  memcpy(address->sun_path, path, n);
-  if (path[0] == '@')
-    address->sun_path[0] = '\0'; /* abstract: no file, gone with the socket */
-  *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
-                        (path[0] == '@' ? 0 : 1));
-  return TRUE;
-}
-
-tb_listener *tb_listener_open(const char *path, GError **error) {
-  struct sockaddr_un address;
-  socklen_t length;
-  if (!socket_address(path, &address, &length, error))
-    return NULL;
-  int fd = seqpacket_socket(error);
-  if (fd < 0)
-    return NULL;
-  if (bind(fd, (struct sockaddr *)&address, length) != 0 ||
-      listen(fd, 16) != 0) {
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "listening on \"%s\"",
-                        path);
-    close(fd);
-    return NULL;
-  }
-  tb_listener *listener = g_new0(tb_listener, 1);
-  tb_live_add(1);
-  listener->fd = fd;
-  listener->path = path[0] == '@' ? NULL : g_strdup(path);
-  return listener;
+/* Milliseconds from now to a monotonic deadline (µs), for poll. */
+static int ms_until(gint64 deadline) {
+  gint64 left_us = deadline - g_get_monotonic_time();
+  return left_us <= 0 ? 0 : (int)MIN((left_us + 999) / 1000, G_MAXINT);
 }
 
 /* The monotonic time `timeout_ms` from now; -1 (no deadline) for a
@@ -273,16 +225,388 @@ static gboolean wait_readable(int fd, int timeout_ms, const char *what,
   return TRUE;
 }
 
-tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
-                             GError **error) {
-  if (!wait_readable(listener->fd, timeout_ms, "connection", error))
-    return NULL;
-  int fd = accept4(listener->fd, NULL, NULL, SOCK_CLOEXEC);
-  if (fd < 0) {
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "accept");
+/* What this side states in its hello. The cache limits are 0 (none) while
+ * the receiver's caches have no bound. */
+static const TbHello our_hello = {.min_version = TB_WIRE_VERSION_MIN,
+                                  .max_version = TB_WIRE_VERSION_MAX};
+
+static gboolean send_hello(int fd, GError **error) {
+  uint8_t bytes[TB_HELLO_FIXED_BYTES];
+  size_t length = tb_hello_write(&our_hello, bytes);
+  ssize_t sent;
+  do /* a new connection has room: never waits */
+    sent = send(fd, bytes, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (sent < 0 && errno == EINTR);
+  if (sent == (ssize_t)length)
+    return TRUE;
+  if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                "the peer closed the connection before the hello");
+  else
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "sending the hello");
+  return FALSE;
+}
+
+/* Reads the peer's hello by `deadline` and agrees on a version. Fds that
+ * come with it are closed. */
+static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
+                           uint32_t *version, GError **error) {
+  if (!wait_readable(fd, ms_until(deadline), "hello from the peer", error))
+    return FALSE;
+  uint8_t bytes[TB_HELLO_MAX_BYTES];
+  struct iovec iov = {.iov_base = bytes, .iov_len = sizeof bytes};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.space,
+                       .msg_controllen = sizeof control.space};
+  ssize_t received;
+  do
+    received = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  while (received < 0 && errno == EINTR);
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); received >= 0 && c != NULL;
+       c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+      for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+        int stray;
+        memcpy(&stray, CMSG_DATA(c) + i * sizeof(int), sizeof stray);
+        close(stray);
+      }
+  if (received < 0 && errno != ECONNRESET) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "reading the hello");
+    return FALSE;
+  }
+  if (received <= 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                "the peer closed the connection before its hello (a "
+                "listener that refused this uid closes at once)");
+    return FALSE;
+  }
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the peer's hello is over %u bytes or came with fds",
+                TB_HELLO_MAX_BYTES);
+    return FALSE;
+  }
+  return tb_hello_parse(bytes, (size_t)received, peer, error) &&
+         tb_hello_agree(&our_hello, peer, version, error);
+}
+
+static void set_greeted(tb_channel *channel, const TbHello *peer,
+                        uint32_t version) {
+  channel->peer_hello = *peer;
+  channel->version = version;
+  atomic_store(&channel->greeted, true);
+}
+
+/* Sends our hello and reads the peer's by `deadline`: the channel, or
+ * NULL with `fd` closed. */
+static tb_channel *greet_now(int fd, gint64 deadline, GError **error) {
+  TbHello peer;
+  uint32_t version;
+  if (!send_hello(fd, error) ||
+      !read_hello(fd, deadline, &peer, &version, error)) {
+    close(fd);
     return NULL;
   }
-  return channel_wrap(fd);
+  tb_channel *channel = channel_wrap(fd);
+  set_greeted(channel, &peer, version);
+  return channel;
+}
+
+/* Sends our hello; the peer's is read by the channel's first operation. */
+static tb_channel *greet_later(int fd, GError **error) {
+  if (!send_hello(fd, error)) {
+    close(fd);
+    return NULL;
+  }
+  tb_channel *channel = channel_wrap(fd);
+  channel->hello_deadline =
+      g_get_monotonic_time() +
+      (gint64)TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+  return channel;
+}
+
+/* Makes sure the peer's hello has been read, waiting up to timeout_ms
+ * (negative: until the hello deadline). One thread reads it; the others
+ * wait for it by their own deadlines. A failed hello fails every later
+ * call alike; a wait that ends before the hello deadline fails only this
+ * call, with TB_ERR_TIMEOUT. */
+static gboolean await_hello(tb_channel *channel, int timeout_ms,
+                            GError **error) {
+  if (atomic_load(&channel->greeted))
+    return TRUE;
+  gint64 deadline = channel->hello_deadline;
+  if (timeout_ms >= 0)
+    deadline = MIN(deadline, g_get_monotonic_time() +
+                                 (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND);
+  GError *failure = NULL;
+  g_mutex_lock(&channel->hello_lock);
+  while (channel->hello_reading && !atomic_load(&channel->greeted) &&
+         channel->hello_error == NULL)
+    if (!g_cond_wait_until(&channel->hello_read, &channel->hello_lock,
+                           deadline)) {
+      g_set_error(&failure, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                  "no hello from the peer within %d ms", timeout_ms);
+      break;
+    }
+  gboolean greeted = atomic_load(&channel->greeted);
+  if (!greeted && failure == NULL && channel->hello_error != NULL)
+    failure = g_error_copy(channel->hello_error);
+  if (!greeted && failure == NULL) {
+    channel->hello_reading = TRUE;
+    g_mutex_unlock(&channel->hello_lock);
+    TbHello peer;
+    uint32_t version;
+    greeted = read_hello(channel->fd, deadline, &peer, &version, &failure);
+    g_mutex_lock(&channel->hello_lock);
+    if (greeted)
+      set_greeted(channel, &peer, version);
+    else if (failure->code != TB_ERR_TIMEOUT ||
+             g_get_monotonic_time() >= channel->hello_deadline)
+      channel->hello_error = g_error_copy(failure);
+    channel->hello_reading = FALSE;
+    g_cond_broadcast(&channel->hello_read);
+  }
+  g_mutex_unlock(&channel->hello_lock);
+  if (failure != NULL)
+    g_propagate_error(error, failure);
+  return greeted;
+}
+
+gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "socketpair");
+    return FALSE;
+  }
+  /* Both hellos are sent before either is read: nothing waits. */
+  if (!send_hello(fds[1], error)) {
+    close(fds[0]);
+    close(fds[1]);
+    return FALSE;
+  }
+  gint64 now = g_get_monotonic_time();
+  *a = greet_now(fds[0], now, error);
+  if (*a == NULL) {
+    close(fds[1]);
+    return FALSE;
+  }
+  TbHello peer;
+  uint32_t version;
+  if (!read_hello(fds[1], now, &peer, &version, error)) {
+    g_clear_pointer(a, tb_channel_unref);
+    close(fds[1]);
+    return FALSE;
+  }
+  *b = channel_wrap(fds[1]);
+  set_greeted(*b, &peer, version);
+  return TRUE;
+}
+
+tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
+  int type = 0, domain = 0;
+  socklen_t length = sizeof type;
+  gboolean is_socket =
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 &&
+      (length = sizeof domain,
+       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0);
+  if (!is_socket || type != SOCK_SEQPACKET || domain != AF_UNIX) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_BAD_FD,
+                "fd %d is not a Unix seqpacket socket", fd);
+    return NULL;
+  }
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (own < 0) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "dup of fd %d", fd);
+    return NULL;
+  }
+  return greet_later(own, error);
+}
+
+struct tb_listener {
+  int fd;
+  char *path;   /* the file to remove, or NULL for abstract names */
+  GArray *uids; /* uid_t allowed to connect; NULL: any */
+  int hello_timeout_ms;
+};
+
+static gboolean socket_address(const char *path, struct sockaddr_un *address,
+                               socklen_t *length, GError **error) {
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof address->sun_path) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "path \"%s\" must have 1 to %zu bytes", path,
+                sizeof address->sun_path - 1);
+    return FALSE;
+  }
+  memset(address, 0, sizeof *address);
+  address->sun_family = AF_UNIX;
+  memcpy(address->sun_path, path, n);
+  if (path[0] == '@')
+    address->sun_path[0] = '\0'; /* abstract: no file, gone with the socket */
+  *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+                        (path[0] == '@' ? 0 : 1));
+  return TRUE;
+}
+
+/* The end of each options struct version's last field (as
+ * tb_alloc_options_sizes). */
+#define TB_LISTENER_OPTIONS_END(field)                                         \
+  (offsetof(tb_listener_options, field) +                                      \
+   sizeof(((tb_listener_options *)0)->field))
+#define TB_LISTENER_OPTIONS_LAST hello_timeout_ms
+static const size_t tb_listener_options_sizes[] = {
+    [1] = TB_LISTENER_OPTIONS_END(hello_timeout_ms),
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(tb_listener_options_sizes) ==
+                TB_LISTENER_OPTIONS_VERSION + 1);
+G_STATIC_ASSERT((TB_LISTENER_OPTIONS_END(TB_LISTENER_OPTIONS_LAST) +
+                 G_ALIGNOF(tb_listener_options) - 1) /
+                    G_ALIGNOF(tb_listener_options) *
+                    G_ALIGNOF(tb_listener_options) ==
+                sizeof(tb_listener_options));
+
+size_t tb_listener_options_size(uint32_t version) {
+  return version < G_N_ELEMENTS(tb_listener_options_sizes)
+             ? tb_listener_options_sizes[version]
+             : 0;
+}
+
+/* The caller's options over the defaults, checked. */
+static gboolean read_listener_options(tb_listener_options *out,
+                                      const tb_listener_options *opts,
+                                      GError **error) {
+  static const tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
+  *out = defaults;
+  if (opts == NULL)
+    return TRUE;
+  size_t size = tb_listener_options_size(opts->version);
+  if (size == 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_VERSION,
+                "opts->version is %u; this library knows versions 1 to %u",
+                opts->version, TB_LISTENER_OPTIONS_VERSION);
+    return FALSE;
+  }
+  memcpy(out, opts, size);
+  const char *bad = NULL;
+  if (out->mode & ~0777u)
+    bad = "opts->mode has bits beyond 0777";
+  else if (out->flags & ~TB_LISTENER_ANY_UID)
+    bad = "opts->flags has unknown bits";
+  else if (out->uids == NULL && out->nuids > 0)
+    bad = "opts->uids is NULL with opts->nuids > 0";
+  else if ((out->flags & TB_LISTENER_ANY_UID) && out->nuids > 0)
+    bad = "opts->flags has TB_LISTENER_ANY_UID and opts->uids lists uids";
+  else if (out->hello_timeout_ms <= 0)
+    bad = "opts->hello_timeout_ms is not positive";
+  if (bad != NULL) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT, "%s", bad);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+tb_listener *tb_listener_open(const char *path,
+                              const tb_listener_options *caller_opts,
+                              GError **error) {
+  tb_listener_options opts;
+  struct sockaddr_un address;
+  socklen_t length;
+  if (!read_listener_options(&opts, caller_opts, error) ||
+      !socket_address(path, &address, &length, error))
+    return NULL;
+  int fd = seqpacket_socket(error);
+  if (fd < 0)
+    return NULL;
+  /* The mode is set between bind and listen: no connection is taken while
+   * the file has the process umask's bits. */
+  const char *what = "listening on";
+  gboolean ok = bind(fd, (struct sockaddr *)&address, length) == 0;
+  gboolean bound = ok;
+  if (ok && path[0] != '@')
+    ok = (what = "setting the mode of", chmod(path, opts.mode) == 0);
+  if (ok)
+    ok = (what = "listening on", listen(fd, 16) == 0);
+  if (!ok) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "%s \"%s\"", what, path);
+    if (bound && path[0] != '@')
+      unlink(path);
+    close(fd);
+    return NULL;
+  }
+  tb_listener *listener = g_new0(tb_listener, 1);
+  tb_live_add(1);
+  listener->fd = fd;
+  listener->path = path[0] == '@' ? NULL : g_strdup(path);
+  listener->hello_timeout_ms = opts.hello_timeout_ms;
+  if (!(opts.flags & TB_LISTENER_ANY_UID)) {
+    listener->uids = g_array_new(FALSE, FALSE, sizeof(uid_t));
+    uid_t own = geteuid();
+    if (opts.nuids == 0)
+      g_array_append_val(listener->uids, own);
+    for (size_t i = 0; i < opts.nuids; i++) {
+      uid_t uid = (uid_t)opts.uids[i];
+      g_array_append_val(listener->uids, uid);
+    }
+  }
+  return listener;
+}
+
+static gboolean uid_allowed(const tb_listener *listener, uid_t uid) {
+  if (listener->uids == NULL)
+    return TRUE;
+  for (guint i = 0; i < listener->uids->len; i++)
+    if (g_array_index(listener->uids, uid_t, i) == uid)
+      return TRUE;
+  return FALSE;
+}
+
+tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
+                             GError **error) {
+  gint64 now = g_get_monotonic_time();
+  gint64 deadline = timeout_ms < 0
+                        ? G_MAXINT64
+                        : now + (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
+  unsigned refused = 0;
+  uid_t refused_uid = 0;
+  for (;;) {
+    int left_ms = deadline == G_MAXINT64 ? -1 : ms_until(deadline);
+    GError *waited = NULL;
+    if (!wait_readable(listener->fd, left_ms, "connection", &waited)) {
+      if (refused > 0 && waited->code == TB_ERR_TIMEOUT)
+        g_prefix_error(&waited,
+                       "%u connection(s) refused (last from uid %u, not "
+                       "allowed by the listener's options); ",
+                       refused, (unsigned)refused_uid);
+      g_propagate_error(error, waited);
+      return NULL;
+    }
+    int fd = accept4(listener->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EAGAIN || errno == ECONNABORTED || errno == EINTR))
+      continue; /* the connection went away before it was taken */
+    if (fd < 0) {
+      tb_set_system_error(error, TB_TENSOR_ERROR, errno, "accept");
+      return NULL;
+    }
+    struct ucred peer = {0};
+    socklen_t length = sizeof peer;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
+        !uid_allowed(listener, peer.uid)) {
+      /* Closed before reading anything the peer sent. */
+      refused++;
+      refused_uid = peer.uid;
+      close(fd);
+      continue;
+    }
+    gint64 hello_deadline = MIN(
+        deadline, g_get_monotonic_time() + (gint64)listener->hello_timeout_ms *
+                                               G_TIME_SPAN_MILLISECOND);
+    return greet_now(fd, hello_deadline, error);
+  }
 }
 
 int tb_listener_fd(const tb_listener *listener) {
@@ -296,6 +620,8 @@ void tb_listener_free(tb_listener *listener) {
   if (listener->path != NULL)
     unlink(listener->path);
   g_free(listener->path);
+  if (listener->uids != NULL)
+    g_array_unref(listener->uids);
   g_free(listener);
   tb_live_add(-1);
 }
@@ -312,7 +638,7 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
     if (fd < 0)
       return NULL;
     if (connect(fd, (struct sockaddr *)&address, length) == 0)
-      return channel_wrap(fd);
+      return greet_later(fd, error);
     int errnum = errno;
     close(fd);
     /* A listener that does not exist yet may be starting up: retry. */
@@ -329,6 +655,16 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
     }
     g_usleep(2 * G_TIME_SPAN_MILLISECOND);
   }
+}
+
+gboolean tb_channel_peer(const tb_channel *channel, int64_t *pid, int64_t *uid,
+                         int64_t *gid) {
+  if (channel->peer.pid <= 0)
+    return FALSE;
+  *pid = channel->peer.pid;
+  *uid = channel->peer.uid;
+  *gid = channel->peer.gid;
+  return TRUE;
 }
 
 /* ---- messages ----------------------------------------------------------- */
@@ -442,7 +778,8 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
                 TB_WIRE_MAX_BYTES, TB_WIRE_MAX_FDS);
     return NULL;
   }
-  message->body = tb_wire_open(bytes, (size_t)received, &message->kind, error);
+  message->body = tb_wire_open(bytes, (size_t)received, channel->version,
+                               &message->kind, error);
   return message->body != NULL ? g_steal_pointer(&message) : NULL;
 }
 
@@ -530,6 +867,8 @@ static gboolean wait_changed(tb_channel *channel, gint64 deadline) {
  * for its receiver: this one waits for it to be taken. */
 static gpointer receive(tb_channel *channel, TbWireKind kind, TbFinish finish,
                         int timeout_ms, GError **error) {
+  if (!await_hello(channel, timeout_ms, error))
+    return NULL;
   flush_releases(channel);
   gint64 deadline = deadline_in(timeout_ms);
   uint64_t blocked_at = G_MAXUINT64; /* `taken` when the head was not ours */
@@ -625,6 +964,8 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
     tb_channel *channel = channels[i];
     if (tb_channel_hung_up(channel))
       continue; /* readable for ever, with no release left to bring */
+    if (!await_hello(channel, 0, NULL))
+      continue; /* the peer's hello is not here yet: nothing to serve */
     g_mutex_lock(&channel->lock);
     gboolean free_to_read =
         !channel->reading && channel->taken != channel->releases_blocked_at;
@@ -751,7 +1092,8 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
     with_fd[i] = TRUE;
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
-  return tb_wire_tensor(tensor, buffers, fd_index, n, read_only, 0, NULL, 0);
+  return tb_wire_tensor(TB_WIRE_VERSION, tensor, buffers, fd_index, n,
+                        read_only, 0, NULL, 0);
 }
 
 /* Ids of buffers sent earlier that have died, for the peer to forget. */
@@ -774,7 +1116,7 @@ enum { SENT_NEVER = 0, SENT_WRITABLE = 1, SENT_READ_ONLY = 2 };
 
 gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error) {
-  if (!check_send_flags(flags, error))
+  if (!check_send_flags(flags, error) || !await_hello(channel, -1, error))
     return FALSE;
   flush_releases(channel);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
@@ -798,9 +1140,9 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
 
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
     return FALSE;
-  GVariant *message =
-      tb_wire_tensor(tensor, buffers, fd_index, n, read_only, token,
-                     (const uint64_t *)(void *)forget->data, forget->len);
+  GVariant *message = tb_wire_tensor(
+      channel->version, tensor, buffers, fd_index, n, read_only, token,
+      (const uint64_t *)(void *)forget->data, forget->len);
   if (token != 0) { /* held before sending: the release may come at once */
     g_mutex_lock(&channel->lock);
     g_hash_table_insert(channel->leases, id_key(token),
@@ -848,8 +1190,8 @@ static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
  * peer that is gone has already taken its buffers back. */
 static gboolean try_release(tb_channel *channel, uint64_t token) {
   gboolean would_block = FALSE;
-  send_message(channel, tb_wire_release(token), NULL, 0, MSG_DONTWAIT,
-               &would_block, NULL);
+  send_message(channel, tb_wire_release(channel->version, token), NULL, 0,
+               MSG_DONTWAIT, &would_block, NULL);
   return !would_block;
 }
 
@@ -948,11 +1290,13 @@ tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
 
 gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
                               GError **error) {
+  if (!await_hello(channel, -1, error))
+    return FALSE;
   int fd = tb_fence_dup_fd(fence, error);
   if (fd < 0)
     return FALSE;
-  gboolean sent =
-      send_message(channel, tb_wire_fence(), &fd, 1, 0, NULL, error);
+  gboolean sent = send_message(channel, tb_wire_fence(channel->version), &fd, 1,
+                               0, NULL, error);
   close(fd);
   return sent;
 }

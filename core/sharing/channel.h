@@ -9,7 +9,14 @@
 gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error);
 tb_channel *tb_channel_adopt_fd(int fd, GError **error);
 tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error);
-tb_listener *tb_listener_open(const char *path, GError **error);
+/* `opts` may be NULL (the defaults). */
+tb_listener *tb_listener_open(const char *path, const tb_listener_options *opts,
+                              GError **error);
+/* Bytes of a tb_listener_options of `version`; 0 for a version unknown. */
+size_t tb_listener_options_size(uint32_t version);
+/* The peer's SO_PEERCRED from connect; FALSE where the kernel gave none. */
+gboolean tb_channel_peer(const tb_channel *channel, int64_t *pid, int64_t *uid,
+                         int64_t *gid);
 tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
                              GError **error);
 gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,

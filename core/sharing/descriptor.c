@@ -5,10 +5,16 @@
 
 #include <string.h>
 
-/* The message types. Changing one changes the protocol: bump the version. */
-#define TB_WIRE_TENSOR_TYPE "(uya(it)utaxaxbmsm(xadax)m(uuua(utt))tat)"
-#define TB_WIRE_FENCE_TYPE "(uy)"
-#define TB_WIRE_RELEASE_TYPE "(uyt)"
+/* The messages' fields. Changing one changes the protocol: add a version
+ * (descriptor.h says how). */
+#define TB_WIRE_TENSOR_FIELDS "uya(it)utaxaxbmsm(xadax)m(uuua(utt))tat"
+#define TB_WIRE_FENCE_FIELDS "uy"
+#define TB_WIRE_RELEASE_FIELDS "uyt"
+/* Version 2 appends an extension list to every message: (q tag, ay value)
+ * pairs that a reader skips when it does not know the tag (none is defined
+ * yet). So a field can be added without a new version. */
+#define TB_WIRE_EXTENSIONS "a(qay)"
+#define TB_WIRE_VERSION_EXTENSIONS 2u
 
 /* Positions of the tensor message's fields. */
 enum {
@@ -31,9 +37,17 @@ enum {
 #define FIELD_RELEASE_LEASE 2
 
 /* Every message's first two fields: (u version, y kind). */
-static void set_header(GVariant **fields, TbWireKind kind) {
-  fields[0] = g_variant_new_uint32(TB_WIRE_VERSION);
+static void set_header(GVariant **fields, uint32_t version, TbWireKind kind) {
+  fields[0] = g_variant_new_uint32(version);
   fields[1] = g_variant_new_byte((guchar)kind);
+}
+
+/* The message of `n` fields, with the extension list its version has (an
+ * empty one: nothing is defined yet). `fields` has room for n + 1. */
+static GVariant *message_of(uint32_t version, GVariant **fields, size_t n) {
+  if (version >= TB_WIRE_VERSION_EXTENSIONS)
+    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), NULL, 0);
+  return g_variant_new_tuple(fields, n);
 }
 
 static GVariant *int64_array(const int64_t *values, size_t count) {
@@ -80,12 +94,12 @@ static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
   return g_variant_new_tuple(fields, G_N_ELEMENTS(fields));
 }
 
-GVariant *tb_wire_tensor(const tb_tensor *t, tb_buffer *const *buffers,
-                         const int32_t *fd_index, size_t nbuffers,
-                         gboolean read_only, uint64_t lease,
+GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
+                         tb_buffer *const *buffers, const int32_t *fd_index,
+                         size_t nbuffers, gboolean read_only, uint64_t lease,
                          const uint64_t *forget, size_t nforget) {
-  GVariant *fields[FIELD_COUNT];
-  set_header(fields, TB_WIRE_TENSOR);
+  GVariant *fields[FIELD_COUNT + 1];
+  set_header(fields, version, TB_WIRE_TENSOR);
   GVariant *entries[TB_WIRE_MAX_BUFFERS];
   for (size_t i = 0; i < nbuffers; i++)
     entries[i] = pair(g_variant_new_int32(fd_index[i]),
@@ -117,20 +131,20 @@ GVariant *tb_wire_tensor(const tb_tensor *t, tb_buffer *const *buffers,
   fields[FIELD_LEASE] = g_variant_new_uint64(lease);
   fields[FIELD_FORGET] = g_variant_new_fixed_array(
       G_VARIANT_TYPE_UINT64, forget, nforget, sizeof *forget);
-  return g_variant_new_tuple(fields, FIELD_COUNT);
+  return message_of(version, fields, FIELD_COUNT);
 }
 
-GVariant *tb_wire_fence(void) {
-  GVariant *fields[2];
-  set_header(fields, TB_WIRE_FENCE);
-  return g_variant_new_tuple(fields, 2);
-}
-
-GVariant *tb_wire_release(uint64_t lease) {
+GVariant *tb_wire_fence(uint32_t version) {
   GVariant *fields[3];
-  set_header(fields, TB_WIRE_RELEASE);
+  set_header(fields, version, TB_WIRE_FENCE);
+  return message_of(version, fields, 2);
+}
+
+GVariant *tb_wire_release(uint32_t version, uint64_t lease) {
+  GVariant *fields[4];
+  set_header(fields, version, TB_WIRE_RELEASE);
   fields[FIELD_RELEASE_LEASE] = g_variant_new_uint64(lease);
-  return g_variant_new_tuple(fields, 3);
+  return message_of(version, fields, 3);
 }
 
 gboolean tb_wire_check_size(GVariant *message, GError **error) {
@@ -144,30 +158,50 @@ gboolean tb_wire_check_size(GVariant *message, GError **error) {
   return FALSE;
 }
 
-GVariant *tb_wire_open(const uint8_t *bytes, size_t length, TbWireKind *kind,
-                       GError **error) {
+GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
+                       TbWireKind *kind, GError **error) {
   /* (u version, y kind) are at fixed offsets 0 and 4 of every message. */
   uint32_t version = 0;
   if (length >= 5)
     memcpy(&version, bytes, sizeof version);
   version = GUINT32_FROM_LE(version);
-  if (length < 5 || version != TB_WIRE_VERSION) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "a %zu-byte message of version %u; this library speaks "
-                "version %u",
-                length, version, TB_WIRE_VERSION);
+  gboolean known = expected != 0 ? version == expected
+                                 : version >= TB_WIRE_VERSION_MIN &&
+                                       version <= TB_WIRE_VERSION_MAX;
+  if (length < 5 || !known) {
+    if (expected != 0)
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "a %zu-byte message of version %u; this channel speaks "
+                  "version %u",
+                  length, version, expected);
+    else
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "a %zu-byte message of version %u; this library speaks "
+                  "versions %u to %u",
+                  length, version, TB_WIRE_VERSION_MIN, TB_WIRE_VERSION_MAX);
     return NULL;
   }
+  /* The type by kind and by whether the version has extensions. */
+#define TB_WIRE_TYPES(FIELDS)                                                  \
+  { "(" FIELDS ")", "(" FIELDS TB_WIRE_EXTENSIONS ")" }
+  static const char *const tensor_types[] =
+      TB_WIRE_TYPES(TB_WIRE_TENSOR_FIELDS),
+                           *const fence_types[] =
+                               TB_WIRE_TYPES(TB_WIRE_FENCE_FIELDS),
+                           *const release_types[] =
+                               TB_WIRE_TYPES(TB_WIRE_RELEASE_FIELDS);
+#undef TB_WIRE_TYPES
+  size_t extended = version >= TB_WIRE_VERSION_EXTENSIONS;
   const char *type;
   switch (bytes[4]) {
   case TB_WIRE_TENSOR:
-    type = TB_WIRE_TENSOR_TYPE;
+    type = tensor_types[extended];
     break;
   case TB_WIRE_FENCE:
-    type = TB_WIRE_FENCE_TYPE;
+    type = fence_types[extended];
     break;
   case TB_WIRE_RELEASE:
-    type = TB_WIRE_RELEASE_TYPE;
+    type = release_types[extended];
     break;
   default:
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
@@ -188,7 +222,8 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, TbWireKind *kind,
 }
 
 uint64_t tb_wire_lease(GVariant *message) {
-  gsize field = g_variant_n_children(message) == FIELD_COUNT
+  g_autoptr(GVariant) kind = g_variant_get_child_value(message, 1);
+  gsize field = g_variant_get_byte(kind) == TB_WIRE_TENSOR
                     ? FIELD_LEASE
                     : FIELD_RELEASE_LEASE;
   g_autoptr(GVariant) lease = g_variant_get_child_value(message, field);

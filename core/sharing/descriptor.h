@@ -12,7 +12,26 @@
 
 #include "tensor/image.h"
 
-#define TB_WIRE_VERSION 1u
+/* Protocol versions this library speaks. Version policy: each side states
+ * its range in the hello at connect (sharing/hello.h) and both speak the
+ * highest version in both ranges; every message carries that version. A
+ * new version is added when a message changes shape; a release keeps
+ * speaking the older versions its peers may still speak, and drops one only
+ * by raising TB_WIRE_VERSION_MIN (peers that speak nothing newer are then
+ * refused at connect, with TB_ERR_PROTOCOL, instead of failing later).
+ *
+ *   1  the fields below.
+ *   2  every message ends with an extension list a(qay): (tag, value)
+ *      pairs, each skipped by a reader that does not know its tag. A field
+ *      added later goes there (with its tag documented here), not into the
+ *      tuple, and needs no new version; a peer that does not know it
+ *      ignores it. No tag is defined yet. */
+#define TB_WIRE_VERSION_MIN 1u
+#define TB_WIRE_VERSION_MAX 2u
+/* The version of descriptions made for the caller's own transport
+ * (tb_tensor_export), which has no hello: the oldest, which every release
+ * reads. */
+#define TB_WIRE_VERSION TB_WIRE_VERSION_MIN
 /* Largest message accepted; a descriptor is a few hundred bytes. */
 #define TB_WIRE_MAX_BYTES 65536u
 /* Most buffers (and so fds) a tensor message names: one per image plane. */
@@ -33,20 +52,22 @@ size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
  * the message's fds, or -1 when the receiver has it cached. `lease` is 0 or
  * the token the receiver sends back in a release; `forget` lists buffer ids
  * the receiver may drop from its cache. Floating. */
-GVariant *tb_wire_tensor(const tb_tensor *tensor, tb_buffer *const *buffers,
-                         const int32_t *fd_index, size_t nbuffers,
-                         gboolean read_only, uint64_t lease,
+GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
+                         tb_buffer *const *buffers, const int32_t *fd_index,
+                         size_t nbuffers, gboolean read_only, uint64_t lease,
                          const uint64_t *forget, size_t nforget);
-GVariant *tb_wire_fence(void);
-GVariant *tb_wire_release(uint64_t lease);
+GVariant *tb_wire_fence(uint32_t version);
+GVariant *tb_wire_release(uint32_t version, uint64_t lease);
 
 /* Refuses a message larger than a receiver accepts. */
 gboolean tb_wire_check_size(GVariant *message, GError **error);
 
 /* Checks a received message (length, version, kind, exact type, normal
- * form) and returns it with its kind. */
-GVariant *tb_wire_open(const uint8_t *bytes, size_t length, TbWireKind *kind,
-                       GError **error);
+ * form) and returns it with its kind. Its version must be `expected` (the
+ * channel's), or with 0 any this library speaks (a description for
+ * tb_tensor_import). */
+GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
+                       TbWireKind *kind, GError **error);
 
 /* Fields of opened messages. */
 uint64_t tb_wire_lease(GVariant *message); /* tensor or release message */

@@ -15,6 +15,8 @@
  * serialized form goes through the same two ways in: mutations of
  * "[int64 16, 4]" reach the checks behind the normal-form test far more often
  * than flipped bits of the binary form. */
+#include "sharing/descriptor.h"
+#include "sharing/hello.h"
 #include "tensorbuf/channel.h"
 #include "tensorbuf/image.h"
 
@@ -126,6 +128,18 @@ static void receive(const uint8_t *bytes, size_t length, const int *fds,
   if (tb_channel_from_fd(&channel, pair[1]) != TB_OK)
     abort();
   close(pair[1]);
+  /* The peer speaks the message's own version, where that is one of ours:
+   * every version's parser is reached on this way in too. */
+  uint32_t version = 0;
+  if (length >= sizeof version)
+    memcpy(&version, bytes, sizeof version);
+  version = GUINT32_FROM_LE(version);
+  if (version < TB_WIRE_VERSION_MIN || version > TB_WIRE_VERSION_MAX)
+    version = TB_WIRE_VERSION_MAX;
+  const TbHello hello = {.min_version = version, .max_version = version};
+  uint8_t hello_bytes[TB_HELLO_FIXED_BYTES];
+  send_message(pair[0], hello_bytes, tb_hello_write(&hello, hello_bytes), NULL,
+               0);
   send_message(pair[0], bytes, length, fds, nfds);
   send_message(pair[0], bytes, length, fds, nfds);
   tb_tensor *tensor = NULL;

@@ -6,6 +6,7 @@
  * tb_channel_send_fence and a receiver's release put on the socket; each
  * also as GVariant text. */
 #include "sharing/descriptor.h" /* the wire format, to print messages as text */
+#include "sharing/hello.h"
 #include "tensorbuf/channel.h"
 #include "tensorbuf/pool.h"
 
@@ -49,7 +50,7 @@ static void write_seed(const char *name, uint8_t fd_byte, const uint8_t *bytes,
   write_file(name, fd_byte, bytes, length);
   TbWireKind kind;
   GError *error = NULL;
-  g_autoptr(GVariant) message = tb_wire_open(bytes, length, &kind, &error);
+  g_autoptr(GVariant) message = tb_wire_open(bytes, length, 0, &kind, &error);
   if (message == NULL) {
     fprintf(stderr, "make_seeds: %s: %s\n", name, error->message);
     exit(1);
@@ -173,6 +174,19 @@ static void export_seeds(void) {
   tb_tensor_unref(nothing);
 }
 
+/* Plays the peer's side of the hello on a raw socket whose other end a
+ * channel adopted: takes the channel's hello off and sends ours. */
+static void greet(int raw) {
+  uint8_t bytes[TB_HELLO_MAX_BYTES];
+  if (recv(raw, bytes, sizeof bytes, MSG_DONTWAIT) <= 0)
+    abort();
+  const TbHello hello = {.min_version = TB_WIRE_VERSION_MIN,
+                         .max_version = TB_WIRE_VERSION_MAX};
+  size_t length = tb_hello_write(&hello, bytes);
+  if (send(raw, bytes, length, MSG_NOSIGNAL) != (ssize_t)length)
+    abort();
+}
+
 /* What channels put on the socket: a pooled tensor (with its lease and the
  * ids to forget), the same buffer again (no fd), a fence, and the release a
  * receiver sends back. */
@@ -184,6 +198,8 @@ static void channel_seeds(void) {
   tb_channel *sender = NULL, *receiver = NULL;
   check(tb_channel_from_fd(&sender, sender_pair[0]), "tb_channel_from_fd");
   check(tb_channel_from_fd(&receiver, receiver_pair[1]), "tb_channel_from_fd");
+  greet(sender_pair[1]);
+  greet(receiver_pair[0]);
 
   const int64_t shape[] = {8, 8};
   tb_tensor *prototype = shm_tensor(TB_DTYPE_F32, 2, shape);

@@ -559,3 +559,26 @@ GVariant *tb_forge_receive(int socket, int *fds, size_t capacity,
   g_autoptr(GBytes) message = g_bytes_new_take(bytes, (gsize)received);
   return tb_forge_open(message);
 }
+
+GBytes *tb_forge_hello(uint32_t min_version, uint32_t max_version,
+                       const void *extensions, size_t extensions_length) {
+  uint8_t fixed[32] = {'T', 'B', 'H', 'L', 'H'};
+  const uint32_t versions[] = {GUINT32_TO_LE(min_version),
+                               GUINT32_TO_LE(max_version)};
+  memcpy(fixed + 8, versions, sizeof versions);
+  GByteArray *hello = g_byte_array_new();
+  g_byte_array_append(hello, fixed, sizeof fixed);
+  if (extensions_length > 0)
+    g_byte_array_append(hello, extensions, (guint)extensions_length);
+  return g_byte_array_free_to_bytes(hello);
+}
+
+void tb_forge_greet(int socket) {
+  struct pollfd ready = {.fd = socket, .events = POLLIN};
+  TB_PEER_ASSERT(poll(&ready, 1, 5000) == 1);
+  uint8_t theirs[4096];
+  ssize_t received = recv(socket, theirs, sizeof theirs, 0);
+  TB_PEER_ASSERT(received >= 32 && memcmp(theirs, "TBHLH", 5) == 0);
+  g_autoptr(GBytes) ours = tb_forge_hello(1, 1, NULL, 0);
+  tb_forge_send_bytes(socket, ours, NULL, 0);
+}

@@ -11,6 +11,10 @@
  *   fence   (u version, y 'F')            with the fence's fd
  *   release (u version, y 'R', t lease)
  *
+ * That is version 1. In version 2 (the version both sides agree on in the
+ * hello, see tb_forge_hello) every message ends with one more field,
+ * a(qay) extensions: (tag, value) pairs that a reader skips.
+ *
  * A forged tensor message is the valid description of a 16x4 u8 tensor
  * over a 4096-byte memfd (fd 0, buffer id 7, read-write, nothing optional)
  * with some fields replaced, removed or added; tb_forge_cases lists those a
@@ -119,5 +123,16 @@ void tb_forge_send_bytes(int socket, GBytes *message, const int *fds,
  * tb_forge_open does, and its fds (at most `capacity`; the caller closes
  * them). */
 GVariant *tb_forge_receive(int socket, int *fds, size_t capacity, size_t *nfds);
+
+/* The hello each side sends first (core/sharing/hello.h), written here by
+ * hand: "TBHL", 'H', three zero bytes, then u32 lowest and highest version,
+ * u32 capabilities, u32 buffers and u64 bytes cached (0: no limit), then
+ * `extensions` (records of u16 tag, u16 length, bytes) as given. */
+GBytes *tb_forge_hello(uint32_t min_version, uint32_t max_version,
+                       const void *extensions, size_t extensions_length);
+/* Plays the peer's side of the hello on a raw socket whose other end a
+ * channel adopted (tb_channel_from_fd): checks and takes the channel's
+ * hello, and sends a version-1 one. */
+void tb_forge_greet(int socket);
 
 #endif /* TB_FORGE_H */

@@ -32,6 +32,7 @@ static hostile hostile_open(void) {
   hostile h = {.raw = pair[0]};
   TB_ASSERT_OK(tb_channel_from_fd(&h.channel, pair[1]));
   close(pair[1]);
+  tb_forge_greet(h.raw);
   return h;
 }
 
@@ -385,6 +386,7 @@ static void an_empty_message_is_not_a_close(void **state) {
  * parent's mapping. */
 static void send_then_truncate(tb_peer_end *end, void *arg) {
   (void)arg;
+  tb_forge_greet(end->socket);
   int fd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
   TB_PEER_ASSERT(fcntl(fd, F_GET_SEALS) == 0);
   g_autoptr(GBytes) valid = tb_forge_tensor(NULL, 0);

@@ -269,6 +269,7 @@ static void only_the_first_rounds_carry_fds(void **state) {
   tb_channel *producer = NULL;
   TB_ASSERT_OK(tb_channel_from_fd(&producer, pair[0]));
   close(pair[0]);
+  tb_forge_greet(pair[1]);
   tb_pool *pool = new_pool(TB_MEMORY_SHM, POOL_SIZE);
   for (uint32_t frame = 0; frame < 20; frame++) {
     tb_tensor *tensor = NULL;

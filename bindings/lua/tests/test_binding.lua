@@ -607,6 +607,30 @@ test_shm("listeners and connections", function()
   raises("TB_ERR_SYSTEM", "tb_listener_listen: ", tb.listen, path)
 end)
 
+test_shm("peer credentials and allowed uids", function()
+  local a, b = tb.channel_pair()
+  local pid, uid, gid = a:peer_credentials()
+  integer(pid, "pid")
+  local pid_b, uid_b, gid_b = b:peer_credentials()
+  eq(pid_b, pid, "one process: the same pid")
+  eq(uid_b, uid, "uid")
+  eq(gid_b, gid, "gid")
+  local path = string.format("@tensorbuf-lua-uids-%d-%d", os.time(), math.random(1 << 30))
+  -- Only another uid may connect: ours is closed unread.
+  local refusing = tb.listen(path, {uids = {uid + 1}})
+  local client = tb.connect(path, 1)
+  eq(refusing:accept(0.2), nil, "refused")
+  raises("TB_ERR_CLOSED", "tb_channel_recv: ", client.recv, client, 1)
+  refusing, client = nil, nil
+  collectgarbage()
+  local listener = tb.listen(path, {uids = {uid + 1, uid}})
+  client = tb.connect(path, 1)
+  local server = listener:accept(1)
+  eq(select(2, server:peer_credentials()), uid, "server sees our uid")
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_listener_listen_with: ", tb.listen,
+         path .. "-bad", {mode = 4095})
+end)
+
 test_shm("descriptors for a transport of one's own", function()
   local t = tb.tensor{dtype = "u8", shape = {2}, memory = "shm"}
   t:write("hi")

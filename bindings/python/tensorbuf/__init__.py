@@ -20,7 +20,7 @@ from . import safetensors
 from . import tensorbuf_core as core
 from .image import PIXEL_FORMATS, image, import_image
 from .interop import from_dlpack, from_numpy
-from .sharing import Channel, Fence, Listener, Pool, export_tensor, import_tensor
+from .sharing import Channel, Credentials, Fence, Listener, Pool, export_tensor, import_tensor
 from .tensor import DTYPES, MEMORY_KINDS, Buffer, Map, Tensor
 
 Error = core.Error
@@ -65,6 +65,7 @@ def import_fd(fd, shape, dtype="u8", *, offset=0):
 __all__ = [
     "Buffer",
     "Channel",
+    "Credentials",
     "DTYPES",
     "Error",
     "Fence",

@@ -6,11 +6,16 @@ while they wait, and return None (False for Fence.wait) when it passes.
 """
 
 import math
+from collections import namedtuple
 
 from . import tensorbuf_core as _core
 from .tensor import Tensor
 
-__all__ = ["Channel", "Fence", "Listener", "Pool", "export_tensor", "import_tensor"]
+__all__ = ["Channel", "Credentials", "Fence", "Listener", "Pool", "export_tensor", "import_tensor"]
+
+
+Credentials = namedtuple("Credentials", "pid uid gid")
+Credentials.__doc__ = "A channel peer's process, user and group ids."
 
 
 def _timeout(seconds, per_second, most):
@@ -133,6 +138,12 @@ class Channel(_Handle):
         """The socket, for an event loop (readable: a message waits)."""
         return _core.tb_channel_fd(self._handle)
 
+    @property
+    def peer_credentials(self):
+        """The peer's (pid, uid, gid) as the kernel recorded them at connect
+        (SO_PEERCRED)."""
+        return Credentials(*_core.tb_channel_peer_credentials(self._handle))
+
     def send(self, tensor, *, read_only=False):
         """Sends an SHM (or DMA) tensor; read_only=True makes the receiver's
         copy of the handle read-only."""
@@ -160,12 +171,27 @@ class Channel(_Handle):
 
 class Listener(_Handle):
     """Listens on a Unix socket path ("@name" for an abstract name); the
-    file it creates goes with it."""
+    file it creates goes with it.
+
+    Only ``uids`` may connect (default: this process's effective uid alone;
+    ``any_uid=True``: everyone); a path socket's file gets ``mode`` (default
+    0o600); ``hello_timeout`` (seconds) bounds how long ``accept`` waits for
+    a connected peer's hello."""
 
     __slots__ = ()
 
-    def __init__(self, path):
-        self._handle = _core.tb_listener_listen(path)
+    def __init__(self, path, *, mode=None, uids=None, any_uid=False,
+                 hello_timeout=None):
+        opts = {}
+        if mode is not None:
+            opts["mode"] = mode
+        if uids is not None:
+            opts["uids"] = list(uids)
+        if any_uid:
+            opts["flags"] = _core.TB_LISTENER_ANY_UID
+        if hello_timeout is not None:
+            opts["hello_timeout_ms"] = _milliseconds(hello_timeout)
+        self._handle = _core.tb_listener_listen_with(path, opts)
 
     @property
     def fd(self):

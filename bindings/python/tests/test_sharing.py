@@ -99,6 +99,26 @@ def test_listener_and_connect():
     assert tensorbuf.Channel.connect("@tensorbuf-nobody-listens", timeout=0.05) is None
 
 
+def test_peer_credentials_and_allowed_uids():
+    a, b = tensorbuf.Channel.pair()
+    me = (os.getpid(), os.geteuid(), os.getegid())
+    assert a.peer_credentials == me and b.peer_credentials.pid == os.getpid()
+    path = f"@tensorbuf-python-uids-{os.getpid()}"
+    # Only another uid may connect: ours is closed unread, accept times out.
+    refusing = tensorbuf.Listener(path, uids=[os.geteuid() + 1], hello_timeout=1)
+    client = tensorbuf.Channel.connect(path, timeout=5)
+    assert refusing.accept(timeout=0.2) is None
+    with pytest.raises(tensorbuf.ClosedError):
+        client.recv(timeout=5)
+    del refusing, client
+    listener = tensorbuf.Listener(path, uids=[os.geteuid() + 1, os.geteuid()])
+    client = tensorbuf.Channel.connect(path, timeout=5)
+    server = listener.accept(timeout=5)
+    assert server.peer_credentials == me and client.peer_credentials == me
+    with pytest.raises(tensorbuf.InvalidArgumentError):
+        tensorbuf.Listener(path + "-bad", mode=0o7777)
+
+
 CHILD = r"""
 import sys, tensorbuf
 channel = tensorbuf.Channel.connect(sys.argv[1], timeout=10)

@@ -11,6 +11,21 @@
  * are checked against the fds before mapping, memfds arrive sealed against
  * shrinking, and unexpected fds are closed.
  *
+ * Hello: at connect each side sends a hello (the protocol versions it
+ * speaks, its limits, capabilities) and both then speak the highest
+ * version both know. tb_channel_pair and tb_listener_accept read the
+ * peer's hello before they return: a peer whose hello is malformed, or
+ * that shares no version, is refused with TB_ERR_PROTOCOL, one that sends
+ * none in time with TB_ERR_TIMEOUT, and no channel is made. A channel from
+ * tb_channel_connect or tb_channel_from_fd sends its hello at once and
+ * reads the peer's in its first operation (the peer may be in the same
+ * thread, not accepting yet): within TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS
+ * of the connect, else that operation and every later one fail with
+ * TB_ERR_TIMEOUT, as they do with TB_ERR_PROTOCOL (or TB_ERR_CLOSED: a
+ * listener that refused this uid) after a bad hello. A send waits for the
+ * peer's hello up to that deadline. Both ends of a tb_channel_from_fd
+ * socket must be channels of their own (each says hello once).
+ *
  * A channel may be used from several threads at once: sends, receives of
  * either kind, and pools waiting for releases. Messages are whole and taken
  * in the order they came; one thread at a time reads the socket, and the
@@ -49,13 +64,63 @@ typedef struct tb_listener tb_listener;
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_pair(tb_channel **out_a, tb_channel **out_b);
 
-/* Listens on a Unix socket path; a path starting with '@' is an abstract
- * name (no file). A file the listener created is removed when it is freed.
+/* Listens on a Unix socket path with the default options (see
+ * tb_listener_options); a path starting with '@' is an abstract name (no
+ * file). A file the listener created is removed when it is freed.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL or over-long path), TB_ERR_SYSTEM
  * (e.g. EADDRINUSE). */
 TB_API tb_status tb_listener_listen(tb_listener **out, const char *path);
-/* Waits up to timeout_ms (negative: no limit) for one connection.
- * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_SYSTEM. */
+
+#define TB_LISTENER_OPTIONS_VERSION 1
+/* How long tb_listener_accept waits, by default, for a connected peer's
+ * hello, and a dialed or adopted channel for its peer's. */
+#define TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS 5000
+/* tb_listener_options.flags: any uid may connect (the uids list is then
+ * empty). */
+#define TB_LISTENER_ANY_UID 0x1u
+
+/* Options of a listener. The struct only ever grows at its end; `version`
+ * says which fields the caller knows about. */
+typedef struct tb_listener_options {
+  uint32_t version;     /* TB_LISTENER_OPTIONS_VERSION */
+  uint32_t mode;        /* permission bits of a path socket's file, set before
+                           it listens; default 0600 (abstract names: ignored) */
+  const uint32_t *uids; /* uids allowed to connect (copied), `nuids` of
+                           them; none (the default): the listener's own
+                           effective uid alone. Root is allowed only when
+                           listed (or the listener's own uid) */
+  size_t nuids;
+  uint32_t flags;           /* TB_LISTENER_ANY_UID */
+  int32_t hello_timeout_ms; /* default TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS */
+} tb_listener_options;
+
+#define TB_LISTENER_OPTIONS_INIT                                               \
+  {                                                                            \
+    TB_LISTENER_OPTIONS_VERSION, 0600, NULL, 0, 0,                             \
+        TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS                                   \
+  }
+
+/* Fills *opts with the defaults of the given struct version (only the
+ * fields that version has) and sets opts->version.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL opts), TB_ERR_VERSION. */
+TB_API tb_status tb_listener_options_init(tb_listener_options *opts,
+                                          uint32_t version);
+
+/* tb_listener_listen with options (NULL: the defaults).
+ * Errors: as tb_listener_listen; TB_ERR_VERSION (opts->version unknown);
+ * TB_ERR_INVALID_ARGUMENT (mode bits beyond 0777, unknown flags, NULL uids
+ * with nuids > 0, uids with TB_LISTENER_ANY_UID, hello_timeout_ms <= 0). */
+TB_API tb_status tb_listener_listen_with(tb_listener **out, const char *path,
+                                         const tb_listener_options *opts);
+
+/* Waits up to timeout_ms (negative: no limit) for one connection from an
+ * allowed uid, and its hello (up to the listener's hello_timeout_ms more,
+ * within timeout_ms). A connection from a uid not allowed is closed before
+ * anything it sent is read, and the wait goes on; a timeout's message
+ * counts the refused ones.
+ * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT (no connection, or no
+ * hello in time), TB_ERR_PROTOCOL (a malformed hello, no common version),
+ * TB_ERR_CLOSED (the peer left before its hello), TB_ERR_SYSTEM. */
 TB_API tb_status tb_listener_accept(tb_channel **out, tb_listener *listener,
                                     int timeout_ms);
 /* The listening socket, for an event loop (readable: a connection waits). */
@@ -63,7 +128,7 @@ TB_API int tb_listener_fd(const tb_listener *listener);
 TB_API void tb_listener_free(tb_listener *listener); /* NULL is a no-op */
 
 /* Connects to a listener, retrying while it does not exist yet, up to
- * timeout_ms (negative: no limit).
+ * timeout_ms (negative: no limit), and sends the hello (see above).
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_connect(tb_channel **out, const char *path,
                                     int timeout_ms);
@@ -80,6 +145,17 @@ TB_API tb_status tb_channel_from_fd(tb_channel **out, int fd);
  * with timeout 0; a loop that only sends pooled tensors calls
  * tb_pool_acquire. -1 for NULL. */
 TB_API int tb_channel_fd(const tb_channel *channel);
+
+/* The peer's credentials as the kernel recorded them at connect
+ * (SO_PEERCRED), kept for the channel's life: its process, user and group
+ * ids. For tb_channel_connect the peer is the process that made the
+ * listener; for a socketpair (tb_channel_pair, tb_channel_from_fd) the
+ * process that made the pair. Any out-parameter may be NULL. Thread-safe.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL channel), TB_ERR_UNSUPPORTED (the
+ * kernel gave none). */
+TB_API tb_status tb_channel_peer_credentials(const tb_channel *channel,
+                                             int64_t *pid, int64_t *uid,
+                                             int64_t *gid);
 
 TB_API tb_channel *tb_channel_ref(tb_channel *channel); /* NULL-safe */
 TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */

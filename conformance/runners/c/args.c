@@ -459,6 +459,39 @@ const tb_alloc_options *arg_opts(Step *s, const char *name,
   return storage;
 }
 
+const tb_listener_options *arg_listener_opts(Step *s, const char *name,
+                                             tb_listener_options *storage) {
+  JsonNode *node = arg_node(s, name);
+  if (node == NULL || JSON_NODE_HOLDS_NULL(node))
+    return NULL;
+  if (!JSON_NODE_HOLDS_OBJECT(node)) {
+    step_fail(s, "%s is not an object", name);
+    return NULL;
+  }
+  tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
+  *storage = defaults;
+  JsonObject *outer = s->args;
+  s->args = json_node_get_object(node);
+  if (arg_node(s, "version") != NULL)
+    storage->version = (uint32_t)arg_u64(s, "version");
+  if (arg_node(s, "mode") != NULL)
+    storage->mode = (uint32_t)arg_u64(s, "mode");
+  I64Array uids = arg_u64_array(s, "uids");
+  if (uids.len > 0) {
+    uint32_t *narrow = scratch_alloc(s, uids.len * sizeof *narrow);
+    for (size_t i = 0; i < uids.len; i++)
+      narrow[i] = (uint32_t)uids.data[i];
+    storage->uids = narrow;
+    storage->nuids = uids.len;
+  }
+  if (arg_node(s, "flags") != NULL)
+    storage->flags = (uint32_t)arg_u64(s, "flags");
+  if (arg_node(s, "hello_timeout_ms") != NULL)
+    storage->hello_timeout_ms = (int32_t)arg_i64(s, "hello_timeout_ms");
+  s->args = outer;
+  return storage;
+}
+
 bool out_wanted(Step *s, const char *name) { return !arg_is_null(s, name); }
 
 /* ---- results ------------------------------------------------------------- */

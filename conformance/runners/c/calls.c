@@ -800,6 +800,43 @@ static void call_channel_pair(Step *s) {
   result_member(s, "out_b", handle_value(HANDLE_CHANNEL, b));
 }
 
+static void call_listener_listen_with(Step *s) {
+  const char *path = arg_string(s, "path");
+  tb_listener_options storage;
+  const tb_listener_options *opts = arg_listener_opts(s, "opts", &storage);
+  if (s->error != NULL)
+    return;
+  tb_listener *out = SENTINEL_PTR;
+  tb_status status =
+      tb_listener_listen_with(out_wanted(s, "out") ? &out : NULL, path, opts);
+  finish_handle(s, status, HANDLE_LISTENER, out);
+}
+
+static void call_channel_peer_credentials(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  if (s->error != NULL)
+    return;
+  int64_t pid = SENTINEL_INT, uid = SENTINEL_INT, gid = SENTINEL_INT;
+  tb_status status = tb_channel_peer_credentials(channel, &pid, &uid, &gid);
+  finish_status(s, status);
+  if (status != TB_OK) {
+    if (pid != SENTINEL_INT || uid != SENTINEL_INT || gid != SENTINEL_INT)
+      step_fail(s, "the failed call wrote an out-parameter");
+    return;
+  }
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "pid");
+  json_builder_add_int_value(b, pid);
+  json_builder_set_member_name(b, "uid");
+  json_builder_add_int_value(b, uid);
+  json_builder_set_member_name(b, "gid");
+  json_builder_add_int_value(b, gid);
+  json_builder_end_object(b);
+  result_json(s, json_builder_get_root(b));
+  g_object_unref(b);
+}
+
 static void call_listener_listen(Step *s) {
   const char *path = arg_string(s, "path");
   if (s->error != NULL)
@@ -1405,7 +1442,9 @@ static const Call calls[] = {
     CALL(image_plane),
     CALL(image_export_plane_fd),
     CALL(channel_pair),
+    CALL(channel_peer_credentials),
     CALL(listener_listen),
+    CALL(listener_listen_with),
     CALL(listener_accept),
     CALL(listener_fd),
     CALL(listener_free),

@@ -130,6 +130,10 @@ int arg_fd(Step *s, const char *name);
 /* NULL when omitted or null, else `storage` filled from the object. */
 const tb_alloc_options *arg_opts(Step *s, const char *name,
                                  tb_alloc_options *storage);
+/* A listener options object (fields of tb_listener_options; "uids" an
+ * array), or NULL for null / omitted. */
+const tb_listener_options *arg_listener_opts(Step *s, const char *name,
+                                             tb_listener_options *storage);
 /* Whether the out-parameter `name` is wanted (not written as null). */
 bool out_wanted(Step *s, const char *name);
 

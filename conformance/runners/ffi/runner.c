@@ -64,11 +64,12 @@ typedef enum Kind {
   K_OUT_NEEDED, /* a count that TB_ERR_OUT_OF_RANGE sets to what is needed */
   K_I64S,       /* const int64_t * / const double * arrays */
   K_F64S,
-  K_INTS,     /* const int * (fds) */
-  K_BYTES,    /* const void *, from hex */
-  K_LENGTH,   /* the length of the array `of`; defaults to its length */
-  K_CAPACITY, /* the size of the out array `of`; defaults to 65536 */
-  K_OPTS,     /* const tb_alloc_options *, from an object */
+  K_INTS,          /* const int * (fds) */
+  K_BYTES,         /* const void *, from hex */
+  K_LENGTH,        /* the length of the array `of`; defaults to its length */
+  K_CAPACITY,      /* the size of the out array `of`; defaults to 65536 */
+  K_OPTS,          /* const tb_alloc_options *, from an object */
+  K_LISTENER_OPTS, /* const tb_listener_options *, from an object */
   K_MAP_FLAGS,
   K_BUFFER_FLAGS,
   K_SEND_FLAGS,
@@ -229,6 +230,11 @@ static const char *const signature_table[] = {
     "status image_export_plane_fd(out_fd out_fd, tensor image, size plane)",
     "status channel_pair(out_channel out_a, out_channel out_b)",
     "status listener_listen(out_listener out, string path)",
+    "status listener_options_init(address opts, u32 version)",
+    "status listener_listen_with(out_listener out, string path, "
+    "listener_opts opts)",
+    "status channel_peer_credentials(channel channel, out_i64 pid, "
+    "out_i64 uid, out_i64 gid)",
     "status listener_accept(out_channel out, listener listener, "
     "int timeout_ms)",
     "int listener_fd(listener listener)",
@@ -314,6 +320,7 @@ static const char *const kind_names[] = {
     [K_LENGTH] = "length",
     [K_CAPACITY] = "capacity",
     [K_OPTS] = "opts",
+    [K_LISTENER_OPTS] = "listener_opts",
     [K_MAP_FLAGS] = "map_flags",
     [K_BUFFER_FLAGS] = "buffer_flags",
     [K_SEND_FLAGS] = "send_flags",
@@ -411,6 +418,28 @@ static ffi_type *opts_fields[] = {&ffi_type_uint32, &ffi_type_uint32,
                                   &ffi_type_uint32, NULL};
 static ffi_type opts_type = {0, 0, FFI_TYPE_STRUCT, opts_fields};
 static size_t opts_offsets[OPT_COUNT];
+
+/* tb_listener_options: {uint32 version, uint32 mode, const uint32_t *uids,
+ * size_t nuids, uint32 flags, int32 hello_timeout_ms}, laid out by libffi. */
+enum {
+  LOPT_VERSION,
+  LOPT_MODE,
+  LOPT_UIDS,
+  LOPT_NUIDS,
+  LOPT_FLAGS,
+  LOPT_HELLO_TIMEOUT,
+  LOPT_COUNT
+};
+static ffi_type *listener_opts_fields[] = {&ffi_type_uint32,
+                                           &ffi_type_uint32,
+                                           &ffi_type_pointer,
+                                           &ffi_type_uint64,
+                                           &ffi_type_uint32,
+                                           &ffi_type_sint32,
+                                           NULL};
+static ffi_type listener_opts_type = {0, 0, FFI_TYPE_STRUCT,
+                                      listener_opts_fields};
+static size_t listener_opts_offsets[LOPT_COUNT];
 
 /* ---- calling through libffi ---------------------------------------------- */
 
@@ -921,6 +950,41 @@ static void decode(Step *s, Call *c, int i) {
     if ((f = json_object_get_member(o, "flags")) != NULL)
       *(uint32_t *)(opts + opts_offsets[OPT_FLAGS]) =
           to_flags(s, f, alloc_flags, "opts.flags");
+    slot->ptr = opts;
+    break;
+  }
+  case K_LISTENER_OPTS: {
+    slot->ptr = NULL;
+    if (!given)
+      break;
+    uint8_t *opts = keep(c, g_malloc0(listener_opts_type.size));
+    uint32_t version = 1;
+    void *out = opts;
+    helper("listener_options_init", &out, &version); /* the defaults */
+    JsonObject *o = json_node_get_object(n);
+    JsonNode *f;
+    static const struct {
+      const char *name;
+      int field;
+    } u32_fields[] = {{"version", LOPT_VERSION},
+                      {"mode", LOPT_MODE},
+                      {"flags", LOPT_FLAGS},
+                      {"hello_timeout_ms", LOPT_HELLO_TIMEOUT}};
+    for (size_t k = 0; k < G_N_ELEMENTS(u32_fields); k++)
+      if ((f = json_object_get_member(o, u32_fields[k].name)) != NULL)
+        *(uint32_t *)(opts + listener_opts_offsets[u32_fields[k].field]) =
+            (uint32_t)to_integer(s, f, u32_fields[k].name);
+    if ((f = json_object_get_member(o, "uids")) != NULL &&
+        JSON_NODE_HOLDS_ARRAY(f)) {
+      JsonArray *list = json_node_get_array(f);
+      guint n_uids = json_array_get_length(list);
+      uint32_t *uids = keep(c, g_malloc0((n_uids + 1) * sizeof *uids));
+      for (guint k = 0; k < n_uids; k++)
+        uids[k] = (uint32_t)to_integer(s, json_array_get_element(list, k),
+                                       "opts.uids");
+      *(uint32_t **)(opts + listener_opts_offsets[LOPT_UIDS]) = uids;
+      *(uint64_t *)(opts + listener_opts_offsets[LOPT_NUIDS]) = n_uids;
+    }
     slot->ptr = opts;
     break;
   }
@@ -1712,7 +1776,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (ffi_get_struct_offsets(FFI_DEFAULT_ABI, &opts_type, opts_offsets) !=
-      FFI_OK)
+          FFI_OK ||
+      ffi_get_struct_offsets(FFI_DEFAULT_ABI, &listener_opts_type,
+                             listener_opts_offsets) != FFI_OK)
     return 2;
   ffi_cif destroy_cif;
   ffi_type *destroy_args[] = {&ffi_type_pointer};

@@ -336,6 +336,31 @@ function Args:opts(name)
   }
 end
 
+-- tb_listener_options as the binding's table (uids a sequence).
+function Args:listener_opts(name)
+  local value = self:raw(name)
+  if value == nil then
+    return nil
+  end
+  if type(value) ~= "table" then
+    case_error("%s is not an object", name)
+  end
+  local fields = new_args(value, self.case)
+  local opts = {}
+  for _, field in ipairs {"version", "mode", "flags", "hello_timeout_ms"} do
+    if fields:has(field) then
+      opts[field] = fields:integer(field)
+    end
+  end
+  if value.uids ~= nil then
+    opts.uids = {}
+    for i, uid in ipairs(value.uids) do
+      opts.uids[i] = math.tointeger(uid) or case_error("a uid is not an integer")
+    end
+  end
+  return opts
+end
+
 -- Out-parameters are results in Lua: passing NULL for one cannot be
 -- expressed.
 function Args:no_null_out(...)
@@ -730,6 +755,14 @@ calls.listener_listen = function(a)
   a:no_null_out("out")
   return handle(tb.listen(a:string("path")))
 end
+calls.listener_listen_with = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_listener_listen_with(a:string("path"), a:listener_opts("opts")))
+end
+calls.channel_peer_credentials = function(a)
+  local pid, uid, gid = core.tb_channel_peer_credentials(a:handle("channel"))
+  return value {pid = pid, uid = uid, gid = gid}
+end
 calls.listener_accept = function(a)
   a:no_null_out("out")
   return handle(core.tb_listener_accept(a:handle("listener"), a:integer("timeout_ms")))
@@ -924,6 +957,7 @@ for name in pairs {
   pixel_format_from_fourcc = 1, image_new = 1, image_new_with_layout = 1,
   image_import = 1, image_set_format = 1,
   image_plane = 1, image_export_plane_fd = 1, channel_pair = 1, listener_listen = 1,
+  listener_listen_with = 1, channel_peer_credentials = 1,
   listener_accept = 1, channel_connect = 1, channel_from_fd = 1, channel_send = 1,
   channel_recv = 1, channel_send_fence = 1, channel_recv_fence = 1, tensor_export = 1,
   tensor_import = 1, fence_new = 1, fence_import_fd = 1, fence_export_fd = 1,

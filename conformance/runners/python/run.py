@@ -290,6 +290,20 @@ class Args:
             opts["flags"] = fields.flags("flags", ALLOC_FLAGS)
         return opts
 
+    def listener_opts(self, name):
+        v = self.args.get(name)
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise CaseError(f"{name} is not an object")
+        fields = Args(v, self.case)
+        opts = {field: fields.integer(field)
+                for field in ("version", "mode", "flags", "hello_timeout_ms")
+                if fields.has(field)}
+        if "uids" in v:
+            opts["uids"] = [int(uid) for uid in v["uids"]]
+        return opts
+
 
 def is_ref(v):
     return isinstance(v, str) and v.startswith("$")
@@ -361,6 +375,11 @@ def _tensor_quantization_get(a, case):
     scale, zero_point = core.tb_tensor_quantization_get(a.handle("tensor"),
                                                         a.integer("index"))
     return value({"scale_out": scale, "zero_point_out": zero_point})
+
+
+def _channel_peer_credentials(a, case):
+    pid, uid, gid = core.tb_channel_peer_credentials(a.handle("channel"))
+    return value({"pid": pid, "uid": uid, "gid": gid})
 
 
 def _tensor_read_bytes(a, case):
@@ -648,6 +667,9 @@ CALLS = {
     # channels and listeners
     "channel_pair": _channel_pair,
     "listener_listen": lambda a, case: handle(core.tb_listener_listen(a.string("path"))),
+    "listener_listen_with": lambda a, case: handle(core.tb_listener_listen_with(
+        a.string("path"), a.listener_opts("opts"))),
+    "channel_peer_credentials": _channel_peer_credentials,
     "listener_accept": lambda a, case: handle(core.tb_listener_accept(
         a.handle("listener"), a.integer("timeout_ms"))),
     "listener_fd": _getter("listener", core.tb_listener_fd),
@@ -744,7 +766,8 @@ FALLIBLE = {
     "pixel_format_from_fourcc", "image_new", "image_new_with_layout", "image_import",
     "image_set_format",
     "image_plane", "image_export_plane_fd", "channel_pair", "listener_listen",
-    "listener_accept", "channel_connect", "channel_from_fd", "channel_send",
+    "listener_listen_with", "channel_peer_credentials", "listener_accept",
+    "channel_connect", "channel_from_fd", "channel_send",
     "channel_recv", "channel_send_fence", "channel_recv_fence", "tensor_export",
     "tensor_import", "fence_new", "fence_import_fd", "fence_export_fd",
     "fence_signal", "fence_wait", "pool_new", "pool_acquire", "buffer_map_file",
