@@ -14,6 +14,14 @@ tb_status tb_fail(const char *function, tb_status status, const char *format,
 /* Converts and frees a core error (NULL error: TB_OK). */
 tb_status tb_fail_with(const char *function, GError *error);
 
+/* The body of every tb_*_options_init: writes `defaults` (whose version
+ * field the caller has set to `version`) into `opts`, but only the `size`
+ * bytes that `version` of the struct has, since the caller's struct may be
+ * an older, shorter one. `size` 0 means an unknown version. */
+tb_status tb_options_init(const char *function, void *opts,
+                          const void *defaults, size_t size, uint32_t version,
+                          uint32_t latest);
+
 /* Rejects a NULL pointer argument, naming it. */
 #define TB_REQUIRE(arg)                                                        \
   do {                                                                         \

@@ -29,16 +29,11 @@ tb_status tb_listener_listen(tb_listener **out, const char *path) {
 tb_status tb_listener_options_init(tb_listener_options *opts,
                                    uint32_t version) {
   TB_REQUIRE(opts);
-  size_t size = tb_listener_options_size(version);
-  if (size == 0)
-    return tb_fail(__func__, TB_ERR_VERSION,
-                   "version is %u; this library knows versions 1 to %u",
-                   version, TB_LISTENER_OPTIONS_VERSION);
-  /* Only the fields the caller's version has: its struct may be shorter. */
   tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
   defaults.version = version;
-  memcpy(opts, &defaults, size);
-  return TB_OK;
+  return tb_options_init(__func__, opts, &defaults,
+                         tb_listener_options_size(version), version,
+                         TB_LISTENER_OPTIONS_VERSION);
 }
 
 tb_status tb_listener_listen_with(tb_listener **out, const char *path,

@@ -37,14 +37,9 @@ tb_status tb_memory_from_name(tb_memory *out, const char *name) {
 
 tb_status tb_alloc_options_init(tb_alloc_options *opts, uint32_t version) {
   TB_REQUIRE(opts);
-  size_t size = tb_alloc_options_size(version);
-  if (size == 0)
-    return tb_fail(__func__, TB_ERR_VERSION,
-                   "version is %u; this library knows versions 1 to %u",
-                   version, TB_ALLOC_OPTIONS_VERSION);
-  /* Only the fields the caller's version has: its struct may be shorter. */
   tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
   defaults.version = version;
-  memcpy(opts, &defaults, size);
-  return TB_OK;
+  return tb_options_init(__func__, opts, &defaults,
+                         tb_alloc_options_size(version), version,
+                         TB_ALLOC_OPTIONS_VERSION);
 }

@@ -1,6 +1,8 @@
 /* Status names and messages (from TB_STATUS_MAP) and the per-thread error. */
 #include "boundary.h"
+
 #include "core.h"
+#include <string.h>
 
 #include <stdio.h>
 
@@ -57,4 +59,15 @@ tb_status tb_fail_with(const char *function, GError *error) {
   record(function, status, error->message);
   g_error_free(error);
   return status;
+}
+
+tb_status tb_options_init(const char *function, void *opts,
+                          const void *defaults, size_t size, uint32_t version,
+                          uint32_t latest) {
+  if (size == 0)
+    return tb_fail(function, TB_ERR_VERSION,
+                   "version is %u; this library knows versions 1 to %u",
+                   version, latest);
+  memcpy(opts, defaults, size);
+  return TB_OK;
 }
