@@ -15,10 +15,13 @@
  * a message waits, and a peer that floods us only fills its socket. */
 #include "sharing/channel.h"
 #include "sharing/hello.h"
+#include "sharing/layouts.h"
+#include "sharing/ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -55,7 +58,9 @@ struct tb_channel {
   uint64_t next_token;
   GPtrArray *pools;     /* pools that watch us (strong) */
   atomic_bool hung_up;  /* the peer has gone: nothing more will arrive */
-  GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
+  GArray *releases_out; /* TbPendingRelease a drop could not send at once
+                           (`release_lock`) */
+  GMutex release_lock;  /* releases_out, and pushes of releases into `rx` */
   struct ucred peer;    /* SO_PEERCRED at connect; -1s where none */
   /* The hello: a dialed or adopted channel reads its peer's hello in its
    * first operation (the peer may be in this thread, not yet accepting),
@@ -68,7 +73,51 @@ struct tb_channel {
   GError *hello_error;   /* why the hello failed, for every later call */
   uint32_t version;      /* the protocol version both speak */
   TbHello peer_hello;
+  /* Version 3 (set with `greeted`): the rings, NULL before. */
+  TbRing *tx;                  /* we push tensors and pop releases */
+  TbRing *rx;                  /* we pop tensors and push releases */
+  GMutex put_lock;             /* one put at a time: ring order, `layout_ids` */
+  GMutex serve_lock;           /* one popper of `tx`'s releases */
+  TbLayoutIds *layout_ids;     /* the peer's layouts (`put_lock`) */
+  TbLayoutCache *layout_cache; /* ours, filled by the ring's consumer */
+  gboolean ring_reading;       /* (`lock`) a thread consumes `rx` */
+  unsigned socket_owed; /* (`lock`) tensors the ring said are on the socket */
+  struct {
+    _Atomic uint64_t ring_sent, socket_sent, ring_received, releases_queued;
+  } stats; /* tb_channel_stats */
+  /* The fork generation (fork_generation) of the process that last sent or
+   * received on this channel; G_MAXUINT: none yet. */
+  atomic_uint used_in;
 };
+
+/* Records each way in a ring: room for every tensor of a large pool in
+ * flight, with releases as fast as they come. */
+#define TB_CHANNEL_RING_CAPACITY 256u
+/* Longest sleep on a ring before looking at the socket for a hang-up: a
+ * peer that died cannot wake us. */
+#define TB_CHANNEL_RING_SLICE_MS 20
+
+/* Forks this process has been through (incremented in each child): a
+ * channel closes its rings on its last unref only if it was used since
+ * this process's latest fork. The rings' memory is shared with forked
+ * copies of the process: a pair made before fork, each end dropped on one
+ * side, must not close the end the other side uses. */
+static atomic_uint fork_generation;
+
+static void count_fork(void) { atomic_fetch_add(&fork_generation, 1); }
+
+static void note_use(tb_channel *channel) {
+  atomic_store_explicit(
+      &channel->used_in,
+      atomic_load_explicit(&fork_generation, memory_order_relaxed),
+      memory_order_relaxed);
+}
+
+/* A release a drop could not hand over at once. */
+typedef struct TbPendingRelease {
+  uint64_t token;  /* the lease */
+  uint64_t buffer; /* the sender's buffer id (version 3) */
+} TbPendingRelease;
 
 /* Releases waiting for room in the socket; past this a release is dropped
  * (a peer that reads nothing gets nothing back). */
@@ -79,6 +128,7 @@ typedef struct TbRemoteLease {
   TbLease lease; /* first */
   tb_channel *channel;
   uint64_t token;
+  uint64_t buffer; /* the sender's id of the buffer */
 } TbRemoteLease;
 
 static void message_free(TbMessage *message) {
@@ -105,9 +155,17 @@ static tb_channel *channel_wrap(int fd) {
   channel->leases = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
                                           (GDestroyNotify)tb_lease_drop);
   channel->next_token = 1;
-  channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+  channel->releases_out = g_array_new(FALSE, FALSE, sizeof(TbPendingRelease));
+  g_mutex_init(&channel->release_lock);
+  g_mutex_init(&channel->put_lock);
+  g_mutex_init(&channel->serve_lock);
   channel->pools =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
+  atomic_init(&channel->used_in, G_MAXUINT);
+  static gsize fork_counted = 0;
+  if (g_once_init_enter(&fork_counted))
+    g_once_init_leave(&fork_counted,
+                      pthread_atfork(NULL, NULL, count_fork) == 0 ? 1 : 2);
   channel->peer = (struct ucred){.pid = -1, .uid = (uid_t)-1, .gid = (gid_t)-1};
   socklen_t length = sizeof channel->peer;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &channel->peer, &length) != 0)
@@ -155,6 +213,21 @@ void tb_channel_unref(tb_channel *channel) {
   g_hash_table_unref(channel->sent);
   g_hash_table_unref(channel->cache);
   g_array_unref(channel->releases_out);
+  /* Closed (the peer's waiters wake at once) only where this process has
+   * used the channel since its latest fork: a forked copy of this process
+   * may use the same end. Either way the peer sees the end on the socket. */
+  if (channel->tx != NULL &&
+      atomic_load(&channel->used_in) == atomic_load(&fork_generation)) {
+    tb_ring_close(channel->tx);
+    tb_ring_close(channel->rx);
+  }
+  tb_ring_free(channel->tx);
+  tb_ring_free(channel->rx);
+  tb_layout_ids_free(channel->layout_ids);
+  tb_layout_cache_free(channel->layout_cache);
+  g_mutex_clear(&channel->release_lock);
+  g_mutex_clear(&channel->put_lock);
+  g_mutex_clear(&channel->serve_lock);
   close(channel->fd);
   g_mutex_clear(&channel->lock);
   g_cond_clear(&channel->changed);
@@ -228,17 +301,49 @@ static gboolean wait_readable(int fd, int timeout_ms, const char *what,
 /* What this side states in its hello. The cache limits are 0 (none) while
  * the receiver's caches have no bound. */
 static const TbHello our_hello = {.min_version = TB_WIRE_VERSION_MIN,
-                                  .max_version = TB_WIRE_VERSION_MAX};
+                                  .max_version = TB_WIRE_VERSION_MAX,
+                                  .max_layouts = TB_LAYOUTS_DEFAULT_LIMIT};
 
-static gboolean send_hello(int fd, GError **error) {
-  uint8_t bytes[TB_HELLO_FIXED_BYTES];
+/* Sends our hello, with the memfd of the ring we will push into (version
+ * 3): *tx gets it. An older peer closes the fd unread; then the ring is
+ * dropped once the version is agreed. */
+static gboolean send_hello(int fd, TbRing **tx, GError **error) {
+  uint8_t bytes[TB_HELLO_WRITE_BYTES];
   size_t length = tb_hello_write(&our_hello, bytes);
+  int ring_fd = -1;
+  GError *ring_error = NULL;
+  *tx = tb_ring_create(TB_CHANNEL_RING_CAPACITY, &ring_fd, &ring_error);
+  if (*tx == NULL) {
+    g_set_error(error, TB_TENSOR_ERROR, ring_error->code, "%s",
+                ring_error->message);
+    g_error_free(ring_error);
+    return FALSE;
+  }
+  struct iovec iov = {.iov_base = bytes, .iov_len = length};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.space,
+                       .msg_controllen = sizeof control.space};
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cmsg), &ring_fd, sizeof ring_fd);
   ssize_t sent;
   do /* a new connection has room: never waits */
-    sent = send(fd, bytes, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+    sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (sent < 0 && errno == EINTR);
+  int errnum = errno;
+  close(ring_fd);
   if (sent == (ssize_t)length)
     return TRUE;
+  g_clear_pointer(tx, tb_ring_free);
+  errno = errnum;
   if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
                 "the peer closed the connection before the hello");
@@ -247,10 +352,60 @@ static gboolean send_hello(int fd, GError **error) {
   return FALSE;
 }
 
-/* Reads the peer's hello by `deadline` and agrees on a version. Fds that
- * come with it are closed. */
+/* Attaches the ring whose memfd came with a version 3 hello. */
+static gboolean attach_ring(int ring_fd, uint32_t version, TbRing **rx,
+                            GError **error) {
+  *rx = NULL;
+  if (version < TB_WIRE_VERSION_RING)
+    return TRUE;
+  if (ring_fd < 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the peer speaks version %u but sent no ring with its hello",
+                version);
+    return FALSE;
+  }
+  GError *ring_error = NULL;
+  *rx = tb_ring_attach(ring_fd, &ring_error);
+  if (*rx == NULL) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the ring that came with the peer's hello: %s",
+                ring_error->message);
+    g_error_free(ring_error);
+  }
+  return *rx != NULL;
+}
+
+/* The hello that recvmsg gave: `received` bytes of `bytes`, or errno `errnum`.
+ */
+static gboolean read_hello_bytes(int msg_flags, ssize_t received, int errnum,
+                                 const uint8_t *bytes, TbHello *peer,
+                                 uint32_t *version, GError **error) {
+  if (received < 0 && errnum != ECONNRESET) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, errnum, "reading the hello");
+    return FALSE;
+  }
+  if (received <= 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                "the peer closed the connection before its hello (a "
+                "listener that refused this uid closes at once)");
+    return FALSE;
+  }
+  if (msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "the peer's hello is over %u bytes or came with fds",
+                TB_HELLO_MAX_BYTES);
+    return FALSE;
+  }
+  return tb_hello_parse(bytes, (size_t)received, peer, error) &&
+         tb_hello_agree(&our_hello, peer, version, error);
+}
+
+/* Reads the peer's hello by `deadline`, agrees on a version and, from
+ * version 3, attaches the ring that came with it (*rx). Other fds are
+ * closed. */
 static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
-                           uint32_t *version, GError **error) {
+                           uint32_t *version, TbRing **rx, GError **error) {
+  *rx = NULL;
   if (!wait_readable(fd, ms_until(deadline), "hello from the peer", error))
     return FALSE;
   uint8_t bytes[TB_HELLO_MAX_BYTES];
@@ -267,38 +422,53 @@ static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
   do
     received = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   while (received < 0 && errno == EINTR);
+  int errnum = errno;
+  int ring_fd = -1; /* the first fd; any other is closed */
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); received >= 0 && c != NULL;
        c = CMSG_NXTHDR(&msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
       for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
         int stray;
         memcpy(&stray, CMSG_DATA(c) + i * sizeof(int), sizeof stray);
-        close(stray);
+        if (ring_fd < 0)
+          ring_fd = stray;
+        else
+          close(stray);
       }
-  if (received < 0 && errno != ECONNRESET) {
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "reading the hello");
-    return FALSE;
-  }
-  if (received <= 0) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
-                "the peer closed the connection before its hello (a "
-                "listener that refused this uid closes at once)");
-    return FALSE;
-  }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "the peer's hello is over %u bytes or came with fds",
-                TB_HELLO_MAX_BYTES);
-    return FALSE;
-  }
-  return tb_hello_parse(bytes, (size_t)received, peer, error) &&
-         tb_hello_agree(&our_hello, peer, version, error);
+  gboolean read = read_hello_bytes(msg.msg_flags, received, errnum, bytes, peer,
+                                   version, error);
+  read = read && attach_ring(ring_fd, *version, rx, error);
+  if (ring_fd >= 0)
+    close(ring_fd);
+  return read;
 }
 
+/* The message a ring sends on the socket when it publishes to a peer that
+ * sleeps in poll: a doorbell, which any reader of the socket drops. */
+static void set_doorbells(tb_channel *channel) {
+  g_autoptr(GVariant) doorbell =
+      g_variant_ref_sink(tb_wire_doorbell(channel->version));
+  tb_ring_set_doorbell(channel->tx, channel->fd, g_variant_get_data(doorbell),
+                       g_variant_get_size(doorbell));
+  tb_ring_set_doorbell(channel->rx, channel->fd, g_variant_get_data(doorbell),
+                       g_variant_get_size(doorbell));
+}
+
+/* The hello is read: from version 3 on, the rings (tx is ours, rx the
+ * peer's) carry the steady state; before, there are none. */
 static void set_greeted(tb_channel *channel, const TbHello *peer,
-                        uint32_t version) {
+                        uint32_t version, TbRing *rx) {
   channel->peer_hello = *peer;
   channel->version = version;
+  if (rx == NULL) {
+    g_clear_pointer(&channel->tx, tb_ring_free);
+  } else {
+    channel->rx = rx;
+    channel->layout_ids = tb_layout_ids_new(peer->max_layouts);
+    channel->layout_cache = tb_layout_cache_new(our_hello.max_layouts);
+    set_doorbells(channel);
+    tb_ring_arm(channel->rx); /* the first record rings */
+  }
   atomic_store(&channel->greeted, true);
 }
 
@@ -307,23 +477,28 @@ static void set_greeted(tb_channel *channel, const TbHello *peer,
 static tb_channel *greet_now(int fd, gint64 deadline, GError **error) {
   TbHello peer;
   uint32_t version;
-  if (!send_hello(fd, error) ||
-      !read_hello(fd, deadline, &peer, &version, error)) {
+  TbRing *tx = NULL, *rx = NULL;
+  if (!send_hello(fd, &tx, error) ||
+      !read_hello(fd, deadline, &peer, &version, &rx, error)) {
+    tb_ring_free(tx);
     close(fd);
     return NULL;
   }
   tb_channel *channel = channel_wrap(fd);
-  set_greeted(channel, &peer, version);
+  channel->tx = tx;
+  set_greeted(channel, &peer, version, rx);
   return channel;
 }
 
 /* Sends our hello; the peer's is read by the channel's first operation. */
 static tb_channel *greet_later(int fd, GError **error) {
-  if (!send_hello(fd, error)) {
+  TbRing *tx = NULL;
+  if (!send_hello(fd, &tx, error)) {
     close(fd);
     return NULL;
   }
   tb_channel *channel = channel_wrap(fd);
+  channel->tx = tx;
   channel->hello_deadline =
       g_get_monotonic_time() +
       (gint64)TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
@@ -361,10 +536,11 @@ static gboolean await_hello(tb_channel *channel, int timeout_ms,
     g_mutex_unlock(&channel->hello_lock);
     TbHello peer;
     uint32_t version;
-    greeted = read_hello(channel->fd, deadline, &peer, &version, &failure);
+    TbRing *rx = NULL;
+    greeted = read_hello(channel->fd, deadline, &peer, &version, &rx, &failure);
     g_mutex_lock(&channel->hello_lock);
     if (greeted)
-      set_greeted(channel, &peer, version);
+      set_greeted(channel, &peer, version, rx);
     else if (failure->code != TB_ERR_TIMEOUT ||
              g_get_monotonic_time() >= channel->hello_deadline)
       channel->hello_error = g_error_copy(failure);
@@ -384,7 +560,8 @@ gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
     return FALSE;
   }
   /* Both hellos are sent before either is read: nothing waits. */
-  if (!send_hello(fds[1], error)) {
+  TbRing *tx = NULL, *rx = NULL;
+  if (!send_hello(fds[1], &tx, error)) {
     close(fds[0]);
     close(fds[1]);
     return FALSE;
@@ -392,18 +569,21 @@ gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
   gint64 now = g_get_monotonic_time();
   *a = greet_now(fds[0], now, error);
   if (*a == NULL) {
+    tb_ring_free(tx);
     close(fds[1]);
     return FALSE;
   }
   TbHello peer;
   uint32_t version;
-  if (!read_hello(fds[1], now, &peer, &version, error)) {
+  if (!read_hello(fds[1], now, &peer, &version, &rx, error)) {
     g_clear_pointer(a, tb_channel_unref);
+    tb_ring_free(tx);
     close(fds[1]);
     return FALSE;
   }
   *b = channel_wrap(fds[1]);
-  set_greeted(*b, &peer, version);
+  (*b)->tx = tx;
+  set_greeted(*b, &peer, version, rx);
   return TRUE;
 }
 
@@ -784,18 +964,12 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
 }
 
 static void flush_releases(tb_channel *channel);
+static unsigned serve_ring_releases(tb_channel *channel);
+
+static void give_back_lease(tb_channel *channel, uint64_t token);
 
 static void handle_release(tb_channel *channel, TbMessage *message) {
-  uint64_t key = tb_wire_lease(message->body);
-  g_mutex_lock(&channel->lock);
-  gpointer stolen_key = NULL, lease = NULL;
-  gboolean found =
-      g_hash_table_steal_extended(channel->leases, &key, &stolen_key, &lease);
-  g_mutex_unlock(&channel->lock);
-  if (found) {
-    g_free(stolen_key);
-    tb_lease_drop(lease);
-  }
+  give_back_lease(channel, tb_wire_lease(message->body));
 }
 
 /* What waits at the head of the socket: nothing, the end, a message whose
@@ -823,6 +997,7 @@ static int peek_head(tb_channel *channel) {
   case TB_WIRE_TENSOR:
   case TB_WIRE_FENCE:
   case TB_WIRE_RELEASE:
+  case TB_WIRE_DOORBELL:
     return header[4];
   default:
     return HEAD_UNREADABLE;
@@ -835,10 +1010,17 @@ static int wait_head(tb_channel *channel, gint64 deadline) {
   return poll_until(&p, 1, deadline) > 0 ? peek_head(channel) : HEAD_NOTHING;
 }
 
-/* Takes the release at the head and gives its lease back. */
-static gboolean take_release(tb_channel *channel, GError **error) {
+/* Whether a message of this kind is taken by whichever reader finds it
+ * at the head: releases (applied) and doorbells (dropped). */
+static gboolean is_housekeeping(int head) {
+  return head == TB_WIRE_RELEASE || head == TB_WIRE_DOORBELL;
+}
+
+/* Takes the release or doorbell at the head; a release gives its lease
+ * back. */
+static gboolean take_housekeeping(tb_channel *channel, GError **error) {
   g_autoptr(TbMessage) message = read_message(channel, error);
-  if (message != NULL)
+  if (message != NULL && message->kind == TB_WIRE_RELEASE)
     handle_release(channel, message);
   return message != NULL;
 }
@@ -862,15 +1044,13 @@ static gboolean wait_changed(tb_channel *channel, gint64 deadline) {
   return g_cond_wait_until(&channel->changed, &channel->lock, deadline);
 }
 
-/* The next message of `kind`, as `finish` makes it, taking and applying
- * the releases before it. A message of the other kind at the head is left
- * for its receiver: this one waits for it to be taken. */
+/* The next message of `kind` on the socket, as `finish` makes it, by
+ * `deadline` (monotonic µs, -1 none; `timeout_ms` names it in errors),
+ * taking the releases and doorbells before it. A message of another kind
+ * at the head is left for its receiver: this one waits for it to be
+ * taken. */
 static gpointer receive(tb_channel *channel, TbWireKind kind, TbFinish finish,
-                        int timeout_ms, GError **error) {
-  if (!await_hello(channel, timeout_ms, error))
-    return NULL;
-  flush_releases(channel);
-  gint64 deadline = deadline_in(timeout_ms);
+                        gint64 deadline, int timeout_ms, GError **error) {
   uint64_t blocked_at = G_MAXUINT64; /* `taken` when the head was not ours */
   unsigned late = 0;
   gpointer result = NULL;
@@ -889,7 +1069,7 @@ static gpointer receive(tb_channel *channel, TbWireKind kind, TbFinish finish,
     g_mutex_unlock(&channel->lock);
     int head = wait_head(channel, deadline);
     gboolean took =
-        head == TB_WIRE_RELEASE || head == (int)kind || head == HEAD_UNREADABLE;
+        is_housekeeping(head) || head == (int)kind || head == HEAD_UNREADABLE;
     if (head == HEAD_NOTHING) {
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
                   "no message within %d ms", timeout_ms);
@@ -897,8 +1077,8 @@ static gpointer receive(tb_channel *channel, TbWireKind kind, TbFinish finish,
     } else if (head == HEAD_CLOSED) {
       note_hang_up(channel, error);
       done = TRUE;
-    } else if (head == TB_WIRE_RELEASE) {
-      done = !take_release(channel, error);
+    } else if (is_housekeeping(head)) {
+      done = !take_housekeeping(channel, error);
       if (!done && deadline >= 0 && g_get_monotonic_time() >= deadline &&
           ++late > TB_CHANNEL_LATE_RELEASES) {
         g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
@@ -945,18 +1125,38 @@ static unsigned serve_one(tb_channel *channel, gboolean *blocked) {
     int head = peek_head(channel);
     if (head == HEAD_CLOSED)
       note_hang_up(channel, NULL);
-    if (head != TB_WIRE_RELEASE) {
+    if (!is_housekeeping(head)) {
       *blocked = head != HEAD_NOTHING && head != HEAD_CLOSED;
       break;
     }
-    take_release(channel, NULL); /* a malformed one is dropped */
+    take_housekeeping(channel, NULL); /* a malformed one is dropped */
     took++;
   }
   return took;
 }
 
+/* Version 3's releases on `channels`' rings: applied if any have come;
+ * else, after a spin that catches a peer running beside us without a
+ * system call, the rings are armed so that the next release rings the
+ * socket. Gives how many were applied. */
+static unsigned serve_rings(tb_channel *const *channels, size_t n) {
+  unsigned applied = 0;
+  for (size_t i = 0; i < n; i++)
+    if (await_hello(channels[i], 0, NULL))
+      applied += serve_ring_releases(channels[i]);
+  for (size_t i = 0; applied == 0 && i < n; i++)
+    if (channels[i]->tx != NULL && tb_ring_spin(channels[i]->tx))
+      applied += serve_ring_releases(channels[i]);
+  for (size_t i = 0; applied == 0 && i < n; i++)
+    if (channels[i]->tx != NULL && !tb_ring_arm(channels[i]->tx))
+      applied += serve_ring_releases(channels[i]);
+  return applied;
+}
+
 gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
                                    gint64 deadline) {
+  if (serve_rings(channels, n) > 0)
+    return TRUE;
   g_autofree struct pollfd *fds = g_new0(struct pollfd, MAX(n, 1));
   g_autofree tb_channel **claimed = g_new0(tb_channel *, MAX(n, 1));
   nfds_t count = 0;
@@ -985,6 +1185,7 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
     gboolean blocked = FALSE;
     unsigned took =
         ready && fds[i].revents != 0 ? serve_one(channel, &blocked) : 0;
+    serve_ring_releases(channel);
     g_mutex_lock(&channel->lock);
     channel->reading = FALSE;
     channel->taken += took;
@@ -1114,44 +1315,177 @@ static GArray *collect_dead(tb_channel *channel) {
 /* What a sent-table entry says about a buffer the peer holds. */
 enum { SENT_NEVER = 0, SENT_WRITABLE = 1, SENT_READ_ONLY = 2 };
 
+/* Whether `buffer` must go with its fd (the caller holds `lock`): the
+ * first time, and again when a share turns read-only (the peer's old
+ * mapping could write). */
+static gboolean needs_fd(tb_channel *channel, tb_buffer *buffer,
+                         gboolean read_only) {
+  int state = GPOINTER_TO_INT(g_hash_table_lookup(channel->sent, &buffer->id));
+  return state == SENT_NEVER || (read_only && state == SENT_WRITABLE);
+}
+
+/* A lease number not in use (the caller holds `lock`): 1 to G_MAXUINT32,
+ * the width of a ring record's generation. */
+static uint64_t next_lease(tb_channel *channel) {
+  uint64_t token;
+  do {
+    token = channel->next_token;
+    channel->next_token = token >= G_MAXUINT32 ? 1 : token + 1;
+  } while (g_hash_table_contains(channel->leases, &token));
+  return token;
+}
+
+/* A ring's error as the channel's. */
+static void ring_error_to_channel(GError *ring_error, GError **error) {
+  g_set_error_literal(error, TB_TENSOR_ERROR, ring_error->code,
+                      ring_error->message);
+  g_error_free(ring_error);
+}
+
+/* The peer wrote garbage into a ring (or a message the ring announced
+ * never came): closed both ways, so the peer sees the end and every later
+ * call here fails. */
+static void break_channel(tb_channel *channel) {
+  tb_ring_close(channel->tx);
+  tb_ring_close(channel->rx);
+  shutdown(channel->fd, SHUT_RDWR);
+}
+
+/* A ring deadline (ns) for a channel deadline (µs, -1 none), cut to one
+ * slice: a peer that died cannot wake a ring sleeper, its socket can. */
+static int64_t ring_slice(gint64 deadline) {
+  int64_t slice = tb_ring_now() + (int64_t)TB_CHANNEL_RING_SLICE_MS *
+                                      G_GINT64_CONSTANT(1000000);
+  return deadline < 0 ? slice : MIN(slice, deadline * 1000);
+}
+
+/* Pushes a record into `tx`, waiting for room while the peer lives (a put
+ * has no timeout; the peer's socket says when it has gone). */
+static gboolean push_tensor_record(tb_channel *channel,
+                                   const TbRingRecord *record, GError **error) {
+  for (;;) {
+    GError *ring_error = NULL;
+    if (tb_ring_push(channel->tx, record, ring_slice(-1), &ring_error))
+      return TRUE;
+    if (ring_error->code == TB_ERR_TIMEOUT) {
+      g_error_free(ring_error);
+      if (peer_hung_up(channel->fd))
+        tb_ring_close(channel->tx); /* the next push says CLOSED */
+      continue;
+    }
+    if (ring_error->code == TB_ERR_PROTOCOL)
+      break_channel(channel);
+    if (ring_error->code == TB_ERR_CLOSED) {
+      g_error_free(ring_error);
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                  "the peer closed the channel");
+      return FALSE;
+    }
+    ring_error_to_channel(ring_error, error);
+    return FALSE;
+  }
+}
+
+/* Sends `tensor` as a message on the socket with the fds of the buffers
+ * marked in `with_fd`. With `layout` (version 3), the message says under
+ * which id the peer caches its layout, and a ring record announces it
+ * first, so that tensors keep their order. */
+static gboolean put_message(tb_channel *channel, tb_tensor *tensor,
+                            tb_buffer *const *buffers, const gboolean *with_fd,
+                            size_t n, gboolean read_only, uint64_t token,
+                            GArray *forget, uint32_t layout, GError **error) {
+  int32_t fd_index[TB_WIRE_MAX_BUFFERS];
+  int fds[TB_WIRE_MAX_BUFFERS];
+  size_t nfds;
+  if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
+    return FALSE;
+  g_autoptr(GVariant) message = tb_wire_tensor(
+      channel->version, tensor, buffers, fd_index, n, read_only, token,
+      (const uint64_t *)(void *)forget->data, forget->len);
+  if (layout != 0) {
+    uint32_t id = GUINT32_TO_LE(layout);
+    message =
+        tb_wire_add_extension(message, TB_WIRE_TAG_LAYOUT_ID, &id, sizeof id);
+  }
+  g_variant_ref_sink(message);
+  gboolean sent = tb_wire_check_size(message, error);
+  if (sent && channel->tx != NULL) {
+    const TbRingRecord announce = {.flags = TB_RING_FLAG_SOCKET};
+    sent = push_tensor_record(channel, &announce, error);
+  }
+  if (sent) {
+    sent = send_message(channel, g_variant_ref(message), fds, nfds, 0, NULL,
+                        error);
+    if (!sent && channel->tx != NULL)
+      break_channel(channel); /* the peer waits for what was announced */
+  }
+  for (size_t i = 0; i < nfds; i++)
+    close(fds[i]);
+  if (sent && channel->tx != NULL)
+    atomic_fetch_add(&channel->stats.socket_sent, 1);
+  return sent;
+}
+
+/* Version 3 (the caller holds `put_lock`): a tensor whose buffer and
+ * layout the peer holds goes as one ring record; anything else as a
+ * message, which gives its layout an id. */
+static gboolean put_ring(tb_channel *channel, tb_tensor *tensor,
+                         tb_buffer *const *buffers, const gboolean *with_fd,
+                         size_t n, gboolean read_only, uint64_t token,
+                         GArray *forget, GError **error) {
+  uint32_t layout = tb_layout_ids_find(channel->layout_ids, tensor);
+  if (layout != 0 && n == 1 && !with_fd[0] && forget->len == 0) {
+    const TbRingRecord record = {.token = buffers[0]->id,
+                                 .generation = (uint32_t)token,
+                                 .layout = layout,
+                                 .flags =
+                                     read_only ? TB_RING_FLAG_READ_ONLY : 0};
+    if (!push_tensor_record(channel, &record, error))
+      return FALSE;
+    atomic_fetch_add(&channel->stats.ring_sent, 1);
+    return TRUE;
+  }
+  if (layout == 0)
+    layout = tb_layout_ids_assign(channel->layout_ids, tensor);
+  if (put_message(channel, tensor, buffers, with_fd, n, read_only, token,
+                  forget, layout, error))
+    return TRUE;
+  tb_layout_ids_forget(channel->layout_ids, layout);
+  return FALSE;
+}
+
 gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error) {
   if (!check_send_flags(flags, error) || !await_hello(channel, -1, error))
     return FALSE;
+  note_use(channel);
   flush_releases(channel);
+  serve_ring_releases(channel);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
   gboolean with_fd[TB_WIRE_MAX_BUFFERS];
-  int32_t fd_index[TB_WIRE_MAX_BUFFERS];
-  int fds[TB_WIRE_MAX_BUFFERS];
-  size_t nfds, n = tb_tensor_collect_buffers(tensor, buffers);
+  size_t n = tb_tensor_collect_buffers(tensor, buffers);
 
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < n; i++) {
-    int state =
-        GPOINTER_TO_INT(g_hash_table_lookup(channel->sent, &buffers[i]->id));
-    /* The fd goes the first time, and again when a share turns read-only
-     * (the peer's old mapping could write). */
-    with_fd[i] = state == SENT_NEVER || (read_only && state == SENT_WRITABLE);
-  }
+  for (size_t i = 0; i < n; i++)
+    with_fd[i] = needs_fd(channel, buffers[i], read_only);
   g_autoptr(GArray) forget = collect_dead(channel);
-  uint64_t token = tensor->lease != NULL ? channel->next_token++ : 0;
-  g_mutex_unlock(&channel->lock);
-
-  if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
-    return FALSE;
-  GVariant *message = tb_wire_tensor(
-      channel->version, tensor, buffers, fd_index, n, read_only, token,
-      (const uint64_t *)(void *)forget->data, forget->len);
-  if (token != 0) { /* held before sending: the release may come at once */
-    g_mutex_lock(&channel->lock);
+  uint64_t token = tensor->lease != NULL ? next_lease(channel) : 0;
+  if (token != 0) /* held before sending: the release may come at once */
     g_hash_table_insert(channel->leases, id_key(token),
                         tb_lease_hold(tensor->lease));
-    g_mutex_unlock(&channel->lock);
+  g_mutex_unlock(&channel->lock);
+
+  gboolean sent;
+  if (channel->tx != NULL) {
+    g_mutex_lock(&channel->put_lock);
+    sent = put_ring(channel, tensor, buffers, with_fd, n, read_only, token,
+                    forget, error);
+    g_mutex_unlock(&channel->put_lock);
+  } else {
+    sent = put_message(channel, tensor, buffers, with_fd, n, read_only, token,
+                       forget, 0, error);
   }
-  gboolean sent = send_message(channel, message, fds, nfds, 0, NULL, error);
-  for (size_t i = 0; i < nfds; i++)
-    close(fds[i]);
 
   g_mutex_lock(&channel->lock);
   for (size_t i = 0; sent && i < n; i++)
@@ -1186,42 +1520,50 @@ static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
   return buffer;
 }
 
-/* Sends a release without waiting; FALSE if the socket has no room. A
- * peer that is gone has already taken its buffers back. */
-static gboolean try_release(tb_channel *channel, uint64_t token) {
+/* Hands a release to the peer without waiting: a ring record (version
+ * 3) or a message. FALSE if there was no room. A peer that is gone (or
+ * broke the ring) has taken its buffers back itself. The caller holds
+ * `release_lock` (one pusher at a time). */
+static gboolean try_release(tb_channel *channel,
+                            const TbPendingRelease *release) {
+  if (channel->rx != NULL) {
+    const TbRingRecord record = {.token = release->buffer,
+                                 .generation = (uint32_t)release->token};
+    GError *ring_error = NULL;
+    if (tb_ring_push(channel->rx, &record, 0, &ring_error))
+      return TRUE;
+    gboolean full = ring_error->code == TB_ERR_TIMEOUT;
+    g_error_free(ring_error);
+    return !full;
+  }
   gboolean would_block = FALSE;
-  send_message(channel, tb_wire_release(channel->version, token), NULL, 0,
-               MSG_DONTWAIT, &would_block, NULL);
+  send_message(channel, tb_wire_release(channel->version, release->token), NULL,
+               0, MSG_DONTWAIT, &would_block, NULL);
   return !would_block;
 }
 
-/* Queues a release for the channel's next operation. */
-static void queue_release(tb_channel *channel, uint64_t token) {
-  g_mutex_lock(&channel->lock);
+/* Keeps a release for the channel's next operation (the caller holds
+ * `release_lock`); past the bound it is dropped: a peer that reads
+ * nothing gets nothing back. */
+static void queue_release(tb_channel *channel,
+                          const TbPendingRelease *release) {
+  atomic_fetch_add(&channel->stats.releases_queued, 1);
   if (channel->releases_out->len < TB_CHANNEL_MAX_RELEASES)
-    g_array_append_val(channel->releases_out, token);
-  g_mutex_unlock(&channel->lock);
+    g_array_append_vals(channel->releases_out, release, 1);
 }
 
-/* Sends the releases that found no room before, as far as there is room
- * now. Every operation of the channel begins with it. */
+/* Hands over the releases that found no room before, as far as there is
+ * room now. Every operation of the channel begins with it. */
 static void flush_releases(tb_channel *channel) {
-  g_mutex_lock(&channel->lock);
-  GArray *pending = NULL;
-  if (channel->releases_out->len > 0) {
-    pending = channel->releases_out;
-    channel->releases_out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-  }
-  g_mutex_unlock(&channel->lock);
-  if (pending == NULL)
-    return;
-  for (guint i = 0; i < pending->len; i++)
-    if (!try_release(channel, g_array_index(pending, uint64_t, i))) {
-      for (; i < pending->len; i++)
-        queue_release(channel, g_array_index(pending, uint64_t, i));
-      break;
-    }
-  g_array_unref(pending);
+  g_mutex_lock(&channel->release_lock);
+  guint done = 0;
+  while (done < channel->releases_out->len &&
+         try_release(channel, &g_array_index(channel->releases_out,
+                                             TbPendingRelease, done)))
+    done++;
+  if (done > 0)
+    g_array_remove_range(channel->releases_out, 0, done);
+  g_mutex_unlock(&channel->release_lock);
 }
 
 /* Dropping a received pooled tensor: never waits for the peer (which may
@@ -1229,13 +1571,60 @@ static void flush_releases(tb_channel *channel) {
 static void remote_release(TbLease *lease) {
   TbRemoteLease *remote = (TbRemoteLease *)lease;
   tb_channel *channel = remote->channel;
-  g_mutex_lock(&channel->lock);
-  gboolean behind = channel->releases_out->len > 0;
-  g_mutex_unlock(&channel->lock);
-  if (behind || !try_release(channel, remote->token))
-    queue_release(channel, remote->token);
+  const TbPendingRelease release = {remote->token, remote->buffer};
+  g_mutex_lock(&channel->release_lock);
+  if (channel->releases_out->len > 0 || !try_release(channel, &release))
+    queue_release(channel, &release);
+  g_mutex_unlock(&channel->release_lock);
   tb_channel_unref(channel);
   g_free(remote);
+}
+
+/* Gives back the lease the peer released; an unknown token (released
+ * twice, or never lent) is ignored. */
+static void give_back_lease(tb_channel *channel, uint64_t token) {
+  g_mutex_lock(&channel->lock);
+  gpointer stolen_key = NULL, lease = NULL;
+  gboolean found =
+      g_hash_table_steal_extended(channel->leases, &token, &stolen_key, &lease);
+  g_mutex_unlock(&channel->lock);
+  if (found) {
+    g_free(stolen_key);
+    tb_lease_drop(lease); /* outside the lock: it takes the pool's */
+  }
+}
+
+/* Applies the releases the peer pushed into `tx` (version 3) without
+ * waiting; while another thread pops them, leaves them to it. Gives how
+ * many it applied. */
+static unsigned serve_ring_releases(tb_channel *channel) {
+  if (channel->tx == NULL || !g_mutex_trylock(&channel->serve_lock))
+    return 0;
+  unsigned took = 0;
+  TbRingRecord record;
+  GError *ring_error = NULL;
+  while (tb_ring_pop(channel->tx, &record, 0, &ring_error)) {
+    give_back_lease(channel, record.generation);
+    took++;
+  }
+  g_mutex_unlock(&channel->serve_lock);
+  if (ring_error->code == TB_ERR_PROTOCOL)
+    break_channel(channel);
+  g_error_free(ring_error);
+  return took;
+}
+
+/* A received tensor's lease: dropping the tensor releases it to the peer
+ * as `token` (and, in a ring record, `buffer`, the peer's id of it). */
+static void lend_remote(tb_channel *channel, tb_tensor *tensor, uint64_t token,
+                        uint64_t buffer) {
+  TbRemoteLease *remote = g_new0(TbRemoteLease, 1);
+  g_atomic_ref_count_init(&remote->lease.holders);
+  remote->lease.release = remote_release;
+  remote->channel = tb_channel_ref(channel);
+  remote->token = token;
+  remote->buffer = buffer;
+  tensor->lease = &remote->lease;
 }
 
 static void forget_buffers(tb_channel *channel, GVariant *message) {
@@ -1265,25 +1654,198 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
                          imported[i].buffer);
   g_mutex_unlock(&channel->lock);
   uint64_t token = tb_wire_lease(message->body);
-  if (token != 0) {
-    TbRemoteLease *remote = g_new0(TbRemoteLease, 1);
-    g_atomic_ref_count_init(&remote->lease.holders);
-    remote->lease.release = remote_release;
-    remote->channel = tb_channel_ref(channel);
-    remote->token = token;
-    tensor->lease = &remote->lease;
-  }
+  if (token != 0)
+    lend_remote(channel, tensor, token, 0);
   return tensor;
 }
 
+/* A tensor message made into its tensor; from version 3, its layout is
+ * cached under the id it names, for the ring records that follow. */
 static gpointer finish_tensor(tb_channel *channel, TbMessage *message,
                               GError **error) {
-  return tensor_from_message(channel, message, error);
+  uint32_t layout = 0;
+  if (channel->layout_cache != NULL &&
+      tb_wire_find_extension(message->body, TB_WIRE_TAG_LAYOUT_ID, &layout,
+                             sizeof layout)) {
+    layout = GUINT32_FROM_LE(layout);
+    if (!tb_layout_cache_check(channel->layout_cache, layout, error))
+      return NULL;
+  }
+  tb_tensor *tensor = tensor_from_message(channel, message, error);
+  if (tensor != NULL && layout != 0 &&
+      !tb_layout_cache_store(channel->layout_cache, layout, tensor, error))
+    g_clear_pointer(&tensor, tb_tensor_unref);
+  return tensor;
+}
+
+/* The tensor a ring record names: a buffer and a layout the peer sent
+ * before, both checked (the record is the peer's to forge). */
+static tb_tensor *tensor_from_record(tb_channel *channel,
+                                     const TbRingRecord *record,
+                                     GError **error) {
+  tb_buffer *buffer = cache_lookup(channel, record->token, error);
+  if (buffer == NULL)
+    return NULL;
+  tb_tensor *tensor = tb_layout_cache_build(channel->layout_cache,
+                                            record->layout, buffer, error);
+  tb_buffer_unref(buffer); /* the tensor holds its own */
+  if (tensor != NULL && record->generation != 0)
+    lend_remote(channel, tensor, record->generation, record->token);
+  return tensor;
+}
+
+/* Before a receive returns empty-handed: drops the doorbells and releases
+ * at the head of the socket (unless another thread reads it) and arms the
+ * ring, so that the socket turns readable exactly when a record comes.
+ * 1: armed; 0: a record came meanwhile (or the ring closed), pop again;
+ * -1: the socket holds a message no ring record announced (the peer
+ * announces each before sending it), refused. */
+static int arm_for_event_loop(tb_channel *channel, GError **error) {
+  g_mutex_lock(&channel->lock);
+  gboolean free_to_read = !channel->reading;
+  if (free_to_read)
+    channel->reading = TRUE;
+  g_mutex_unlock(&channel->lock);
+  int armed = 1;
+  if (free_to_read) {
+    unsigned took = 0;
+    int head;
+    while (is_housekeeping(head = peek_head(channel)) &&
+           take_housekeeping(channel, NULL))
+      took++;
+    gboolean stray = head == HEAD_UNREADABLE || head == TB_WIRE_TENSOR;
+    armed = tb_ring_arm(channel->rx);
+    if (armed && stray) {
+      g_autoptr(TbMessage) message = read_message(channel, error);
+      if (message != NULL)
+        g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                    "a '%c' message came on the socket that no ring record "
+                    "announced",
+                    message->kind);
+      took++;
+      armed = -1;
+    }
+    g_mutex_lock(&channel->lock);
+    channel->reading = FALSE;
+    channel->taken += took;
+    g_cond_broadcast(&channel->changed);
+    g_mutex_unlock(&channel->lock);
+  } else {
+    armed = tb_ring_arm(channel->rx);
+  }
+  return armed;
+}
+
+/* Version 3: the next tensor, from the ring, or from the socket where the
+ * ring says it is. One thread consumes the ring at a time (others wait for
+ * it by their own deadlines); it never holds the socket while it waits, so
+ * fence receivers go on. */
+static tb_tensor *take_ring(tb_channel *channel, int timeout_ms,
+                            GError **error) {
+  gint64 deadline = deadline_in(timeout_ms);
+  g_mutex_lock(&channel->lock);
+  while (channel->ring_reading)
+    if (!wait_changed(channel, deadline)) {
+      g_mutex_unlock(&channel->lock);
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                  "no message within %d ms", timeout_ms);
+      return NULL;
+    }
+  channel->ring_reading = TRUE;
+  unsigned owed = channel->socket_owed;
+  g_mutex_unlock(&channel->lock);
+  tb_tensor *tensor = NULL;
+  GError *failure = NULL;
+  for (;;) {
+    if (owed > 0) {
+      tensor = receive(channel, TB_WIRE_TENSOR, finish_tensor, deadline,
+                       timeout_ms, &failure);
+      if (tensor != NULL || failure->code != TB_ERR_TIMEOUT)
+        owed--;
+      if (failure != NULL && failure->code == TB_ERR_CLOSED)
+        owed = 0;
+      break;
+    }
+    TbRingRecord record;
+    GError *ring_error = NULL;
+    if (tb_ring_pop(channel->rx, &record, ring_slice(deadline), &ring_error)) {
+      if (record.flags & TB_RING_FLAG_SOCKET) {
+        owed++;
+        continue;
+      }
+      tensor = tensor_from_record(channel, &record, &failure);
+      if (tensor == NULL)
+        break_channel(channel);
+      else
+        atomic_fetch_add(&channel->stats.ring_received, 1);
+      break;
+    }
+    int code = ring_error->code;
+    if (code == TB_ERR_TIMEOUT) {
+      g_error_free(ring_error);
+      if (peer_hung_up(channel->fd)) {
+        tb_ring_close(channel->rx); /* what is left, then CLOSED */
+        continue;
+      }
+      if (deadline < 0 || g_get_monotonic_time() < deadline)
+        continue;
+      int armed = arm_for_event_loop(channel, &failure);
+      if (armed == 0)
+        continue;
+      if (armed > 0)
+        g_set_error(&failure, TB_TENSOR_ERROR, TB_ERR_TIMEOUT,
+                    "no message within %d ms", timeout_ms);
+      break;
+    }
+    if (code == TB_ERR_CLOSED) {
+      g_error_free(ring_error);
+      note_hang_up(channel, &failure);
+      break;
+    }
+    if (code == TB_ERR_PROTOCOL)
+      break_channel(channel);
+    ring_error_to_channel(ring_error, &failure);
+    break;
+  }
+  g_mutex_lock(&channel->lock);
+  channel->socket_owed = owed;
+  channel->ring_reading = FALSE;
+  g_cond_broadcast(&channel->changed);
+  g_mutex_unlock(&channel->lock);
+  if (failure != NULL)
+    g_propagate_error(error, failure);
+  return tensor;
 }
 
 tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
                            GError **error) {
-  return receive(channel, TB_WIRE_TENSOR, finish_tensor, timeout_ms, error);
+  if (!await_hello(channel, timeout_ms, error))
+    return NULL;
+  note_use(channel);
+  flush_releases(channel);
+  if (channel->rx != NULL) {
+    serve_ring_releases(channel);
+    return take_ring(channel, timeout_ms, error);
+  }
+  return receive(channel, TB_WIRE_TENSOR, finish_tensor,
+                 deadline_in(timeout_ms), timeout_ms, error);
+}
+
+gboolean tb_channel_stats(tb_channel *channel, TbChannelStats *out) {
+  if (!atomic_load(&channel->greeted) || channel->rx == NULL)
+    return FALSE;
+  TbRingStats tx, rx;
+  tb_ring_stats(channel->tx, &tx);
+  tb_ring_stats(channel->rx, &rx);
+  *out = (TbChannelStats){
+      .ring_sent = atomic_load(&channel->stats.ring_sent),
+      .socket_sent = atomic_load(&channel->stats.socket_sent),
+      .ring_received = atomic_load(&channel->stats.ring_received),
+      .releases_queued = atomic_load(&channel->stats.releases_queued),
+      .ring_sleeps = tx.sleeps + rx.sleeps,
+      .ring_wakes = tx.wakes + rx.wakes,
+      .doorbells = tx.rings + rx.rings};
+  return TRUE;
 }
 
 /* ---- fences ------------------------------------------------------------- */
@@ -1314,5 +1876,11 @@ static gpointer finish_fence(tb_channel *channel, TbMessage *message,
 
 tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
                                 GError **error) {
-  return receive(channel, TB_WIRE_FENCE, finish_fence, timeout_ms, error);
+  if (!await_hello(channel, timeout_ms, error))
+    return NULL;
+  note_use(channel);
+  flush_releases(channel);
+  serve_ring_releases(channel);
+  return receive(channel, TB_WIRE_FENCE, finish_fence, deadline_in(timeout_ms),
+                 timeout_ms, error);
 }

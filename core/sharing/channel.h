@@ -27,6 +27,19 @@ gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
 tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
                                 GError **error);
 
+/* What went which way, for tests and benchmarks (counts since connect). */
+typedef struct TbChannelStats {
+  uint64_t ring_sent;       /* tensors sent as ring records */
+  uint64_t socket_sent;     /* tensors sent as socket messages */
+  uint64_t ring_received;   /* tensors built from ring records */
+  uint64_t releases_queued; /* releases that found the ring full */
+  uint64_t ring_sleeps;     /* futex waits on either ring */
+  uint64_t ring_wakes;      /* futex wakes issued on either ring */
+  uint64_t doorbells;       /* doorbell messages sent */
+} TbChannelStats;
+/* FALSE before the hello or below version 3 (no rings). */
+gboolean tb_channel_stats(tb_channel *channel, TbChannelStats *out);
+
 /* A tensor message for a transport of the caller's, with every buffer's fd
  * (up to TB_WIRE_MAX_BUFFERS, dup'd into `fds`: the caller closes them).
  * Floating. */

@@ -10,6 +10,7 @@
 #define TB_WIRE_TENSOR_FIELDS "uya(it)utaxaxbmsm(xadax)m(uuua(utt))tat"
 #define TB_WIRE_FENCE_FIELDS "uy"
 #define TB_WIRE_RELEASE_FIELDS "uyt"
+#define TB_WIRE_DOORBELL_FIELDS "uy"
 /* Version 2 appends an extension list to every message: (q tag, ay value)
  * pairs that a reader skips when it does not know the tag (none is defined
  * yet). So a field can be added without a new version. */
@@ -140,6 +141,63 @@ GVariant *tb_wire_fence(uint32_t version) {
   return message_of(version, fields, 2);
 }
 
+GVariant *tb_wire_doorbell(uint32_t version) {
+  GVariant *fields[3];
+  set_header(fields, version, TB_WIRE_DOORBELL);
+  return message_of(version, fields, 2);
+}
+
+GVariant *tb_wire_add_extension(GVariant *message, uint16_t tag,
+                                const void *value, size_t size) {
+  g_autoptr(GVariant) owned = g_variant_ref_sink(message);
+  size_t n = g_variant_n_children(owned);
+  g_autofree GVariant **fields = g_new(GVariant *, n);
+  for (size_t i = 0; i + 1 < n; i++)
+    fields[i] = g_variant_get_child_value(owned, i);
+  g_autoptr(GVariant) old = g_variant_get_child_value(owned, n - 1);
+  GVariantBuilder list;
+  g_variant_builder_init(&list, G_VARIANT_TYPE("a(qay)"));
+  GVariantIter iter;
+  GVariant *entry;
+  g_variant_iter_init(&iter, old);
+  while ((entry = g_variant_iter_next_value(&iter)) != NULL) {
+    g_variant_builder_add_value(&list, entry);
+    g_variant_unref(entry);
+  }
+  g_variant_builder_add_value(
+      &list,
+      pair(g_variant_new_uint16(tag),
+           g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, value, size, 1)));
+  fields[n - 1] = g_variant_builder_end(&list);
+  GVariant *rebuilt = g_variant_new_tuple(fields, n);
+  for (size_t i = 0; i + 1 < n; i++) /* the list was floating: taken */
+    g_variant_unref(fields[i]);
+  return rebuilt;
+}
+
+gboolean tb_wire_find_extension(GVariant *message, uint16_t tag, void *value,
+                                size_t size) {
+  g_autoptr(GVariant) version = g_variant_get_child_value(message, 0);
+  if (g_variant_get_uint32(version) < TB_WIRE_VERSION_EXTENSIONS)
+    return FALSE;
+  size_t n = g_variant_n_children(message);
+  g_autoptr(GVariant) list = g_variant_get_child_value(message, n - 1);
+  for (size_t i = 0; i < g_variant_n_children(list); i++) {
+    g_autoptr(GVariant) entry = g_variant_get_child_value(list, i);
+    g_autoptr(GVariant) key = g_variant_get_child_value(entry, 0);
+    if (g_variant_get_uint16(key) != tag)
+      continue;
+    g_autoptr(GVariant) bytes = g_variant_get_child_value(entry, 1);
+    gsize length;
+    const void *data = g_variant_get_fixed_array(bytes, &length, 1);
+    if (length != size)
+      return FALSE;
+    memcpy(value, data, size);
+    return TRUE;
+  }
+  return FALSE;
+}
+
 GVariant *tb_wire_release(uint32_t version, uint64_t lease) {
   GVariant *fields[4];
   set_header(fields, version, TB_WIRE_RELEASE);
@@ -189,7 +247,9 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
                            *const fence_types[] =
                                TB_WIRE_TYPES(TB_WIRE_FENCE_FIELDS),
                            *const release_types[] =
-                               TB_WIRE_TYPES(TB_WIRE_RELEASE_FIELDS);
+                               TB_WIRE_TYPES(TB_WIRE_RELEASE_FIELDS),
+                           *const doorbell_types[] =
+                               TB_WIRE_TYPES(TB_WIRE_DOORBELL_FIELDS);
 #undef TB_WIRE_TYPES
   size_t extended = version >= TB_WIRE_VERSION_EXTENSIONS;
   const char *type;
@@ -202,6 +262,15 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
     break;
   case TB_WIRE_RELEASE:
     type = release_types[extended];
+    break;
+  case TB_WIRE_DOORBELL:
+    if (version < TB_WIRE_VERSION_RING) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "a doorbell message in version %u, which has no rings",
+                  version);
+      return NULL;
+    }
+    type = doorbell_types[extended];
     break;
   default:
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,

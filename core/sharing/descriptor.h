@@ -25,9 +25,24 @@
  *      pairs, each skipped by a reader that does not know its tag. A field
  *      added later goes there (with its tag documented here), not into the
  *      tuple, and needs no new version; a peer that does not know it
- *      ignores it. No tag is defined yet. */
+ *      ignores it. Tags:
+ *        1  u32 (little-endian) on a tensor message: the layout id under
+ *           which the receiver caches this message's layout (version 3).
+ *   3  the steady state goes through a shared-memory ring per direction
+ *      (sharing/ring.h), whose memfd each side sends with its hello: a
+ *      tensor whose buffer and layout the peer holds is one ring record
+ *      (buffer id, lease, layout id); anything else is a tensor message on
+ *      the socket announced by a ring record (TB_RING_FLAG_SOCKET), so
+ *      tensors arrive in order. Releases go back as ring records. A 'D'
+ *      message (doorbell) on the socket says a ring has work. Layout ids
+ *      run from 1 to the receiver's hello limit (TB_HELLO_TAG_MAX_LAYOUTS);
+ *      a message that names another is refused. */
 #define TB_WIRE_VERSION_MIN 1u
-#define TB_WIRE_VERSION_MAX 2u
+#define TB_WIRE_VERSION_MAX 3u
+/* The first version with rings and layout ids. */
+#define TB_WIRE_VERSION_RING 3u
+/* Extension tags of tensor messages (version 2 on). */
+#define TB_WIRE_TAG_LAYOUT_ID 1u
 /* The version of descriptions made for the caller's own transport
  * (tb_tensor_export), which has no hello: the oldest, which every release
  * reads. */
@@ -41,6 +56,7 @@ typedef enum TbWireKind {
   TB_WIRE_TENSOR = 'T',
   TB_WIRE_FENCE = 'F',
   TB_WIRE_RELEASE = 'R',
+  TB_WIRE_DOORBELL = 'D', /* version 3: a ring has records */
 } TbWireKind;
 
 /* The distinct buffers a tensor's bytes live in: its own first, then those
@@ -58,6 +74,16 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
                          const uint64_t *forget, size_t nforget);
 GVariant *tb_wire_fence(uint32_t version);
 GVariant *tb_wire_release(uint32_t version, uint64_t lease);
+GVariant *tb_wire_doorbell(uint32_t version);
+
+/* `message` (floating or not; consumed) with one more extension entry
+ * (version 2 on). Floating. */
+GVariant *tb_wire_add_extension(GVariant *message, uint16_t tag,
+                                const void *value, size_t size);
+/* The value of the first extension entry of `tag` in an opened message, if
+ * it has exactly `size` bytes; FALSE otherwise (or before version 2). */
+gboolean tb_wire_find_extension(GVariant *message, uint16_t tag, void *value,
+                                size_t size);
 
 /* Refuses a message larger than a receiver accepts. */
 gboolean tb_wire_check_size(GVariant *message, GError **error);

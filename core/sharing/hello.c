@@ -31,8 +31,13 @@ static uint64_t get_u64(const uint8_t *at) {
   return GUINT64_FROM_LE(value);
 }
 
-size_t tb_hello_write(const TbHello *hello, uint8_t out[TB_HELLO_FIXED_BYTES]) {
-  memset(out, 0, TB_HELLO_FIXED_BYTES);
+static void put_u16(uint8_t *at, uint16_t value) {
+  value = GUINT16_TO_LE(value);
+  memcpy(at, &value, sizeof value);
+}
+
+size_t tb_hello_write(const TbHello *hello, uint8_t out[TB_HELLO_WRITE_BYTES]) {
+  memset(out, 0, TB_HELLO_WRITE_BYTES);
   put_u32(out, TB_HELLO_MAGIC);
   out[4] = TB_HELLO_KIND;
   put_u32(out + 8, hello->min_version);
@@ -40,7 +45,12 @@ size_t tb_hello_write(const TbHello *hello, uint8_t out[TB_HELLO_FIXED_BYTES]) {
   put_u32(out + 16, hello->capabilities);
   put_u32(out + 20, hello->max_buffers);
   put_u64(out + 24, hello->max_bytes);
-  return TB_HELLO_FIXED_BYTES;
+  if (hello->max_layouts == 0)
+    return TB_HELLO_FIXED_BYTES;
+  put_u16(out + TB_HELLO_FIXED_BYTES, TB_HELLO_TAG_MAX_LAYOUTS);
+  put_u16(out + TB_HELLO_FIXED_BYTES + 2, 4);
+  put_u32(out + TB_HELLO_FIXED_BYTES + 4, hello->max_layouts);
+  return TB_HELLO_WRITE_BYTES;
 }
 
 static gboolean refuse(GError **error, const char *format, ...)
@@ -76,8 +86,8 @@ gboolean tb_hello_parse(const uint8_t *bytes, size_t length, TbHello *hello,
   if (h.min_version == 0 || h.min_version > h.max_version)
     return refuse(error, "says it speaks versions %u to %u", h.min_version,
                   h.max_version);
-  /* No extension is known yet: each record is skipped, but it must lie
-   * inside the message. */
+  /* Each record must lie inside the message; unknown tags are skipped, and
+   * a known tag of the wrong size is refused. */
   for (size_t at = TB_HELLO_FIXED_BYTES; at < length;) {
     if (length - at < 4)
       return refuse(error,
@@ -90,8 +100,15 @@ gboolean tb_hello_parse(const uint8_t *bytes, size_t length, TbHello *hello,
                     "has an extension record (tag %u) of %zu bytes "
                     "at byte %zu of %zu",
                     get_u16(copy + at), size, at, length);
+    uint16_t tag = get_u16(copy + at);
+    if (tag == TB_HELLO_TAG_MAX_LAYOUTS && size != 4)
+      return refuse(error, "says how many layouts it caches in %zu bytes; 4",
+                    size);
+    if (tag == TB_HELLO_TAG_MAX_LAYOUTS)
+      h.max_layouts = get_u32(copy + at + 4);
+    else
+      h.skipped_extensions++;
     at += 4 + size;
-    h.skipped_extensions++;
   }
   *hello = h;
   return TRUE;

@@ -15,6 +15,11 @@
  *            (u16 tag, u16 length, `length` bytes). A reader skips the
  *            tags it does not know; the records must tile the area exactly.
  *
+ * Extension tags:
+ *    1  u32  layouts of the peer's this side keeps cached (wire version 3's
+ *            layout ids: the sender numbers them 1..this and never names
+ *            more; 0 or absent: none, every tensor carries its layout)
+ *
  * Fields added later go in the extension area, never in the fixed part, so
  * every release reads every later release's hello. Both sides then speak
  * the highest version both speak (tb_hello_agree). */
@@ -26,6 +31,9 @@
 #define TB_HELLO_MAGIC 0x4c484254u /* "TBHL" read as a little-endian u32 */
 #define TB_HELLO_KIND 'H'
 #define TB_HELLO_FIXED_BYTES 32u
+#define TB_HELLO_TAG_MAX_LAYOUTS 1u
+/* Most bytes tb_hello_write writes: the fixed part and each known tag. */
+#define TB_HELLO_WRITE_BYTES (TB_HELLO_FIXED_BYTES + 8u)
 /* Largest hello accepted, extensions included. */
 #define TB_HELLO_MAX_BYTES 4096u
 
@@ -35,13 +43,14 @@ typedef struct TbHello {
   uint32_t capabilities;
   uint32_t max_buffers; /* 0: no limit */
   uint64_t max_bytes;   /* 0: no limit */
+  uint32_t max_layouts; /* TB_HELLO_TAG_MAX_LAYOUTS; 0: none */
   /* Reading only: extension records skipped as unknown. */
   uint32_t skipped_extensions;
 } TbHello;
 
-/* Writes `hello` (its fixed part; no extension is defined yet) into `out`
- * and gives the size. */
-size_t tb_hello_write(const TbHello *hello, uint8_t out[TB_HELLO_FIXED_BYTES]);
+/* Writes `hello` (its fixed part, and max_layouts as an extension when it
+ * is not 0) into `out` and gives the size. */
+size_t tb_hello_write(const TbHello *hello, uint8_t out[TB_HELLO_WRITE_BYTES]);
 
 /* Reads a peer's hello: the bytes are copied out before anything is checked
  * (they may lie in memory the peer writes). FALSE with TB_ERR_PROTOCOL if

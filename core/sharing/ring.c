@@ -31,10 +31,10 @@
 #include "sharing/ring.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <linux/magic.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,7 +48,8 @@
 G_DEFINE_QUARK(tb - ring - error - quark, tb_ring_error)
 
 #define RING_MAGIC UINT64_C(0x31474e4952425400) /* "\0TBRING1" */
-#define RING_VERSION 1u
+/* 2: TB_RING_FLAG_SOCKET. */
+#define RING_VERSION 2u
 #define RING_CACHE_LINE 64u
 #define RING_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 #define RING_DOORBELL_MAX 16u
@@ -150,8 +151,8 @@ int64_t tb_ring_now(void) {
 
 int64_t tb_ring_deadline(int64_t timeout_ns) {
   int64_t deadline;
-  if (timeout_ns < 0 || __builtin_add_overflow(tb_ring_now(), timeout_ns,
-                                               &deadline))
+  if (timeout_ns < 0 ||
+      __builtin_add_overflow(tb_ring_now(), timeout_ns, &deadline))
     return TB_RING_FOREVER;
   return deadline;
 }
@@ -284,8 +285,8 @@ static gboolean attach_check_contents(const void *mapping, size_t size,
   __asm__ volatile("" ::: "memory"); /* checks read the copy, not the page */
   if (header.magic != RING_MAGIC || header.version != RING_VERSION ||
       header.record_size != sizeof(RingSlot) ||
-      !capacity_valid(header.capacity) ||
-      ring_size(header.capacity) != size || header.total_size != size) {
+      !capacity_valid(header.capacity) || ring_size(header.capacity) != size ||
+      header.total_size != size) {
     g_set_error(error, TB_RING_ERROR, TB_ERR_PROTOCOL,
                 "not a version %u tensorbuf ring of %zu bytes (magic "
                 "0x%016" G_GINT64_MODIFIER "x, version %u, record size %u, "
@@ -298,7 +299,8 @@ static gboolean attach_check_contents(const void *mapping, size_t size,
   LaneView back = lane_view((void *)mapping, header.capacity, 1);
   uint64_t pushed = atomic_load(&forward.lane->tail);
   if (pushed > header.capacity || atomic_load(&forward.lane->head) != 0 ||
-      atomic_load(&back.lane->tail) != 0 || atomic_load(&back.lane->head) != 0) {
+      atomic_load(&back.lane->tail) != 0 ||
+      atomic_load(&back.lane->head) != 0) {
     g_set_error(error, TB_RING_ERROR, TB_ERR_PROTOCOL,
                 "the ring's indices are not those of a new ring");
     return FALSE;
@@ -394,8 +396,8 @@ static gboolean ring_alive(const TbRing *ring, GError **error) {
 }
 
 /* Records the peer's scribbling: the ring is dead from now on. */
-static gboolean ring_kill(TbRing *ring, GError **error, const char *format,
-                          ...) G_GNUC_PRINTF(3, 4);
+static gboolean ring_kill(TbRing *ring, GError **error, const char *format, ...)
+    G_GNUC_PRINTF(3, 4);
 static gboolean ring_kill(TbRing *ring, GError **error, const char *format,
                           ...) {
   va_list args;
@@ -475,8 +477,8 @@ static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
      * the peer we wait for. Asked at the first wait, not at creation,
      * which may come before the caller pins its threads. */
     cpu_set_t cpus;
-    ring->spin = sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
-                 CPU_COUNT(&cpus) > 1;
+    ring->spin =
+        sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
   }
   if (!ring->spin)
     return 0;
@@ -485,8 +487,8 @@ static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
     for (int i = 0; i < 32; i++)
       cpu_relax();
     int64_t found = ready(ring, error);
-    if (found != 0 || peer_closed(ring) || (polls % 8 == 0 &&
-                                            tb_ring_now() >= until))
+    if (found != 0 || peer_closed(ring) ||
+        (polls % 8 == 0 && tb_ring_now() >= until))
       return found;
   }
 }
@@ -531,8 +533,7 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
                          .layout = record->layout,
                          .flags = record->flags,
                          .kind = ring->out_kind};
-  memcpy(&out->slots[out->position & (ring->capacity - 1)], &slot,
-         sizeof slot);
+  memcpy(&out->slots[out->position & (ring->capacity - 1)], &slot, sizeof slot);
   out->position++;
   atomic_store(&out->lane->tail, out->position);
   wake_waiter(ring, &out->lane->reader_waiting, &out->lane->data_sequence);
@@ -596,6 +597,17 @@ gboolean tb_ring_pop(TbRing *ring, TbRingRecord *out, int64_t deadline,
   }
 }
 
+gboolean tb_ring_spin(TbRing *ring) {
+  if (atomic_load(&ring->dead) || peer_closed(ring))
+    return TRUE;
+  GError *scribbled = NULL;
+  int64_t found = records_waiting(ring, &scribbled);
+  if (found == 0)
+    found = spin_for(ring, records_waiting, TB_RING_FOREVER, &scribbled);
+  g_clear_error(&scribbled); /* the pop that follows reports it */
+  return found != 0 || peer_closed(ring);
+}
+
 /* ---- event loops, closing ----------------------------------------------- */
 
 void tb_ring_set_doorbell(TbRing *ring, int fd, const void *message,
@@ -634,7 +646,6 @@ void tb_ring_close(TbRing *ring) {
 void tb_ring_free(TbRing *ring) {
   if (ring == NULL)
     return;
-  tb_ring_close(ring);
   munmap(ring->mapping, ring->size);
   g_free(ring);
 }

@@ -74,12 +74,17 @@ typedef enum TbRingKind {
 
 /* Record flags the ring accepts; any other bit is a protocol error. */
 #define TB_RING_FLAG_READ_ONLY 1u /* the receiver must not write the buffer */
-#define TB_RING_FLAGS_KNOWN TB_RING_FLAG_READ_ONLY
+/* The tensor is a full message on the socket, which follows this record:
+ * so tensors keep their order across the two paths. Token, generation and
+ * layout are 0. */
+#define TB_RING_FLAG_SOCKET 2u
+#define TB_RING_FLAGS_KNOWN (TB_RING_FLAG_READ_ONLY | TB_RING_FLAG_SOCKET)
 
 /* One record as the caller sees it. */
 typedef struct TbRingRecord {
   uint64_t token;      /* the buffer, as the channel named it */
-  uint32_t generation; /* the buffer's reuse count */
+  uint32_t generation; /* this handoff of the buffer: the channel's lease
+                          number (0: not pooled), echoed in the release */
   uint32_t layout;     /* the layout id (0 in releases) */
   uint32_t flags;      /* TB_RING_FLAGS_KNOWN bits */
 } TbRingRecord;
@@ -120,6 +125,13 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
 gboolean tb_ring_pop(TbRing *ring, TbRingRecord *out, int64_t deadline,
                      GError **error);
 
+/* Polls for a record to pop for a few microseconds (where this process may
+ * run on more than one CPU; else not at all), making no system call: TRUE
+ * if a pop would not wait (a record, a close or a scribble). For a caller
+ * about to sleep elsewhere (poll), so that a peer that is running costs
+ * neither side a wake-up. */
+gboolean tb_ring_spin(TbRing *ring);
+
 /* Event loops: after this, publishing to a peer that armed itself sends the
  * `size` bytes of `message` (1..16) on the socket `fd` with MSG_DONTWAIT
  * (a full socket means the peer has been told already). The ring does not
@@ -135,7 +147,11 @@ gboolean tb_ring_arm(TbRing *ring);
 /* This side pushes no more; wakes every waiter on both sides. Idempotent. */
 void tb_ring_close(TbRing *ring);
 
-/* Unmaps the ring (closing it first). NULL is a no-op. */
+/* Unmaps the ring, without closing it: a forked copy of this process may
+ * share the mapping and go on using it (a channel pair made before fork,
+ * each end dropped on one side). Call tb_ring_close first to say that
+ * nothing more comes; a peer sees the end of a dropped channel on its
+ * socket. NULL is a no-op. */
 void tb_ring_free(TbRing *ring);
 
 /* How often this process slept and woke the peer, for tests and benches. */

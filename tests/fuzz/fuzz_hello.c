@@ -28,7 +28,7 @@ static void parse_directly(const uint8_t *data, size_t size) {
   }
   if (hello.min_version == 0 || hello.min_version > hello.max_version)
     abort();
-  uint8_t again[TB_HELLO_FIXED_BYTES];
+  uint8_t again[TB_HELLO_WRITE_BYTES];
   tb_hello_write(&hello, again);
   if (memcmp(again + 8, data + 8, TB_HELLO_FIXED_BYTES - 8) != 0)
     abort();

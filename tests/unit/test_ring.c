@@ -265,7 +265,7 @@ static void attach_refuses_what_is_not_a_ring(void **state) {
     uint32_t value;
   } patches[] = {
       {0, 0x12345678},      /* magic */
-      {8, 2},               /* version */
+      {8, 1},               /* version: the one before FLAG_SOCKET */
       {12, 64},             /* record size */
       {16, 256},            /* capacity: a larger ring's */
       {16, 7},              /* capacity: not a power of two */
