@@ -964,7 +964,16 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
 }
 
 static void flush_releases(tb_channel *channel);
-static unsigned serve_ring_releases(tb_channel *channel);
+/* How long serve_ring_releases looks for releases. */
+typedef enum TbServe {
+  SERVE_NOW,  /* pops what is there */
+  SERVE_WAIT, /* and, if nothing, spins a little (a peer running beside us
+                 releases within microseconds, and neither side makes a
+                 system call), then arms the ring so that the next release
+                 rings the socket: for a caller about to poll it */
+} TbServe;
+
+static unsigned serve_ring_releases(tb_channel *channel, TbServe how);
 
 static void give_back_lease(tb_channel *channel, uint64_t token);
 
@@ -1136,20 +1145,16 @@ static unsigned serve_one(tb_channel *channel, gboolean *blocked) {
 }
 
 /* Version 3's releases on `channels`' rings: applied if any have come;
- * else, after a spin that catches a peer running beside us without a
- * system call, the rings are armed so that the next release rings the
- * socket. Gives how many were applied. */
+ * else the rings are armed (serve_ring_releases, SERVE_WAIT). Gives how
+ * many were applied. */
 static unsigned serve_rings(tb_channel *const *channels, size_t n) {
   unsigned applied = 0;
   for (size_t i = 0; i < n; i++)
     if (await_hello(channels[i], 0, NULL))
-      applied += serve_ring_releases(channels[i]);
+      applied += serve_ring_releases(channels[i], SERVE_NOW);
   for (size_t i = 0; applied == 0 && i < n; i++)
-    if (channels[i]->tx != NULL && tb_ring_spin(channels[i]->tx))
-      applied += serve_ring_releases(channels[i]);
-  for (size_t i = 0; applied == 0 && i < n; i++)
-    if (channels[i]->tx != NULL && !tb_ring_arm(channels[i]->tx))
-      applied += serve_ring_releases(channels[i]);
+    if (atomic_load(&channels[i]->greeted))
+      applied += serve_ring_releases(channels[i], SERVE_WAIT);
   return applied;
 }
 
@@ -1185,7 +1190,7 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
     gboolean blocked = FALSE;
     unsigned took =
         ready && fds[i].revents != 0 ? serve_one(channel, &blocked) : 0;
-    serve_ring_releases(channel);
+    serve_ring_releases(channel, SERVE_NOW);
     g_mutex_lock(&channel->lock);
     channel->reading = FALSE;
     channel->taken += took;
@@ -1460,7 +1465,7 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
     return FALSE;
   note_use(channel);
   flush_releases(channel);
-  serve_ring_releases(channel);
+  serve_ring_releases(channel, SERVE_NOW);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
   gboolean with_fd[TB_WIRE_MAX_BUFFERS];
@@ -1594,12 +1599,8 @@ static void give_back_lease(tb_channel *channel, uint64_t token) {
   }
 }
 
-/* Applies the releases the peer pushed into `tx` (version 3) without
- * waiting; while another thread pops them, leaves them to it. Gives how
- * many it applied. */
-static unsigned serve_ring_releases(tb_channel *channel) {
-  if (channel->tx == NULL || !g_mutex_trylock(&channel->serve_lock))
-    return 0;
+/* Pops every release in `tx` (the caller holds `serve_lock`). */
+static unsigned pop_releases(tb_channel *channel) {
   unsigned took = 0;
   TbRingRecord record;
   GError *ring_error = NULL;
@@ -1607,10 +1608,24 @@ static unsigned serve_ring_releases(tb_channel *channel) {
     give_back_lease(channel, record.generation);
     took++;
   }
-  g_mutex_unlock(&channel->serve_lock);
   if (ring_error->code == TB_ERR_PROTOCOL)
     break_channel(channel);
   g_error_free(ring_error);
+  return took;
+}
+
+/* Applies the releases the peer pushed into `tx` (version 3); while
+ * another thread pops them, leaves them to it (it applies them). Gives how
+ * many it applied. */
+static unsigned serve_ring_releases(tb_channel *channel, TbServe how) {
+  if (channel->tx == NULL || !g_mutex_trylock(&channel->serve_lock))
+    return 0;
+  unsigned took = pop_releases(channel);
+  if (took == 0 && how == SERVE_WAIT && tb_ring_spin(channel->tx))
+    took = pop_releases(channel);
+  if (took == 0 && how == SERVE_WAIT && !tb_ring_arm(channel->tx))
+    took = pop_releases(channel);
+  g_mutex_unlock(&channel->serve_lock);
   return took;
 }
 
@@ -1824,7 +1839,7 @@ tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms,
   note_use(channel);
   flush_releases(channel);
   if (channel->rx != NULL) {
-    serve_ring_releases(channel);
+    serve_ring_releases(channel, SERVE_NOW);
     return take_ring(channel, timeout_ms, error);
   }
   return receive(channel, TB_WIRE_TENSOR, finish_tensor,
@@ -1880,7 +1895,7 @@ tb_fence *tb_channel_take_fence(tb_channel *channel, int timeout_ms,
     return NULL;
   note_use(channel);
   flush_releases(channel);
-  serve_ring_releases(channel);
+  serve_ring_releases(channel, SERVE_NOW);
   return receive(channel, TB_WIRE_FENCE, finish_fence, deadline_in(timeout_ms),
                  timeout_ms, error);
 }

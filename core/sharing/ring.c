@@ -117,7 +117,8 @@ struct TbRing {
   uint16_t out_kind, in_kind;
   atomic_bool dead;   /* the peer scribbled: every call fails */
   atomic_bool closed; /* tb_ring_close was called here */
-  int spin; /* may run on more than one CPU: 1 yes, 0 no, -1 not known */
+  atomic_int spin;    /* may run on more than one CPU: 1 yes, 0 no, -1 not
+                         known (either role may ask first) */
   int doorbell_fd;
   uint8_t doorbell[RING_DOORBELL_MAX];
   size_t doorbell_size;
@@ -178,7 +179,7 @@ static TbRing *ring_new(void *mapping, size_t size, uint32_t capacity,
   ring->out_kind = creator ? TB_RING_TENSOR : TB_RING_RELEASE;
   ring->in_kind = creator ? TB_RING_RELEASE : TB_RING_TENSOR;
   ring->doorbell_fd = -1;
-  ring->spin = -1;
+  atomic_init(&ring->spin, -1);
   return ring;
 }
 
@@ -472,15 +473,17 @@ static inline void cpu_relax(void) {
  * before the deadline: > 0 ready, 0 not yet, < 0 the ring was killed. */
 static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
                         int64_t deadline, GError **error) {
-  if (ring->spin < 0) {
+  if (atomic_load_explicit(&ring->spin, memory_order_relaxed) < 0) {
     /* Spinning where we share the only CPU we may use would only delay
      * the peer we wait for. Asked at the first wait, not at creation,
      * which may come before the caller pins its threads. */
     cpu_set_t cpus;
-    ring->spin =
-        sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+    atomic_store_explicit(&ring->spin,
+                          sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
+                              CPU_COUNT(&cpus) > 1,
+                          memory_order_relaxed);
   }
-  if (!ring->spin)
+  if (!atomic_load_explicit(&ring->spin, memory_order_relaxed))
     return 0;
   int64_t until = MIN(deadline, tb_ring_now() + RING_SPIN_NS);
   for (unsigned polls = 1;; polls++) {

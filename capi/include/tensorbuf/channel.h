@@ -1,11 +1,24 @@
 /* tensorbuf — handing tensors to other processes.
  *
- * A channel is a Unix seqpacket connection that carries tensors: one message
- * per tensor with its whole description (dtype, shape, strides, offset, name,
- * quantization, the sender's buffer identity) and its fds by SCM_RIGHTS. The
+ * A channel is a Unix seqpacket connection that carries tensors. The
  * receiver's tensor maps the same bytes: nothing is copied. A buffer already
  * sent on a channel is not sent again: the receiver keeps its mapping, keyed
  * by the sender's buffer id, until the sender's buffer dies.
+ *
+ * Two paths. The socket carries what needs the kernel: the hello, a
+ * buffer's first trip (a message with the whole description — dtype,
+ * shape, strides, offset, name, quantization, image planes, the sender's
+ * buffer identity — and the fds by SCM_RIGHTS), fences, and the end. From
+ * protocol version 3 (both sides of this release) the steady state goes
+ * through shared memory: each side sets up a ring at connect for what it
+ * sends, and a tensor whose buffer the peer holds and whose layout it has
+ * cached (each distinct layout gets a small id per channel, at most as
+ * many as the receiver's hello allows) is one fixed-size ring record, with
+ * no system call while both sides run. A tensor that needs the socket is
+ * announced in the ring first, so tensors come out in the order they were
+ * sent. Releases of pooled tensors flow back the same way. What a peer
+ * writes into a ring is copied out and checked; anything wrong is
+ * TB_ERR_PROTOCOL and closes the channel.
  *
  * Everything received is untrusted: descriptors are parsed strictly, sizes
  * are checked against the fds before mapping, memfds arrive sealed against
@@ -35,14 +48,22 @@
  * the head of the channel waits for its own receive (and the messages
  * behind it wait too).
  *
- * Nothing is read ahead: what the peer sent stays in the socket until a
- * receive takes it, so a peer that sends more than we take fills its own
- * socket buffer and blocks (backpressure), and our fds and memory do not
- * grow with it. Releases of pooled tensors are applied by whichever call
- * services the channel: any send or receive on it, and tb_pool_acquire of
- * the pool whose tensors it carries (when no other thread is reading the
- * channel, the waiting acquire reads the releases itself; it stops at any
- * other message, leaving it for a receive).
+ * Nothing is read ahead: what the peer sent stays in the socket (or its
+ * ring) until a receive takes it, so a peer that sends more than we take
+ * fills its own socket buffer or ring and blocks (backpressure), and our
+ * fds and memory do not grow with it. Releases of pooled tensors are
+ * applied by whichever call services the channel: any send or receive on
+ * it, and tb_pool_acquire of the pool whose tensors it carries (when no
+ * other thread is reading the channel, the waiting acquire reads the
+ * releases itself; it stops at any other message, leaving it for a
+ * receive). Dropping a received pooled tensor never waits for the peer:
+ * its release goes into the ring, or, when the ring is full, into a
+ * bounded queue that the channel's next call hands over.
+ *
+ * Death: everything a peer sent before it died or closed (socket messages
+ * and ring records alike) is received before TB_ERR_CLOSED; the buffers
+ * it held of our pools come back; a waiter on a peer that died wakes
+ * within a few tens of milliseconds, or at its deadline.
  *
  * Channels are refcounted: tensors received from a channel with a pool
  * behind it hold a reference, so that dropping them can send the release
@@ -174,7 +195,8 @@ TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */
 #define TB_SEND_READ_ONLY 0x1u
 
 /* Sends `tensor` (SHM or DMA memory). Does not block on the peer beyond
- * the socket buffer.
+ * the socket buffer or, from version 3, the ring's 256 records (a peer
+ * that has gone ends the wait: TB_ERR_CLOSED).
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument, unknown flags),
  * TB_ERR_UNSUPPORTED (HEAP memory has no fd; a read-only share that cannot
  * be enforced, or a writable one after a read-only one: see above),
@@ -185,7 +207,9 @@ TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
                                  uint32_t flags);
 /* Receives the next tensor, waiting up to timeout_ms (negative: no limit; a
  * monotonic deadline, which signals do not extend). A fence at the head of
- * the channel is left for tb_channel_recv_fence: this waits behind it.
+ * the channel is left for tb_channel_recv_fence: a tensor that came on the
+ * socket after it waits behind it (one that came through the ring, from
+ * version 3, does not).
  * Everything the peer sent before it closed is received before
  * TB_ERR_CLOSED.
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_CLOSED,
