@@ -48,6 +48,7 @@ struct tb_channel {
   int fd;
   GMutex lock;                  /* the tables, `reading` and `taken` */
   GCond changed;                /* the reader left, or a message was taken */
+  unsigned waiting;             /* threads waiting on `changed` */
   gboolean reading;             /* a thread is reading the socket */
   uint64_t taken;               /* messages taken so far: the head changed */
   uint64_t releases_blocked_at; /* `taken` when a pool's serve found a
@@ -976,6 +977,8 @@ typedef enum TbServe {
 static unsigned serve_ring_releases(tb_channel *channel, TbServe how);
 
 static void give_back_lease(tb_channel *channel, uint64_t token);
+static unsigned pop_releases(tb_channel *channel);
+static void break_channel(tb_channel *channel);
 
 static void handle_release(tb_channel *channel, TbMessage *message) {
   give_back_lease(channel, tb_wire_lease(message->body));
@@ -1046,11 +1049,21 @@ typedef gpointer (*TbFinish)(tb_channel *channel, TbMessage *message,
 
 /* Waits on `changed` up to `deadline`; FALSE once it has passed. */
 static gboolean wait_changed(tb_channel *channel, gint64 deadline) {
-  if (deadline < 0) {
+  gboolean woken = TRUE;
+  channel->waiting++;
+  if (deadline < 0)
     g_cond_wait(&channel->changed, &channel->lock);
-    return TRUE;
-  }
-  return g_cond_wait_until(&channel->changed, &channel->lock, deadline);
+  else
+    woken = g_cond_wait_until(&channel->changed, &channel->lock, deadline);
+  channel->waiting--;
+  return woken;
+}
+
+/* Wakes the threads waiting on `changed` (the caller holds `lock`). GLib's
+ * broadcast is a system call even with nobody waiting: skipped then. */
+static void announce_change(tb_channel *channel) {
+  if (channel->waiting > 0)
+    g_cond_broadcast(&channel->changed);
 }
 
 /* The next message of `kind` on the socket, as `finish` makes it, by
@@ -1110,7 +1123,7 @@ static gpointer receive(tb_channel *channel, TbWireKind kind, TbFinish finish,
       channel->taken++;
     else if (!done)
       blocked_at = channel->taken;
-    g_cond_broadcast(&channel->changed);
+    announce_change(channel);
   }
   g_mutex_unlock(&channel->lock);
   return result;
@@ -1158,8 +1171,42 @@ static unsigned serve_rings(tb_channel *const *channels, size_t n) {
   return applied;
 }
 
+/* A pool that waits on one channel of version 3 sleeps on the ring's
+ * release lane until `deadline` (a futex: the peer's release wakes it with
+ * one system call, where a doorbell costs a message, a poll and a read).
+ * FALSE if another thread pops the releases. */
+static gboolean wait_ring_release(tb_channel *channel, gint64 deadline) {
+  if (!g_mutex_trylock(&channel->serve_lock))
+    return FALSE;
+  TbRingRecord record;
+  GError *ring_error = NULL;
+  int64_t until = deadline >= G_MAXINT64 / 1000 ? TB_RING_FOREVER
+                                                : (int64_t)deadline * 1000;
+  if (tb_ring_pop(channel->tx, &record, until, &ring_error)) {
+    give_back_lease(channel, record.generation);
+    pop_releases(channel);
+  } else {
+    if (ring_error->code == TB_ERR_PROTOCOL)
+      break_channel(channel);
+    /* A peer that died cannot wake us: its socket says so. */
+    gboolean gone =
+        ring_error->code == TB_ERR_CLOSED ||
+        (ring_error->code == TB_ERR_TIMEOUT && peer_hung_up(channel->fd));
+    g_error_free(ring_error);
+    g_mutex_unlock(&channel->serve_lock);
+    if (gone)
+      note_hang_up(channel, NULL);
+    return TRUE;
+  }
+  g_mutex_unlock(&channel->serve_lock);
+  return TRUE;
+}
+
 gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
                                    gint64 deadline) {
+  if (n == 1 && await_hello(channels[0], 0, NULL) && channels[0]->tx != NULL &&
+      !tb_channel_hung_up(channels[0]))
+    return wait_ring_release(channels[0], deadline);
   if (serve_rings(channels, n) > 0)
     return TRUE;
   g_autofree struct pollfd *fds = g_new0(struct pollfd, MAX(n, 1));
@@ -1196,7 +1243,7 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
     channel->taken += took;
     if (blocked)
       channel->releases_blocked_at = channel->taken;
-    g_cond_broadcast(&channel->changed);
+    announce_change(channel);
     g_mutex_unlock(&channel->lock);
   }
   return TRUE;
@@ -1743,7 +1790,7 @@ static int arm_for_event_loop(tb_channel *channel, GError **error) {
     g_mutex_lock(&channel->lock);
     channel->reading = FALSE;
     channel->taken += took;
-    g_cond_broadcast(&channel->changed);
+    announce_change(channel);
     g_mutex_unlock(&channel->lock);
   } else {
     armed = tb_ring_arm(channel->rx);
@@ -1825,7 +1872,7 @@ static tb_tensor *take_ring(tb_channel *channel, int timeout_ms,
   g_mutex_lock(&channel->lock);
   channel->socket_owed = owed;
   channel->ring_reading = FALSE;
-  g_cond_broadcast(&channel->changed);
+  announce_change(channel);
   g_mutex_unlock(&channel->lock);
   if (failure != NULL)
     g_propagate_error(error, failure);

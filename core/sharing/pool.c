@@ -20,6 +20,7 @@ struct tb_pool {
   TbPoolSlot *slots;
   GMutex lock;
   GCond returned;
+  unsigned waiting; /* threads waiting on `returned` */
   GQueue free_slots;
   GPtrArray *channels; /* weak: channels carrying our tensors */
 };
@@ -29,7 +30,8 @@ static void slot_release(TbLease *lease) {
   tb_pool *pool = lease->pool;
   g_mutex_lock(&pool->lock);
   g_queue_push_tail(&pool->free_slots, slot);
-  g_cond_broadcast(&pool->returned);
+  if (pool->waiting > 0) /* GLib's broadcast is a system call regardless */
+    g_cond_broadcast(&pool->returned);
   g_mutex_unlock(&pool->lock);
   tb_pool_unref(pool); /* the reference the lent tensor kept */
 }
@@ -121,8 +123,11 @@ tb_tensor *tb_pool_take(tb_pool *pool, int timeout_ms, GError **error) {
       served = serve_channels(pool, until);
       g_mutex_lock(&pool->lock);
     }
-    if (!served && g_queue_is_empty(&pool->free_slots))
+    if (!served && g_queue_is_empty(&pool->free_slots)) {
+      pool->waiting++;
       g_cond_wait_until(&pool->returned, &pool->lock, until);
+      pool->waiting--;
+    }
   }
   TbPoolSlot *slot = g_queue_pop_head(&pool->free_slots);
   g_mutex_unlock(&pool->lock);
