@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../tests/gpu/gpu_socket.h"
+
 enum { EMPTY, FRESH, POOLED, CHANNEL, QUIT, WAYS = QUIT };
 enum { SLOTS = 4, WARMUP = 200 };
 static const int64_t frame_shape[] = {1080, 1920, 4};
@@ -58,19 +60,8 @@ static double now_us(void) {
 
 /* Sends `message`, with `fd` attached when it is >= 0. */
 static void send_message(int sock, Message message, int fd) {
-  struct iovec iov = {&message, sizeof message};
-  char control[CMSG_SPACE(sizeof(int))] = {0};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-  }
-  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != (ssize_t)sizeof message) {
+  if (gpu_send_fd(sock, &message, sizeof message, fd) !=
+      (ssize_t)sizeof message) {
     perror("cuda_handoff: sendmsg");
     exit(1);
   }
@@ -79,20 +70,9 @@ static void send_message(int sock, Message message, int fd) {
 /* Receives a message and the fd it carries (-1 when none). */
 static Message recv_message(int sock, int *fd) {
   Message message = {QUIT, 0};
-  struct iovec iov = {&message, sizeof message};
-  char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control,
-                       .msg_controllen = sizeof control};
-  *fd = -1;
-  ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  if (got != (ssize_t)sizeof message || (msg.msg_flags & MSG_CTRUNC))
+  if (gpu_recv_fd(sock, &message, sizeof message, fd) !=
+      (ssize_t)sizeof message)
     return (Message){QUIT, 0};
-  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-  if (cmsg != NULL && cmsg->cmsg_type == SCM_RIGHTS &&
-      cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
-    memcpy(fd, CMSG_DATA(cmsg), sizeof *fd);
   return message;
 }
 

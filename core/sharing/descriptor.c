@@ -337,17 +337,20 @@ typedef struct WireEntry {
 
 static WireEntry read_entry(GVariant *list, size_t i) {
   g_autoptr(GVariant) entry = g_variant_get_child_value(list, i);
-  WireEntry out = {.typed = FALSE};
-  g_variant_get_child(entry, 0, "i", &out.fd_index);
-  g_variant_get_child(entry, 1, "t", &out.id);
-  if (g_variant_n_children(entry) > 2) {
-    guchar memory;
-    g_variant_get_child(entry, 2, "y", &memory);
-    g_variant_get_child(entry, 3, "u", &out.device);
-    g_variant_get_child(entry, 4, "t", &out.bytes);
-    out.memory = (tb_memory)memory;
-    out.typed = TRUE;
+  GVariant *values[5] = {NULL};
+  size_t n = g_variant_n_children(entry);
+  for (size_t k = 0; k < n; k++)
+    values[k] = g_variant_get_child_value(entry, k);
+  WireEntry out = {.fd_index = g_variant_get_int32(values[0]),
+                   .id = g_variant_get_uint64(values[1]),
+                   .typed = n > 2};
+  if (out.typed) {
+    out.memory = (tb_memory)g_variant_get_byte(values[2]);
+    out.device = g_variant_get_uint32(values[3]);
+    out.bytes = g_variant_get_uint64(values[4]);
   }
+  for (size_t k = 0; k < n; k++)
+    g_variant_unref(values[k]);
   return out;
 }
 

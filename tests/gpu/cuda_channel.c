@@ -28,100 +28,45 @@
 #include <unistd.h>
 
 #include "gpu_check.h"
+#include "gpu_socket.h"
 
-#define N 4096
 #define FRAMES 8
 #define PATIENCE_MS 20000
 static const int64_t frame_shape[] = {1080, 1920, 4};
 
-static tb_tensor *make(tb_memory memory) {
-  tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
-  opts.memory = memory;
-  const int64_t shape[] = {N};
-  tb_tensor *t = NULL;
-  OK(tb_tensor_new(&t, TB_DTYPE_F32, 1, shape, &opts));
-  return t;
-}
-
-static void fill(tb_tensor *t, float base) {
-  tb_map *map = NULL;
-  OK(tb_tensor_map(&map, t, TB_MAP_WRITE));
-  if (map == NULL)
-    return;
-  float *data = tb_map_data(map);
-  for (int i = 0; i < N; i++)
-    data[i] = base + (float)i;
-  tb_map_free(map);
-}
-
-static int holds(tb_tensor *t, float base) {
-  tb_map *map = NULL;
-  if (tb_tensor_map(&map, t, TB_MAP_READ) != TB_OK)
-    return 0;
-  const float *data = tb_map_data(map);
-  int same = 1;
-  for (int i = 0; i < N && same; i++)
-    same = data[i] == base + (float)i;
-  tb_map_free(map);
-  return same;
-}
-
-/* A word, and at most one fd, on the plain socket. */
+/* A word (and bytes after it, and at most one fd) on the plain socket. */
 static void send_word(int sock, uint64_t word, int fd, const void *extra,
                       size_t extra_length) {
   uint8_t bytes[8 + 1024];
   memcpy(bytes, &word, 8);
   if (extra_length > 0)
     memcpy(bytes + 8, extra, extra_length);
-  struct iovec iov = {bytes, 8 + extra_length};
-  char control[CMSG_SPACE(sizeof(int))] = {0};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-  }
-  CHECK(sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)iov.iov_len,
+  CHECK(gpu_send_fd(sock, bytes, 8 + extra_length, fd) ==
+            (ssize_t)(8 + extra_length),
         "sendmsg on the answer socket");
 }
 
 /* Waits up to PATIENCE_MS for a word; 0 when none came. The bytes after it
- * go to `extra` (*extra_length in: capacity, out: count), its fd to *fd. */
+ * go to `extra` (*extra_length in: capacity, out: count), its fd to *fd
+ * (closed when fd is NULL). */
 static uint64_t recv_word(int sock, int *fd, void *extra,
                           size_t *extra_length) {
   struct pollfd p = {.fd = sock, .events = POLLIN};
   uint8_t bytes[8 + 1024];
-  struct iovec iov = {bytes, sizeof bytes};
-  char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control,
-                       .msg_controllen = sizeof control};
+  int received = -1;
+  ssize_t got = poll(&p, 1, PATIENCE_MS) == 1
+                    ? gpu_recv_fd(sock, bytes, sizeof bytes, &received)
+                    : -1;
   if (fd != NULL)
-    *fd = -1;
-  if (poll(&p, 1, PATIENCE_MS) != 1)
-    return 0;
-  ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    *fd = received;
+  else if (received >= 0)
+    close(received);
   if (got < 8)
     return 0;
-  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-  if (cmsg != NULL && cmsg->cmsg_type == SCM_RIGHTS) {
-    int received;
-    memcpy(&received, CMSG_DATA(cmsg), sizeof received);
-    if (fd != NULL)
-      *fd = received;
-    else
-      close(received);
-  }
   if (extra != NULL) {
-    size_t n =
-        (size_t)got - 8 < *extra_length ? (size_t)got - 8 : *extra_length;
-    memcpy(extra, bytes + 8, n);
-    *extra_length = n;
+    size_t n = (size_t)got - 8;
+    *extra_length = n < *extra_length ? n : *extra_length;
+    memcpy(extra, bytes + 8, *extra_length);
   }
   uint64_t word;
   memcpy(&word, bytes, 8);
@@ -145,47 +90,40 @@ static uint64_t device_ptr(const tb_tensor *t) {
 /* The GPU copies from the tensor's device address into new device memory:
  * what arrived is usable on the device, not only through CPU maps. */
 static int device_copy_holds(tb_tensor *t, float base) {
-  tb_tensor *scratch = make(TB_MEMORY_CUDA);
+  tb_tensor *scratch = gpu_ramp_new(TB_MEMORY_CUDA);
   OK(tb_tensor_copy(scratch, t, 0));
-  int same = scratch != NULL && holds(scratch, base);
+  int same = scratch != NULL && gpu_ramp_holds(scratch, base);
   tb_tensor_unref(scratch);
   return same;
 }
 
-static void child_cuda(tb_channel *channel, int answers) {
+/* A tensor of `memory` arrives (device 0, a device pointer) holding the
+ * ramp from `seen`, which the CPU and the GPU read; the child writes the
+ * ramp from `written` and answers with the device pointer. */
+static void child_round_trip(tb_channel *channel, int answers, tb_memory memory,
+                             float seen, float written) {
   tb_tensor *t = receive(channel);
   uint32_t device = 99;
   OK(tb_tensor_cuda_device(&device, t));
-  CHECK(tb_tensor_memory(t) == TB_MEMORY_CUDA && device == 0,
-        "arrives as cuda memory of device 0 (memory %d, device %u)",
-        (int)tb_tensor_memory(t), device);
+  CHECK(tb_tensor_memory(t) == memory && device == 0,
+        "arrives as %s memory of device 0 (memory %d, device %u)",
+        tb_memory_name(memory), (int)tb_tensor_memory(t), device);
   uint64_t address = device_ptr(t);
   CHECK(address != 0, "a device pointer");
-  CHECK(holds(t, 1000.0f), "the child reads what the parent wrote");
-  CHECK(device_copy_holds(t, 1000.0f), "the GPU copies from it");
-  fill(t, 3000.0f);
+  CHECK(gpu_ramp_holds(t, seen), "the child reads what the parent wrote");
+  CHECK(device_copy_holds(t, seen), "the GPU copies from it");
+  gpu_ramp_fill(t, written);
   tb_tensor_unref(t);
   send_word(answers, address, -1, NULL, 0);
 }
 
-static void child_cuda_host(tb_channel *channel, int answers) {
+static void child_read_only(tb_channel *channel, int answers) {
   tb_tensor *t = receive(channel);
-  CHECK(tb_tensor_memory(t) == TB_MEMORY_CUDA_HOST,
-        "arrives as cuda_host memory (memory %d)", (int)tb_tensor_memory(t));
-  uint64_t address = device_ptr(t);
-  CHECK(address != 0, "registered: a device pointer");
-  CHECK(holds(t, 2000.0f), "the child reads what the parent wrote");
-  CHECK(device_copy_holds(t, 2000.0f), "the GPU copies from it in place");
-  fill(t, 4000.0f);
-  tb_tensor_unref(t);
-  send_word(answers, address, -1, NULL, 0);
-  /* Again, shared read-only. */
-  t = receive(channel);
   tb_map *map = NULL;
   CHECK(tb_tensor_read_only(t), "a read-only share arrives read-only");
   CHECK(tb_tensor_map(&map, t, TB_MAP_WRITE) == TB_ERR_READ_ONLY,
         "and cannot be mapped for writing");
-  CHECK(holds(t, 4000.0f) && device_copy_holds(t, 4000.0f),
+  CHECK(gpu_ramp_holds(t, 4000.0f) && device_copy_holds(t, 4000.0f),
         "but is read, by the CPU and the GPU");
   tb_tensor_unref(t);
   send_word(answers, 1, -1, NULL, 0);
@@ -222,7 +160,8 @@ static void child_export(int answers) {
   OK(tb_tensor_import(&t, descriptor, length, &fd, 1));
   CHECK(t != NULL && tb_tensor_memory(t) == TB_MEMORY_CUDA,
         "tb_tensor_import maps cuda memory");
-  CHECK(t != NULL && holds(t, 5000.0f) && device_copy_holds(t, 5000.0f),
+  CHECK(t != NULL && gpu_ramp_holds(t, 5000.0f) &&
+            device_copy_holds(t, 5000.0f),
         "holding the exporter's bytes");
   tb_tensor_unref(t);
   const uint32_t no_device = 999;
@@ -251,8 +190,9 @@ static int child(tb_channel *channel, tb_channel *parents, int answers) {
   OK(status);
   tb_tensor_unref(first); /* a probe: the parent goes on */
   send_word(answers, 1, -1, NULL, 0);
-  child_cuda(channel, answers);
-  child_cuda_host(channel, answers);
+  child_round_trip(channel, answers, TB_MEMORY_CUDA, 1000.0f, 3000.0f);
+  child_round_trip(channel, answers, TB_MEMORY_CUDA_HOST, 2000.0f, 4000.0f);
+  child_read_only(channel, answers);
   child_pool(channel, answers);
   child_export(answers);
   tb_channel_unref(channel);
@@ -269,23 +209,24 @@ static void expect_answer(int answers, const char *what) {
 }
 
 static void parent_cuda(tb_channel *channel, int answers) {
-  tb_tensor *t = make(TB_MEMORY_CUDA);
-  fill(t, 1000.0f);
+  tb_tensor *t = gpu_ramp_new(TB_MEMORY_CUDA);
+  gpu_ramp_fill(t, 1000.0f);
   CHECK(tb_channel_send(channel, t, TB_SEND_READ_ONLY) == TB_ERR_UNSUPPORTED,
         "a read-only share of cuda memory is refused");
   OK(tb_channel_send(channel, t, 0));
   expect_answer(answers, "cuda");
-  CHECK(holds(t, 3000.0f), "the parent sees the child's write (cuda)");
+  CHECK(gpu_ramp_holds(t, 3000.0f), "the parent sees the child's write (cuda)");
   tb_tensor_unref(t);
   printf("PASS a cuda tensor over a channel, both ways\n");
 }
 
 static void parent_cuda_host(tb_channel *channel, int answers) {
-  tb_tensor *t = make(TB_MEMORY_CUDA_HOST);
-  fill(t, 2000.0f);
+  tb_tensor *t = gpu_ramp_new(TB_MEMORY_CUDA_HOST);
+  gpu_ramp_fill(t, 2000.0f);
   OK(tb_channel_send(channel, t, 0));
   expect_answer(answers, "cuda_host");
-  CHECK(holds(t, 4000.0f), "the parent sees the child's write (cuda_host)");
+  CHECK(gpu_ramp_holds(t, 4000.0f),
+        "the parent sees the child's write (cuda_host)");
   OK(tb_channel_send(channel, t, TB_SEND_READ_ONLY));
   expect_answer(answers, "cuda_host read-only");
   tb_tensor_unref(t);
@@ -336,8 +277,8 @@ static void parent_pool(tb_channel *channel, int answers) {
 }
 
 static void parent_export(int answers) {
-  tb_tensor *t = make(TB_MEMORY_CUDA);
-  fill(t, 5000.0f);
+  tb_tensor *t = gpu_ramp_new(TB_MEMORY_CUDA);
+  gpu_ramp_fill(t, 5000.0f);
   uint8_t descriptor[1024];
   size_t length = 0, nfds = TB_DESCRIPTOR_MAX_FDS;
   int fds[TB_DESCRIPTOR_MAX_FDS];
