@@ -341,15 +341,14 @@ static gboolean send_hello(int fd, TbRing **tx, GError **error) {
   while (sent < 0 && errno == EINTR);
   int errnum = errno;
   close(ring_fd);
-  if (sent == (ssize_t)length)
+  /* A peer that has closed already may have sent its hello and more
+   * before it went: the channel is made, and its first operation reads
+   * what came, then the end. */
+  if (sent == (ssize_t)length ||
+      (sent < 0 && (errnum == EPIPE || errnum == ECONNRESET)))
     return TRUE;
   g_clear_pointer(tx, tb_ring_free);
-  errno = errnum;
-  if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
-                "the peer closed the connection before the hello");
-  else
-    tb_set_system_error(error, TB_TENSOR_ERROR, errno, "sending the hello");
+  tb_set_system_error(error, TB_TENSOR_ERROR, errnum, "sending the hello");
   return FALSE;
 }
 
@@ -357,14 +356,10 @@ static gboolean send_hello(int fd, TbRing **tx, GError **error) {
 static gboolean attach_ring(int ring_fd, uint32_t version, TbRing **rx,
                             GError **error) {
   *rx = NULL;
-  if (version < TB_WIRE_VERSION_RING)
+  /* A peer that sends no ring (one written by hand) gets the socket path
+   * both ways, as before version 3. */
+  if (version < TB_WIRE_VERSION_RING || ring_fd < 0)
     return TRUE;
-  if (ring_fd < 0) {
-    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "the peer speaks version %u but sent no ring with its hello",
-                version);
-    return FALSE;
-  }
   GError *ring_error = NULL;
   *rx = tb_ring_attach(ring_fd, &ring_error);
   if (*rx == NULL) {
@@ -1251,10 +1246,17 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
 
 /* ---- tensors ------------------------------------------------------------ */
 
+/* Whether the buffer's fd is a memfd: SHM, or CUDA_HOST (a memfd the GPU
+ * has registered) with an fd. */
+static gboolean is_memfd(const tb_buffer *buffer) {
+  return buffer->backend == &tb_backend_memfd ||
+         (buffer->backend == &tb_backend_cuda_host && buffer->fd >= 0);
+}
+
 /* Makes the buffer's fd refuse writable mappings from now on, for a
  * read-only share; the sender's existing mapping keeps writing. */
 static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
-  if (buffer->backend != &tb_backend_memfd) {
+  if (!is_memfd(buffer)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
                 "a read-only share of %s memory cannot be enforced (only "
                 "memfds can be sealed against writing); share it writable",
@@ -1280,7 +1282,7 @@ static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
  * cannot be honoured (the peer could map it read-only only): refused
  * rather than made read-only behind the caller's back. */
 static gboolean check_writable(tb_buffer *buffer, GError **error) {
-  if (buffer->backend != &tb_backend_memfd)
+  if (!is_memfd(buffer))
     return TRUE;
   int seals = fcntl(buffer->fd, F_GET_SEALS);
   if (seals < 0 || !(seals & F_SEAL_FUTURE_WRITE))
@@ -1345,8 +1347,8 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
     with_fd[i] = TRUE;
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
-  return tb_wire_tensor(TB_WIRE_VERSION, tensor, buffers, fd_index, n,
-                        read_only, 0, NULL, 0);
+  return tb_wire_tensor(tb_wire_export_version(buffers, n), tensor, buffers,
+                        fd_index, n, read_only, 0, NULL, 0);
 }
 
 /* Ids of buffers sent earlier that have died, for the peer to forget. */
@@ -1517,6 +1519,8 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
   gboolean with_fd[TB_WIRE_MAX_BUFFERS];
   size_t n = tb_tensor_collect_buffers(tensor, buffers);
+  if (!tb_wire_check_kinds(channel->version, buffers, n, error))
+    return FALSE;
 
   g_mutex_lock(&channel->lock);
   for (size_t i = 0; i < n; i++)

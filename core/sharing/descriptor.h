@@ -28,7 +28,17 @@
  *      ignores it. Tags:
  *        1  u32 (little-endian) on a tensor message: the layout id under
  *           which the receiver caches this message's layout (version 3).
- *   3  the steady state goes through a shared-memory ring per direction
+ *   3  - a buffer entry says its memory kind and where it lies:
+ *      (i fd index, t id, y memory, u device, t bytes). `memory` is a
+ *      tb_memory value: SHM, DMA or FILE (the fd must be of that kind;
+ *      device 0), CUDA (a CUDA shareable fd, mapped on CUDA device
+ *      `device`) or CUDA_HOST (a memfd, registered with CUDA device
+ *      `device`); `bytes` is the buffer's size, which the fd must hold (a
+ *      CUDA fd does not tell its size: the receiver maps that many). Not an
+ *      extension, which an older reader would skip and then import a CUDA
+ *      fd as shared memory; a reader refuses a kind it does not know.
+ *      Entries that name a cached buffer must name its kind.
+ *      - the steady state goes through a shared-memory ring per direction
  *      (sharing/ring.h), whose memfd each side sends with its hello: a
  *      tensor whose buffer and layout the peer holds is one ring record
  *      (buffer id, lease, layout id); anything else is a tensor message on
@@ -39,14 +49,18 @@
  *      a message that names another is refused. */
 #define TB_WIRE_VERSION_MIN 1u
 #define TB_WIRE_VERSION_MAX 3u
+/* The first version whose buffer entries say their memory kind. */
+#define TB_WIRE_VERSION_KINDS 3u
 /* The first version with rings and layout ids. */
 #define TB_WIRE_VERSION_RING 3u
 /* Extension tags of tensor messages (version 2 on). */
 #define TB_WIRE_TAG_LAYOUT_ID 1u
 /* The version of descriptions made for the caller's own transport
- * (tb_tensor_export), which has no hello: the oldest, which every release
- * reads. */
-#define TB_WIRE_VERSION TB_WIRE_VERSION_MIN
+ * (tb_tensor_export), which has no hello: the oldest that can say every
+ * buffer's kind. That is TB_WIRE_VERSION_MIN, which every release reads,
+ * for host memory (the fd says what it is), and TB_WIRE_VERSION_KINDS as
+ * soon as a buffer is CUDA or CUDA_HOST memory. */
+uint32_t tb_wire_export_version(tb_buffer *const *buffers, size_t nbuffers);
 /* Largest message accepted; a descriptor is a few hundred bytes. */
 #define TB_WIRE_MAX_BYTES 65536u
 /* Most buffers (and so fds) a tensor message names: one per image plane. */
@@ -72,6 +86,11 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
                          const uint64_t *forget, size_t nforget);
+/* Refuses buffers that a message of `version` cannot describe: CUDA memory
+ * before TB_WIRE_VERSION_KINDS (a CUDA_HOST buffer then goes as the memfd
+ * it is, and arrives as SHM). TB_ERR_UNSUPPORTED naming the version. */
+gboolean tb_wire_check_kinds(uint32_t version, tb_buffer *const *buffers,
+                             size_t nbuffers, GError **error);
 GVariant *tb_wire_fence(uint32_t version);
 GVariant *tb_wire_release(uint32_t version, uint64_t lease);
 GVariant *tb_wire_doorbell(uint32_t version);

@@ -249,6 +249,10 @@ static void forger_push(Forger *f, uint64_t token, uint32_t generation,
   assert_true(tb_ring_push(f->tx, &record, 0, &error));
 }
 
+/* The forged message's buffer in version 3: fd 0, id 7, SHM, device 0,
+ * 4096 bytes. */
+#define V3_BUFFER "@a(ityut) [(0, 7, 2, 0, 4096)]"
+
 /* The forger's valid tensor message (buffer 7, u32 16x4, a memfd),
  * announced on the ring, under layout id `layout`. */
 static void forger_send_tensor(Forger *f, uint32_t layout) {
@@ -256,6 +260,7 @@ static void forger_send_tensor(Forger *f, uint32_t layout) {
       "[(uint16 %u, [byte %u, %u, %u, %u])]", TB_WIRE_TAG_LAYOUT_ID,
       layout & 0xff, (layout >> 8) & 0xff, (layout >> 16) & 0xff, layout >> 24);
   const tb_forge_edit edits[] = {{TB_FORGE_VERSION, "uint32 3"},
+                                 {TB_FORGE_BUFFERS, V3_BUFFER},
                                  {TB_FORGE_FIELDS, extension}};
   g_autoptr(GBytes) message = tb_forge_tensor(edits, G_N_ELEMENTS(edits));
   int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
@@ -374,6 +379,7 @@ static void unannounced_message_is_refused(void **state) {
   Forger f;
   tb_channel *channel = forger_connect(&f);
   const tb_forge_edit edits[] = {{TB_FORGE_VERSION, "uint32 3"},
+                                 {TB_FORGE_BUFFERS, V3_BUFFER},
                                  {TB_FORGE_FIELDS, "@a(qay) []"}};
   g_autoptr(GBytes) message = tb_forge_tensor(edits, G_N_ELEMENTS(edits));
   int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
