@@ -1655,13 +1655,15 @@ static unsigned pop_releases(tb_channel *channel) {
   unsigned took = 0;
   TbRingRecord record;
   GError *ring_error = NULL;
-  while (tb_ring_pop(channel->tx, &record, 0, &ring_error)) {
+  /* Asked first: an empty ring is the common case, and costs no error. */
+  while (tb_ring_ready(channel->tx, FALSE) &&
+         tb_ring_pop(channel->tx, &record, 0, &ring_error)) {
     give_back_lease(channel, record.generation);
     took++;
   }
-  if (ring_error->code == TB_ERR_PROTOCOL)
+  if (ring_error != NULL && ring_error->code == TB_ERR_PROTOCOL)
     break_channel(channel);
-  g_error_free(ring_error);
+  g_clear_error(&ring_error);
   return took;
 }
 
@@ -1672,7 +1674,7 @@ static unsigned serve_ring_releases(tb_channel *channel, TbServe how) {
   if (channel->tx == NULL || !g_mutex_trylock(&channel->serve_lock))
     return 0;
   unsigned took = pop_releases(channel);
-  if (took == 0 && how == SERVE_WAIT && tb_ring_spin(channel->tx))
+  if (took == 0 && how == SERVE_WAIT && tb_ring_ready(channel->tx, TRUE))
     took = pop_releases(channel);
   if (took == 0 && how == SERVE_WAIT && !tb_ring_arm(channel->tx))
     took = pop_releases(channel);

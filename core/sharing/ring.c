@@ -600,12 +600,12 @@ gboolean tb_ring_pop(TbRing *ring, TbRingRecord *out, int64_t deadline,
   }
 }
 
-gboolean tb_ring_spin(TbRing *ring) {
+gboolean tb_ring_ready(TbRing *ring, gboolean spin) {
   if (atomic_load(&ring->dead) || peer_closed(ring))
     return TRUE;
   GError *scribbled = NULL;
   int64_t found = records_waiting(ring, &scribbled);
-  if (found == 0)
+  if (found == 0 && spin)
     found = spin_for(ring, records_waiting, TB_RING_FOREVER, &scribbled);
   g_clear_error(&scribbled); /* the pop that follows reports it */
   return found != 0 || peer_closed(ring);

@@ -125,12 +125,12 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
 gboolean tb_ring_pop(TbRing *ring, TbRingRecord *out, int64_t deadline,
                      GError **error);
 
-/* Polls for a record to pop for a few microseconds (where this process may
- * run on more than one CPU; else not at all), making no system call: TRUE
- * if a pop would not wait (a record, a close or a scribble). For a caller
- * about to sleep elsewhere (poll), so that a peer that is running costs
- * neither side a wake-up. */
-gboolean tb_ring_spin(TbRing *ring);
+/* Whether a pop would not wait (a record, a close or a scribble: the pop
+ * says which), making no system call and no error. With `spin`, polls for
+ * a few microseconds first (where this process may run on more than one
+ * CPU): for a caller about to sleep elsewhere (poll), so that a peer that
+ * is running costs neither side a wake-up. Consumer side. */
+gboolean tb_ring_ready(TbRing *ring, gboolean spin);
 
 /* Event loops: after this, publishing to a peer that armed itself sends the
  * `size` bytes of `message` (1..16) on the socket `fd` with MSG_DONTWAIT
