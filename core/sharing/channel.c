@@ -1,9 +1,11 @@
 /* Channels: tensors, fences and releases over a Unix seqpacket socket.
  *
- * Sender state: the ids of buffers already sent (so a recycled buffer goes
- * without fd), and the leases of pooled tensors the peer still holds, by
- * token. Receiver state: the buffers received, by the sender's id (so a
- * recycled buffer is not mapped again).
+ * Sender state: a mirror of the buffers the peer holds (so a recycled
+ * buffer goes without fd, and the peer is told what to forget before it
+ * passes its limits: sharing/peer_cache.h), and the leases of pooled
+ * tensors the peer still holds, by token. Receiver state: the buffers
+ * received, by the sender's id (so a recycled buffer is not mapped again),
+ * bounded by the limits this side stated in its hello.
  *
  * Nothing is read ahead: the socket is the only queue. One thread at a time
  * reads it (the reader); it peeks at the next message's kind and takes it
@@ -15,6 +17,7 @@
  * a message waits, and a peer that floods us only fills its socket. */
 #include "sharing/channel.h"
 #include "sharing/hello.h"
+#include "sharing/peer_cache.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,12 +52,17 @@ struct tb_channel {
   uint64_t taken;               /* messages taken so far: the head changed */
   uint64_t releases_blocked_at; /* `taken` when a pool's serve found a
                                    message that is not a release at the head */
-  GHashTable *sent;   /* our buffer id -> GINT_TO_POINTER(1 rw, 2 ro) */
-  GHashTable *cache;  /* sender's buffer id -> tb_buffer */
+  GMutex send_lock;      /* one send at a time: plans, sends, commits */
+  TbPeerMirror *mirror;  /* what the peer holds (`lock`); from the hello */
+  TbPeerCache *cache;    /* what we hold of the peer's (`lock`) */
+  GPtrArray *acks_out;   /* ack messages a receive could not send at once
+                            (`lock`) */
+  GError *failure;       /* why the channel was closed on our side (`lock`) */
   GHashTable *leases; /* token -> TbLease held for the peer */
   uint64_t next_token;
   GPtrArray *pools;     /* pools that watch us (strong) */
   atomic_bool hung_up;  /* the peer has gone: nothing more will arrive */
+  atomic_bool failed;   /* `failure` is set */
   GArray *releases_out; /* tokens a drop could not send at once (`lock`) */
   struct ucred peer;    /* SO_PEERCRED at connect; -1s where none */
   /* The hello: a dialed or adopted channel reads its peer's hello in its
@@ -67,12 +75,15 @@ struct tb_channel {
   gint64 hello_deadline; /* monotonic, µs */
   GError *hello_error;   /* why the hello failed, for every later call */
   uint32_t version;      /* the protocol version both speak */
+  TbHello hello;         /* ours: the limits we keep */
   TbHello peer_hello;
 };
 
 /* Releases waiting for room in the socket; past this a release is dropped
  * (a peer that reads nothing gets nothing back). */
 #define TB_CHANNEL_MAX_RELEASES 4096
+/* Acknowledgements likewise: one dropped costs the peer an fd sent again. */
+#define TB_CHANNEL_MAX_ACKS 1024
 
 /* A received pooled tensor: dropping it sends the release back. */
 typedef struct TbRemoteLease {
@@ -91,17 +102,27 @@ static void message_free(TbMessage *message) {
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TbMessage, message_free)
 
-static tb_channel *channel_wrap(int fd) {
+/* What this side states in its hello: every version it speaks, and the
+ * limits of its cache of the peer's buffers. */
+static TbHello hello_of(const tb_channel_options *opts) {
+  return (TbHello){.min_version = TB_WIRE_VERSION_MIN,
+                   .max_version = TB_WIRE_VERSION_MAX,
+                   .max_buffers = opts->max_buffers,
+                   .max_bytes = opts->max_mapped_bytes};
+}
+
+static tb_channel *channel_wrap(int fd, const TbHello *hello) {
   tb_channel *channel = g_new0(tb_channel, 1);
   atomic_init(&channel->refs, 1);
   channel->fd = fd;
   g_mutex_init(&channel->lock);
   g_cond_init(&channel->changed);
+  g_mutex_init(&channel->send_lock);
   channel->releases_blocked_at = G_MAXUINT64;
-  channel->sent =
-      g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-  channel->cache = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
-                                         (GDestroyNotify)tb_buffer_unref);
+  channel->hello = *hello;
+  channel->cache = tb_peer_cache_new(hello->max_buffers, hello->max_bytes);
+  channel->acks_out = g_ptr_array_new_with_free_func(
+      (GDestroyNotify)g_variant_unref);
   channel->leases = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
                                           (GDestroyNotify)tb_lease_drop);
   channel->next_token = 1;
@@ -152,10 +173,13 @@ void tb_channel_unref(tb_channel *channel) {
     tb_pool_unwatch(channel->pools->pdata[i], channel);
   g_hash_table_unref(channel->leases);
   g_ptr_array_unref(channel->pools);
-  g_hash_table_unref(channel->sent);
-  g_hash_table_unref(channel->cache);
+  tb_peer_mirror_free(channel->mirror);
+  tb_peer_cache_free(channel->cache);
+  g_ptr_array_unref(channel->acks_out);
+  g_clear_error(&channel->failure);
   g_array_unref(channel->releases_out);
   close(channel->fd);
+  g_mutex_clear(&channel->send_lock);
   g_mutex_clear(&channel->lock);
   g_cond_clear(&channel->changed);
   g_mutex_clear(&channel->hello_lock);
@@ -225,14 +249,9 @@ static gboolean wait_readable(int fd, int timeout_ms, const char *what,
   return TRUE;
 }
 
-/* What this side states in its hello. The cache limits are 0 (none) while
- * the receiver's caches have no bound. */
-static const TbHello our_hello = {.min_version = TB_WIRE_VERSION_MIN,
-                                  .max_version = TB_WIRE_VERSION_MAX};
-
-static gboolean send_hello(int fd, GError **error) {
+static gboolean send_hello(int fd, const TbHello *hello, GError **error) {
   uint8_t bytes[TB_HELLO_FIXED_BYTES];
-  size_t length = tb_hello_write(&our_hello, bytes);
+  size_t length = tb_hello_write(hello, bytes);
   ssize_t sent;
   do /* a new connection has room: never waits */
     sent = send(fd, bytes, length, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -249,8 +268,8 @@ static gboolean send_hello(int fd, GError **error) {
 
 /* Reads the peer's hello by `deadline` and agrees on a version. Fds that
  * come with it are closed. */
-static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
-                           uint32_t *version, GError **error) {
+static gboolean read_hello(int fd, gint64 deadline, const TbHello *ours,
+                           TbHello *peer, uint32_t *version, GError **error) {
   if (!wait_readable(fd, ms_until(deadline), "hello from the peer", error))
     return FALSE;
   uint8_t bytes[TB_HELLO_MAX_BYTES];
@@ -292,42 +311,68 @@ static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
     return FALSE;
   }
   return tb_hello_parse(bytes, (size_t)received, peer, error) &&
-         tb_hello_agree(&our_hello, peer, version, error);
+         tb_hello_agree(ours, peer, version, error);
 }
 
+/* The peer's hello is read: from now on the mirror of its cache follows
+ * the limits it stated, with acknowledgements from the version on that
+ * has them. */
 static void set_greeted(tb_channel *channel, const TbHello *peer,
                         uint32_t version) {
   channel->peer_hello = *peer;
   channel->version = version;
+  channel->mirror = tb_peer_mirror_new(version >= TB_WIRE_VERSION_ACKS,
+                                       peer->max_buffers, peer->max_bytes);
   atomic_store(&channel->greeted, true);
 }
 
 /* Sends our hello and reads the peer's by `deadline`: the channel, or
  * NULL with `fd` closed. */
-static tb_channel *greet_now(int fd, gint64 deadline, GError **error) {
+static tb_channel *greet_now(int fd, const TbHello *hello, gint64 deadline,
+                             GError **error) {
   TbHello peer;
   uint32_t version;
-  if (!send_hello(fd, error) ||
-      !read_hello(fd, deadline, &peer, &version, error)) {
+  if (!send_hello(fd, hello, error) ||
+      !read_hello(fd, deadline, hello, &peer, &version, error)) {
     close(fd);
     return NULL;
   }
-  tb_channel *channel = channel_wrap(fd);
+  tb_channel *channel = channel_wrap(fd, hello);
   set_greeted(channel, &peer, version);
   return channel;
 }
 
 /* Sends our hello; the peer's is read by the channel's first operation. */
-static tb_channel *greet_later(int fd, GError **error) {
-  if (!send_hello(fd, error)) {
+static tb_channel *greet_later(int fd, const TbHello *hello, GError **error) {
+  if (!send_hello(fd, hello, error)) {
     close(fd);
     return NULL;
   }
-  tb_channel *channel = channel_wrap(fd);
+  tb_channel *channel = channel_wrap(fd, hello);
   channel->hello_deadline =
       g_get_monotonic_time() +
       (gint64)TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
   return channel;
+}
+
+/* FALSE with the error that closed the channel on our side. */
+static gboolean channel_failure(tb_channel *channel, GError **error) {
+  g_mutex_lock(&channel->lock);
+  if (error != NULL && *error == NULL)
+    *error = g_error_copy(channel->failure);
+  g_mutex_unlock(&channel->lock);
+  return FALSE;
+}
+
+/* Closes the channel on our side because of what the peer sent: every
+ * later call fails with `why`, and the peer sees the channel closed. */
+static void channel_fail(tb_channel *channel, const GError *why) {
+  g_mutex_lock(&channel->lock);
+  if (channel->failure == NULL)
+    channel->failure = g_error_copy(why);
+  g_mutex_unlock(&channel->lock);
+  atomic_store(&channel->failed, true);
+  shutdown(channel->fd, SHUT_RDWR);
 }
 
 /* Makes sure the peer's hello has been read, waiting up to timeout_ms
@@ -338,7 +383,7 @@ static tb_channel *greet_later(int fd, GError **error) {
 static gboolean await_hello(tb_channel *channel, int timeout_ms,
                             GError **error) {
   if (atomic_load(&channel->greeted))
-    return TRUE;
+    return !atomic_load(&channel->failed) || channel_failure(channel, error);
   gint64 deadline = channel->hello_deadline;
   if (timeout_ms >= 0)
     deadline = MIN(deadline, g_get_monotonic_time() +
@@ -361,7 +406,8 @@ static gboolean await_hello(tb_channel *channel, int timeout_ms,
     g_mutex_unlock(&channel->hello_lock);
     TbHello peer;
     uint32_t version;
-    greeted = read_hello(channel->fd, deadline, &peer, &version, &failure);
+    greeted = read_hello(channel->fd, deadline, &channel->hello, &peer,
+                         &version, &failure);
     g_mutex_lock(&channel->hello_lock);
     if (greeted)
       set_greeted(channel, &peer, version);
@@ -377,37 +423,106 @@ static gboolean await_hello(tb_channel *channel, int timeout_ms,
   return greeted;
 }
 
-gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
+/* The end of each options struct version's last field (as
+ * tb_alloc_options_sizes). */
+#define TB_CHANNEL_OPTIONS_END(field)                                          \
+  (offsetof(tb_channel_options, field) +                                       \
+   sizeof(((tb_channel_options *)0)->field))
+static const size_t tb_channel_options_sizes[] = {
+    [1] = TB_CHANNEL_OPTIONS_END(max_mapped_bytes),
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(tb_channel_options_sizes) ==
+                TB_CHANNEL_OPTIONS_VERSION + 1);
+G_STATIC_ASSERT(TB_CHANNEL_OPTIONS_END(max_mapped_bytes) ==
+                sizeof(tb_channel_options));
+
+size_t tb_channel_options_size(uint32_t version) {
+  return version < G_N_ELEMENTS(tb_channel_options_sizes)
+             ? tb_channel_options_sizes[version]
+             : 0;
+}
+
+/* The most a channel may be told to keep: more buffers than a process may
+ * have fds (the kernel's ceiling on RLIMIT_NOFILE), more bytes than a
+ * process's address space (47 bits on x86-64), are no limit at all. */
+#define TB_CHANNEL_MAX_MAX_BUFFERS (1u << 20)
+#define TB_CHANNEL_MAX_MAX_MAPPED_BYTES (UINT64_C(1) << 47)
+
+gboolean tb_channel_options_read(tb_channel_options *out,
+                                 const tb_channel_options *opts,
+                                 const char *name, GError **error) {
+  static const tb_channel_options defaults = TB_CHANNEL_OPTIONS_INIT;
+  *out = defaults;
+  if (opts == NULL)
+    return TRUE;
+  size_t size = tb_channel_options_size(opts->version);
+  if (size == 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_VERSION,
+                "%s->version is %u; this library knows versions 1 to %u", name,
+                opts->version, TB_CHANNEL_OPTIONS_VERSION);
+    return FALSE;
+  }
+  memcpy(out, opts, size);
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  if (out->max_buffers == 0 || out->max_buffers > TB_CHANNEL_MAX_MAX_BUFFERS)
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "%s->max_buffers is %u; 1 to %u", name, out->max_buffers,
+                TB_CHANNEL_MAX_MAX_BUFFERS);
+  else if (out->max_mapped_bytes == 0 || out->max_mapped_bytes % page != 0 ||
+           out->max_mapped_bytes > TB_CHANNEL_MAX_MAX_MAPPED_BYTES)
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "%s->max_mapped_bytes is %" G_GUINT64_FORMAT
+                "; a whole number of %" G_GUINT64_FORMAT
+                "-byte pages, at least one and at most %" G_GUINT64_FORMAT,
+                name, out->max_mapped_bytes, page,
+                TB_CHANNEL_MAX_MAX_MAPPED_BYTES);
+  else
+    return TRUE;
+  return FALSE;
+}
+
+gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b,
+                              const tb_channel_options *caller_opts,
+                              GError **error) {
+  tb_channel_options opts;
+  if (!tb_channel_options_read(&opts, caller_opts, "opts", error))
+    return FALSE;
+  TbHello hello = hello_of(&opts);
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "socketpair");
     return FALSE;
   }
   /* Both hellos are sent before either is read: nothing waits. */
-  if (!send_hello(fds[1], error)) {
+  if (!send_hello(fds[1], &hello, error)) {
     close(fds[0]);
     close(fds[1]);
     return FALSE;
   }
   gint64 now = g_get_monotonic_time();
-  *a = greet_now(fds[0], now, error);
+  *a = greet_now(fds[0], &hello, now, error);
   if (*a == NULL) {
     close(fds[1]);
     return FALSE;
   }
   TbHello peer;
   uint32_t version;
-  if (!read_hello(fds[1], now, &peer, &version, error)) {
+  if (!read_hello(fds[1], now, &hello, &peer, &version, error)) {
     g_clear_pointer(a, tb_channel_unref);
     close(fds[1]);
     return FALSE;
   }
-  *b = channel_wrap(fds[1]);
+  *b = channel_wrap(fds[1], &hello);
   set_greeted(*b, &peer, version);
   return TRUE;
 }
 
-tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
+tb_channel *tb_channel_adopt_fd(int fd, const tb_channel_options *caller_opts,
+                                GError **error) {
+  tb_channel_options opts;
+  if (!tb_channel_options_read(&opts, caller_opts, "opts", error))
+    return NULL;
+  TbHello hello = hello_of(&opts);
   int type = 0, domain = 0;
   socklen_t length = sizeof type;
   gboolean is_socket =
@@ -424,7 +539,7 @@ tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "dup of fd %d", fd);
     return NULL;
   }
-  return greet_later(own, error);
+  return greet_later(own, &hello, error);
 }
 
 struct tb_listener {
@@ -432,6 +547,7 @@ struct tb_listener {
   char *path;   /* the file to remove, or NULL for abstract names */
   GArray *uids; /* uid_t allowed to connect; NULL: any */
   int hello_timeout_ms;
+  TbHello hello; /* of the channels it accepts */
 };
 
 static gboolean socket_address(const char *path, struct sockaddr_un *address,
@@ -458,9 +574,10 @@ static gboolean socket_address(const char *path, struct sockaddr_un *address,
 #define TB_LISTENER_OPTIONS_END(field)                                         \
   (offsetof(tb_listener_options, field) +                                      \
    sizeof(((tb_listener_options *)0)->field))
-#define TB_LISTENER_OPTIONS_LAST hello_timeout_ms
+#define TB_LISTENER_OPTIONS_LAST channel_options
 static const size_t tb_listener_options_sizes[] = {
     [1] = TB_LISTENER_OPTIONS_END(hello_timeout_ms),
+    [2] = TB_LISTENER_OPTIONS_END(channel_options),
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(tb_listener_options_sizes) ==
                 TB_LISTENER_OPTIONS_VERSION + 1);
@@ -476,8 +593,10 @@ size_t tb_listener_options_size(uint32_t version) {
              : 0;
 }
 
-/* The caller's options over the defaults, checked. */
+/* The caller's options over the defaults, checked; *channel gets the
+ * accepted channels' options. */
 static gboolean read_listener_options(tb_listener_options *out,
+                                      tb_channel_options *channel,
                                       const tb_listener_options *opts,
                                       GError **error) {
   static const tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
@@ -507,16 +626,18 @@ static gboolean read_listener_options(tb_listener_options *out,
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT, "%s", bad);
     return FALSE;
   }
-  return TRUE;
+  return tb_channel_options_read(channel, out->channel_options,
+                                 "opts->channel_options", error);
 }
 
 tb_listener *tb_listener_open(const char *path,
                               const tb_listener_options *caller_opts,
                               GError **error) {
   tb_listener_options opts;
+  tb_channel_options channel_opts;
   struct sockaddr_un address;
   socklen_t length;
-  if (!read_listener_options(&opts, caller_opts, error) ||
+  if (!read_listener_options(&opts, &channel_opts, caller_opts, error) ||
       !socket_address(path, &address, &length, error))
     return NULL;
   int fd = seqpacket_socket(error);
@@ -543,6 +664,7 @@ tb_listener *tb_listener_open(const char *path,
   listener->fd = fd;
   listener->path = path[0] == '@' ? NULL : g_strdup(path);
   listener->hello_timeout_ms = opts.hello_timeout_ms;
+  listener->hello = hello_of(&channel_opts);
   if (!(opts.flags & TB_LISTENER_ANY_UID)) {
     listener->uids = g_array_new(FALSE, FALSE, sizeof(uid_t));
     uid_t own = geteuid();
@@ -605,7 +727,7 @@ tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
     gint64 hello_deadline = MIN(
         deadline, g_get_monotonic_time() + (gint64)listener->hello_timeout_ms *
                                                G_TIME_SPAN_MILLISECOND);
-    return greet_now(fd, hello_deadline, error);
+    return greet_now(fd, &listener->hello, hello_deadline, error);
   }
 }
 
@@ -626,11 +748,16 @@ void tb_listener_free(tb_listener *listener) {
   tb_live_add(-1);
 }
 
-tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
+tb_channel *tb_channel_dial(const char *path, int timeout_ms,
+                            const tb_channel_options *caller_opts,
+                            GError **error) {
+  tb_channel_options opts;
   struct sockaddr_un address;
   socklen_t length;
-  if (!socket_address(path, &address, &length, error))
+  if (!tb_channel_options_read(&opts, caller_opts, "opts", error) ||
+      !socket_address(path, &address, &length, error))
     return NULL;
+  TbHello hello = hello_of(&opts);
   gint64 deadline =
       g_get_monotonic_time() + (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
   for (;;) {
@@ -638,7 +765,7 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
     if (fd < 0)
       return NULL;
     if (connect(fd, (struct sockaddr *)&address, length) == 0)
-      return greet_later(fd, error);
+      return greet_later(fd, &hello, error);
     int errnum = errno;
     close(fd);
     /* A listener that does not exist yet may be starting up: retry. */
@@ -655,6 +782,16 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
     }
     g_usleep(2 * G_TIME_SPAN_MILLISECOND);
   }
+}
+
+gboolean tb_channel_agreed(tb_channel *channel, uint32_t *version,
+                           TbHello *own, TbHello *peer, GError **error) {
+  if (!await_hello(channel, -1, error))
+    return FALSE;
+  *version = channel->version;
+  *own = channel->hello;
+  *peer = channel->peer_hello;
+  return TRUE;
 }
 
 gboolean tb_channel_peer(const tb_channel *channel, int64_t *pid, int64_t *uid,
@@ -727,6 +864,18 @@ static void note_hang_up(tb_channel *channel, GError **error) {
   drop_peer_leases(channel);
 }
 
+/* Whether this process has no fd free: then the kernel drops the fds of
+ * a message it delivers (MSG_CTRUNC), and the sender, not having our ack,
+ * sends them again with the buffers' next message. */
+static gboolean out_of_fds(int fd) {
+  int probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (probe >= 0) {
+    close(probe);
+    return FALSE;
+  }
+  return errno == EMFILE;
+}
+
 /* Reads the message at the head of the socket (the caller is the reader
  * and has peeked at it). Every fd that arrives is owned by the message (and
  * closed with it), whatever else is wrong with it. */
@@ -772,6 +921,12 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
                 "the peer sent an empty message");
     return NULL;
   }
+  if ((msg.msg_flags & MSG_CTRUNC) && out_of_fds(channel->fd)) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, EMFILE,
+                        "receiving a message's fds (the kernel dropped "
+                        "them: no fd is free)");
+    return NULL;
+  }
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "a message over %u bytes or %d fds was refused",
@@ -784,8 +939,27 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
 }
 
 static void flush_releases(tb_channel *channel);
+static void send_acks(tb_channel *channel, GVariant *ack);
+
+/* An ack: the peer imported buffers it now holds. A malformed one (from a
+ * hostile peer) is ignored: its buffers' fds go again. */
+static void handle_ack(tb_channel *channel, TbMessage *message) {
+  uint64_t serial;
+  TbWireAck acks[TB_WIRE_MAX_BUFFERS];
+  size_t n;
+  if (!tb_wire_ack_read(message->body, &serial, acks, &n))
+    return;
+  g_mutex_lock(&channel->lock);
+  for (size_t i = 0; i < n; i++)
+    tb_peer_mirror_ack(channel->mirror, serial, acks[i].id, acks[i].bytes);
+  g_mutex_unlock(&channel->lock);
+}
 
 static void handle_release(tb_channel *channel, TbMessage *message) {
+  if (message->kind == TB_WIRE_ACK) {
+    handle_ack(channel, message);
+    return;
+  }
   uint64_t key = tb_wire_lease(message->body);
   g_mutex_lock(&channel->lock);
   gpointer stolen_key = NULL, lease = NULL;
@@ -820,6 +994,8 @@ static int peek_head(tb_channel *channel) {
   if (n < (ssize_t)sizeof header)
     return HEAD_UNREADABLE;
   switch (header[4]) {
+  case TB_WIRE_ACK:
+    return TB_WIRE_RELEASE; /* taken, and applied, as releases are */
   case TB_WIRE_TENSOR:
   case TB_WIRE_FENCE:
   case TB_WIRE_RELEASE:
@@ -835,7 +1011,8 @@ static int wait_head(tb_channel *channel, gint64 deadline) {
   return poll_until(&p, 1, deadline) > 0 ? peek_head(channel) : HEAD_NOTHING;
 }
 
-/* Takes the release at the head and gives its lease back. */
+/* Takes the release at the head and gives its lease back (or the ack, and
+ * applies it). */
 static gboolean take_release(tb_channel *channel, GError **error) {
   g_autoptr(TbMessage) message = read_message(channel, error);
   if (message != NULL)
@@ -955,6 +1132,20 @@ static unsigned serve_one(tb_channel *channel, gboolean *blocked) {
   return took;
 }
 
+/* Serves a channel whose reader we are (if `ready`: something waits), then
+ * lets the next reader in. */
+static void serve_claimed(tb_channel *channel, gboolean ready) {
+  gboolean blocked = FALSE;
+  unsigned took = ready ? serve_one(channel, &blocked) : 0;
+  g_mutex_lock(&channel->lock);
+  channel->reading = FALSE;
+  channel->taken += took;
+  if (blocked)
+    channel->releases_blocked_at = channel->taken;
+  g_cond_broadcast(&channel->changed);
+  g_mutex_unlock(&channel->lock);
+}
+
 gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
                                    gint64 deadline) {
   g_autofree struct pollfd *fds = g_new0(struct pollfd, MAX(n, 1));
@@ -980,20 +1171,22 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
   if (count == 0)
     return FALSE;
   gboolean ready = poll_until(fds, count, deadline) > 0;
-  for (nfds_t i = 0; i < count; i++) {
-    tb_channel *channel = claimed[i];
-    gboolean blocked = FALSE;
-    unsigned took =
-        ready && fds[i].revents != 0 ? serve_one(channel, &blocked) : 0;
-    g_mutex_lock(&channel->lock);
-    channel->reading = FALSE;
-    channel->taken += took;
-    if (blocked)
-      channel->releases_blocked_at = channel->taken;
-    g_cond_broadcast(&channel->changed);
-    g_mutex_unlock(&channel->lock);
-  }
+  for (nfds_t i = 0; i < count; i++)
+    serve_claimed(claimed[i], ready && fds[i].revents != 0);
   return TRUE;
+}
+
+/* A sender that waits for acks takes the releases and acks at the head
+ * of the channel, unless another thread reads it. Never waits. */
+static void take_acks(tb_channel *channel) {
+  g_mutex_lock(&channel->lock);
+  gboolean free_to_read =
+      !channel->reading && channel->taken != channel->releases_blocked_at;
+  if (free_to_read)
+    channel->reading = TRUE;
+  g_mutex_unlock(&channel->lock);
+  if (free_to_read)
+    serve_claimed(channel, TRUE);
 }
 
 /* ---- tensors ------------------------------------------------------------ */
@@ -1093,26 +1286,40 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
   return tb_wire_tensor(TB_WIRE_VERSION, tensor, buffers, fd_index, n,
-                        read_only, 0, NULL, 0);
+                        read_only, 0, NULL, 0, 0);
 }
 
-/* Ids of buffers sent earlier that have died, for the peer to forget. */
-static GArray *collect_dead(tb_channel *channel) {
-  GArray *dead = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-  GHashTableIter iter;
-  gpointer key;
-  g_hash_table_iter_init(&iter, channel->sent);
-  while (g_hash_table_iter_next(&iter, &key, NULL)) {
-    if (!tb_buffer_alive(*(uint64_t *)key)) {
-      g_array_append_val(dead, *(uint64_t *)key);
-      g_hash_table_iter_remove(&iter);
-    }
+gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
+                               gboolean read_only) {
+  g_mutex_lock(&channel->lock);
+  gboolean held = tb_peer_mirror_holds(channel->mirror, id, read_only);
+  g_mutex_unlock(&channel->lock);
+  return held;
+}
+
+/* Plans a tensor message's effect on the peer's cache (the caller holds
+ * `send_lock` until it commits or drops the plan): which buffers go with
+ * their fd, and what the peer forgets first. */
+static gboolean plan_buffers(tb_channel *channel, tb_buffer *const *buffers,
+                             size_t n, gboolean read_only, TbMirrorPlan *plan,
+                             GError **error) {
+  /* Acknowledgements that have come make their buffers go without fd. */
+  g_mutex_lock(&channel->lock);
+  gboolean awaiting = tb_peer_mirror_awaits_acks(channel->mirror);
+  g_mutex_unlock(&channel->lock);
+  if (awaiting)
+    take_acks(channel);
+  uint64_t ids[TB_WIRE_MAX_BUFFERS], bytes[TB_WIRE_MAX_BUFFERS];
+  for (size_t i = 0; i < n; i++) {
+    ids[i] = buffers[i]->id;
+    bytes[i] = tb_peer_mapped_bytes(buffers[i]->size);
   }
-  return dead;
+  g_mutex_lock(&channel->lock);
+  gboolean planned = tb_peer_mirror_plan(channel->mirror, ids, bytes, n,
+                                         read_only, plan, error);
+  g_mutex_unlock(&channel->lock);
+  return planned;
 }
-
-/* What a sent-table entry says about a buffer the peer holds. */
-enum { SENT_NEVER = 0, SENT_WRITABLE = 1, SENT_READ_ONLY = 2 };
 
 gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error) {
@@ -1121,28 +1328,25 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
   flush_releases(channel);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
-  gboolean with_fd[TB_WIRE_MAX_BUFFERS];
   int32_t fd_index[TB_WIRE_MAX_BUFFERS];
   int fds[TB_WIRE_MAX_BUFFERS];
   size_t nfds, n = tb_tensor_collect_buffers(tensor, buffers);
 
-  g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < n; i++) {
-    int state =
-        GPOINTER_TO_INT(g_hash_table_lookup(channel->sent, &buffers[i]->id));
-    /* The fd goes the first time, and again when a share turns read-only
-     * (the peer's old mapping could write). */
-    with_fd[i] = state == SENT_NEVER || (read_only && state == SENT_WRITABLE);
+  g_mutex_lock(&channel->send_lock);
+  g_auto(TbMirrorPlan) plan = {0};
+  if (!plan_buffers(channel, buffers, n, read_only, &plan, error) ||
+      !attach_fds(buffers, plan.with_fd, n, read_only, fd_index, fds, &nfds,
+                  error)) {
+    g_mutex_unlock(&channel->send_lock);
+    return FALSE;
   }
-  g_autoptr(GArray) forget = collect_dead(channel);
+  g_mutex_lock(&channel->lock);
   uint64_t token = tensor->lease != NULL ? channel->next_token++ : 0;
   g_mutex_unlock(&channel->lock);
-
-  if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
-    return FALSE;
   GVariant *message = tb_wire_tensor(
       channel->version, tensor, buffers, fd_index, n, read_only, token,
-      (const uint64_t *)(void *)forget->data, forget->len);
+      (const uint64_t *)(void *)plan.forget->data, plan.forget->len,
+      plan.serial);
   if (token != 0) { /* held before sending: the release may come at once */
     g_mutex_lock(&channel->lock);
     g_hash_table_insert(channel->leases, id_key(token),
@@ -1154,11 +1358,9 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
     close(fds[i]);
 
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; sent && i < n; i++)
-    if (with_fd[i])
-      g_hash_table_insert(
-          channel->sent, id_key(buffers[i]->id),
-          GINT_TO_POINTER(read_only ? SENT_READ_ONLY : SENT_WRITABLE));
+  if (sent)
+    tb_peer_mirror_commit(channel->mirror, &plan);
+  g_mutex_unlock(&channel->send_lock);
   if (!sent && token != 0)
     g_hash_table_remove(channel->leases, &token);
   tb_pool *pool = tensor->lease != NULL ? tensor->lease->pool : NULL;
@@ -1172,16 +1374,22 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
   return sent;
 }
 
-static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
+static tb_buffer *cache_lookup(void *data, uint64_t sender_id,
+                               gboolean with_fd, gboolean read_only,
+                               GError **error) {
   tb_channel *channel = data;
   g_mutex_lock(&channel->lock);
-  tb_buffer *buffer =
-      tb_buffer_ref(g_hash_table_lookup(channel->cache, &sender_id));
+  tb_buffer *buffer = tb_peer_cache_lookup(channel->cache, sender_id);
   g_mutex_unlock(&channel->lock);
-  if (buffer == NULL)
+  /* An fd for a writable mapping we hold, in a read-only share: mapped
+   * again, read-only. */
+  if (with_fd && read_only && buffer != NULL &&
+      !(buffer->flags & TB_BUFFER_READ_ONLY))
+    g_clear_pointer(&buffer, tb_buffer_unref);
+  if (buffer == NULL && !with_fd)
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "message refers to buffer %" G_GUINT64_FORMAT
-                ", which was never sent with its fd",
+                ", which was never sent with its fd (or was forgotten)",
                 sender_id);
   return buffer;
 }
@@ -1206,6 +1414,7 @@ static void queue_release(tb_channel *channel, uint64_t token) {
 /* Sends the releases that found no room before, as far as there is room
  * now. Every operation of the channel begins with it. */
 static void flush_releases(tb_channel *channel) {
+  send_acks(channel, NULL);
   g_mutex_lock(&channel->lock);
   GArray *pending = NULL;
   if (channel->releases_out->len > 0) {
@@ -1242,9 +1451,76 @@ static void forget_buffers(tb_channel *channel, GVariant *message) {
   size_t n;
   const uint64_t *ids = tb_wire_forget(message, &n);
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < n; i++)
-    g_hash_table_remove(channel->cache, &ids[i]);
+  tb_peer_cache_forget(channel->cache, ids, n);
   g_mutex_unlock(&channel->lock);
+}
+
+/* Sends an ack without waiting; FALSE if the socket has no room. */
+static gboolean try_ack(tb_channel *channel, GVariant *ack) {
+  gboolean would_block = FALSE;
+  /* send_message sinks what it is given: a held ack gains a reference,
+   * which it drops. */
+  send_message(channel, ack, NULL, 0, MSG_DONTWAIT, &would_block, NULL);
+  return !would_block;
+}
+
+/* Sends the acks that found no room before, as far as there is room now,
+ * then `ack` (NULL: none); what finds no room waits for the next call,
+ * up to TB_CHANNEL_MAX_ACKS (more are dropped: the peer sends those
+ * buffers' fds again). Takes `ack`. */
+static void send_acks(tb_channel *channel, GVariant *ack) {
+  g_mutex_lock(&channel->lock);
+  if (ack == NULL && channel->acks_out->len == 0) {
+    g_mutex_unlock(&channel->lock);
+    return;
+  }
+  GPtrArray *pending = channel->acks_out;
+  channel->acks_out = g_ptr_array_new_with_free_func(
+      (GDestroyNotify)g_variant_unref);
+  g_mutex_unlock(&channel->lock);
+  if (ack != NULL)
+    g_ptr_array_add(pending, g_variant_ref_sink(ack));
+  guint sent = 0;
+  while (sent < pending->len && try_ack(channel, pending->pdata[sent]))
+    sent++;
+  g_mutex_lock(&channel->lock);
+  for (guint i = sent; i < pending->len; i++)
+    if (channel->acks_out->len < TB_CHANNEL_MAX_ACKS)
+      g_ptr_array_add(channel->acks_out, g_variant_ref(pending->pdata[i]));
+  g_mutex_unlock(&channel->lock);
+  g_ptr_array_unref(pending);
+}
+
+/* Caches the buffers that came with their fds, if that keeps within our
+ * limits (else closes the channel: the peer ignored them), and
+ * acknowledges them from version 3 on. Takes the references. */
+static gboolean cache_imported(tb_channel *channel, GVariant *body,
+                               TbWireImported *imported, size_t nimported,
+                               GError **error) {
+  uint64_t ids[TB_WIRE_MAX_BUFFERS], bytes[TB_WIRE_MAX_BUFFERS];
+  TbWireAck acks[TB_WIRE_MAX_BUFFERS];
+  for (size_t i = 0; i < nimported; i++) {
+    ids[i] = imported[i].sender_id;
+    bytes[i] = tb_peer_mapped_bytes(imported[i].buffer->size);
+    acks[i] = (TbWireAck){ids[i], bytes[i]};
+  }
+  GError *refused = NULL;
+  g_mutex_lock(&channel->lock);
+  gboolean admitted =
+      tb_peer_cache_admit(channel->cache, ids, bytes, nimported, &refused);
+  for (size_t i = 0; admitted && i < nimported; i++)
+    tb_peer_cache_insert(channel->cache, ids[i], imported[i].buffer, bytes[i]);
+  g_mutex_unlock(&channel->lock);
+  if (!admitted) {
+    tb_wire_imported_clear(imported, &nimported);
+    channel_fail(channel, refused);
+    g_propagate_error(error, refused);
+    return FALSE;
+  }
+  uint64_t serial = tb_wire_import_serial(body);
+  if (serial != 0 && nimported > 0)
+    send_acks(channel, tb_wire_ack(channel->version, serial, acks, nimported));
+  return TRUE;
 }
 
 /* The tensor a tensor message describes: the buffers that came with fds go
@@ -1254,16 +1530,12 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
   forget_buffers(channel, message->body);
   TbWireImported imported[TB_WIRE_MAX_BUFFERS];
   size_t nimported = 0;
-  tb_tensor *tensor =
+  g_autoptr(tb_tensor) tensor =
       tb_wire_parse_tensor(message->body, message->fds, message->nfds,
                            cache_lookup, channel, imported, &nimported, error);
-  if (tensor == NULL)
+  if (tensor == NULL ||
+      !cache_imported(channel, message->body, imported, nimported, error))
     return NULL;
-  g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < nimported; i++) /* the cache takes the reference */
-    g_hash_table_replace(channel->cache, id_key(imported[i].sender_id),
-                         imported[i].buffer);
-  g_mutex_unlock(&channel->lock);
   uint64_t token = tb_wire_lease(message->body);
   if (token != 0) {
     TbRemoteLease *remote = g_new0(TbRemoteLease, 1);
@@ -1273,7 +1545,7 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
     remote->token = token;
     tensor->lease = &remote->lease;
   }
-  return tensor;
+  return g_steal_pointer(&tensor);
 }
 
 static gpointer finish_tensor(tb_channel *channel, TbMessage *message,

@@ -10,9 +10,10 @@
 #define TB_WIRE_TENSOR_FIELDS "uya(it)utaxaxbmsm(xadax)m(uuua(utt))tat"
 #define TB_WIRE_FENCE_FIELDS "uy"
 #define TB_WIRE_RELEASE_FIELDS "uyt"
+#define TB_WIRE_ACK_FIELDS "uyta(tt)" /* version 3 on */
 /* Version 2 appends an extension list to every message: (q tag, ay value)
- * pairs that a reader skips when it does not know the tag (none is defined
- * yet). So a field can be added without a new version. */
+ * pairs that a reader skips when it does not know the tag (descriptor.h
+ * lists the tags). So a field can be added without a new version. */
 #define TB_WIRE_EXTENSIONS "a(qay)"
 #define TB_WIRE_VERSION_EXTENSIONS 2u
 
@@ -42,12 +43,28 @@ static void set_header(GVariant **fields, uint32_t version, TbWireKind kind) {
   fields[1] = g_variant_new_byte((guchar)kind);
 }
 
-/* The message of `n` fields, with the extension list its version has (an
- * empty one: nothing is defined yet). `fields` has room for n + 1. */
-static GVariant *message_of(uint32_t version, GVariant **fields, size_t n) {
+/* The message of `n` fields, with the extension list its version has:
+ * `extension` (NULL: none) is its only record. `fields` has room for
+ * n + 1. */
+static GVariant *message_with(uint32_t version, GVariant **fields, size_t n,
+                              GVariant *extension) {
   if (version >= TB_WIRE_VERSION_EXTENSIONS)
-    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), NULL, 0);
+    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), &extension,
+                                      extension != NULL);
   return g_variant_new_tuple(fields, n);
+}
+
+static GVariant *message_of(uint32_t version, GVariant **fields, size_t n) {
+  return message_with(version, fields, n, NULL);
+}
+
+/* An extension record holding a u64, little-endian. */
+static GVariant *u64_extension(uint16_t tag, uint64_t value) {
+  uint64_t le = GUINT64_TO_LE(value);
+  GVariant *record[] = {
+      g_variant_new_uint16(tag),
+      g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, &le, sizeof le, 1)};
+  return g_variant_new_tuple(record, 2);
 }
 
 static GVariant *int64_array(const int64_t *values, size_t count) {
@@ -97,7 +114,8 @@ static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
 GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
-                         const uint64_t *forget, size_t nforget) {
+                         const uint64_t *forget, size_t nforget,
+                         uint64_t import_serial) {
   GVariant *fields[FIELD_COUNT + 1];
   set_header(fields, version, TB_WIRE_TENSOR);
   GVariant *entries[TB_WIRE_MAX_BUFFERS];
@@ -131,7 +149,11 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
   fields[FIELD_LEASE] = g_variant_new_uint64(lease);
   fields[FIELD_FORGET] = g_variant_new_fixed_array(
       G_VARIANT_TYPE_UINT64, forget, nforget, sizeof *forget);
-  return message_of(version, fields, FIELD_COUNT);
+  return message_with(
+      version, fields, FIELD_COUNT,
+      version >= TB_WIRE_VERSION_ACKS && import_serial != 0
+          ? u64_extension(TB_WIRE_TAG_IMPORT_SERIAL, import_serial)
+          : NULL);
 }
 
 GVariant *tb_wire_fence(uint32_t version) {
@@ -145,6 +167,36 @@ GVariant *tb_wire_release(uint32_t version, uint64_t lease) {
   set_header(fields, version, TB_WIRE_RELEASE);
   fields[FIELD_RELEASE_LEASE] = g_variant_new_uint64(lease);
   return message_of(version, fields, 3);
+}
+
+GVariant *tb_wire_ack(uint32_t version, uint64_t serial, const TbWireAck *acks,
+                      size_t n) {
+  GVariant *entries[TB_WIRE_MAX_BUFFERS];
+  g_assert(n <= TB_WIRE_MAX_BUFFERS && version >= TB_WIRE_VERSION_ACKS);
+  for (size_t i = 0; i < n; i++)
+    entries[i] = pair(g_variant_new_uint64(acks[i].id),
+                      g_variant_new_uint64(acks[i].bytes));
+  GVariant *fields[5];
+  set_header(fields, version, TB_WIRE_ACK);
+  fields[2] = g_variant_new_uint64(serial);
+  fields[3] = g_variant_new_array(G_VARIANT_TYPE("(tt)"), entries, n);
+  return message_of(version, fields, 4);
+}
+
+gboolean tb_wire_ack_read(GVariant *message, uint64_t *serial,
+                          TbWireAck acks[TB_WIRE_MAX_BUFFERS], size_t *n) {
+  g_autoptr(GVariant) serial_value = g_variant_get_child_value(message, 2);
+  g_autoptr(GVariant) list = g_variant_get_child_value(message, 3);
+  gsize count;
+  const TbWireAck *entries =
+      g_variant_get_fixed_array(list, &count, sizeof *entries);
+  if (count > TB_WIRE_MAX_BUFFERS)
+    return FALSE;
+  G_STATIC_ASSERT(sizeof(TbWireAck) == 16); /* (tt) in normal form */
+  memcpy(acks, entries, count * sizeof *entries);
+  *serial = g_variant_get_uint64(serial_value);
+  *n = count;
+  return TRUE;
 }
 
 gboolean tb_wire_check_size(GVariant *message, GError **error) {
@@ -189,7 +241,9 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
                            *const fence_types[] =
                                TB_WIRE_TYPES(TB_WIRE_FENCE_FIELDS),
                            *const release_types[] =
-                               TB_WIRE_TYPES(TB_WIRE_RELEASE_FIELDS);
+                               TB_WIRE_TYPES(TB_WIRE_RELEASE_FIELDS),
+                           *const ack_types[] =
+                               TB_WIRE_TYPES(TB_WIRE_ACK_FIELDS);
 #undef TB_WIRE_TYPES
   size_t extended = version >= TB_WIRE_VERSION_EXTENSIONS;
   const char *type;
@@ -203,6 +257,12 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
   case TB_WIRE_RELEASE:
     type = release_types[extended];
     break;
+  case TB_WIRE_ACK:
+    if (version >= TB_WIRE_VERSION_ACKS) {
+      type = ack_types[extended];
+      break;
+    }
+    G_GNUC_FALLTHROUGH;
   default:
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "message kind 0x%02x is not one this library knows", bytes[4]);
@@ -239,6 +299,30 @@ const uint64_t *tb_wire_forget(GVariant *message, size_t *count) {
   return ids;
 }
 
+uint64_t tb_wire_import_serial(GVariant *message) {
+  g_autoptr(GVariant) kind = g_variant_get_child_value(message, 1);
+  g_autoptr(GVariant) version = g_variant_get_child_value(message, 0);
+  if (g_variant_get_uint32(version) < TB_WIRE_VERSION_ACKS ||
+      g_variant_get_byte(kind) != TB_WIRE_TENSOR)
+    return 0;
+  g_autoptr(GVariant) extensions =
+      g_variant_get_child_value(message, FIELD_COUNT);
+  for (gsize i = 0; i < g_variant_n_children(extensions); i++) {
+    g_autoptr(GVariant) record = g_variant_get_child_value(extensions, i);
+    g_autoptr(GVariant) tag = g_variant_get_child_value(record, 0);
+    g_autoptr(GVariant) value = g_variant_get_child_value(record, 1);
+    gsize length;
+    const uint8_t *bytes = g_variant_get_fixed_array(value, &length, 1);
+    if (g_variant_get_uint16(tag) == TB_WIRE_TAG_IMPORT_SERIAL &&
+        length == sizeof(uint64_t)) {
+      uint64_t serial;
+      memcpy(&serial, bytes, sizeof serial);
+      return GUINT64_FROM_LE(serial);
+    }
+  }
+  return 0;
+}
+
 void tb_wire_imported_clear(TbWireImported *imported, size_t *nimported) {
   for (size_t i = 0; i < *nimported; i++)
     tb_buffer_unref(imported[i].buffer);
@@ -271,8 +355,9 @@ static gboolean read_dims(GVariant *message, gsize index, const char *what,
   return TRUE;
 }
 
-/* Resolves the message's buffers: each named fd exactly once, the rest from
- * the cache. Indices are all checked before any fd is imported. */
+/* Resolves the message's buffers: each named fd exactly once (imported,
+ * unless the cache has the buffer already), the rest from the cache.
+ * Indices are all checked before any fd is imported. */
 static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
                                 TbWireBufferLookup lookup, void *cache,
                                 tb_buffer **buffers, size_t *nbuffers,
@@ -322,17 +407,23 @@ static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
                 "%zu fds came with the message but it names %zu", nfds, nused);
     return FALSE;
   }
+  g_autoptr(GVariant) read_only = field(message, FIELD_READ_ONLY);
   *nimported = 0;
   for (*nbuffers = 0; *nbuffers < n; (*nbuffers)++) {
     size_t i = *nbuffers;
     if (index[i] >= 0) {
+      gboolean cached = lookup != NULL &&
+                        (buffers[i] = lookup(cache, id[i], TRUE,
+                                             g_variant_get_boolean(read_only),
+                                             NULL)) != NULL;
       /* Sizes are checked against what the description needs below. */
-      buffers[i] = tb_buffer_import(fds[index[i]], 0, error);
+      if (!cached)
+        buffers[i] = tb_buffer_import(fds[index[i]], 0, error);
       if (buffers[i] != NULL)
         imported[(*nimported)++] =
-            (TbWireImported){id[i], tb_buffer_ref(buffers[i])};
+            (TbWireImported){id[i], tb_buffer_ref(buffers[i]), cached};
     } else if (lookup != NULL) {
-      buffers[i] = lookup(cache, id[i], error);
+      buffers[i] = lookup(cache, id[i], FALSE, FALSE, error);
     } else {
       buffers[i] = NULL;
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
@@ -456,8 +547,8 @@ tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
   }
   g_autoptr(GVariant) read_only = field(message, FIELD_READ_ONLY);
   for (size_t i = 0; i < *nimported && tensor != NULL; i++)
-    if (g_variant_get_boolean(read_only)) /* just imported: ours alone */
-      imported[i].buffer->flags |= TB_BUFFER_READ_ONLY;
+    if (g_variant_get_boolean(read_only) && !imported[i].cached)
+      imported[i].buffer->flags |= TB_BUFFER_READ_ONLY; /* ours alone */
   for (size_t i = 0; i < nbuffers; i++)
     tb_buffer_unref(buffers[i]); /* the tensor holds what it needs */
   if (tensor == NULL || !parse_quantization(message, tensor, error)) {

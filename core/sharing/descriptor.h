@@ -25,9 +25,21 @@
  *      pairs, each skipped by a reader that does not know its tag. A field
  *      added later goes there (with its tag documented here), not into the
  *      tuple, and needs no new version; a peer that does not know it
- *      ignores it. No tag is defined yet. */
+ *      ignores it.
+ *   3  imports are acknowledged (sharing/peer_cache.h): a tensor message
+ *      that carries fds has extension TB_WIRE_TAG_IMPORT_SERIAL, and the
+ *      receiver answers each one it imported with an ack message
+ *      (u version, y 'A', t serial, a(tt) (buffer id, bytes mapped),
+ *      a(qay) extensions). A sender sends a buffer's fd until its import is
+ *      acknowledged; with versions 1 and 2 it sends the fd once. */
 #define TB_WIRE_VERSION_MIN 1u
-#define TB_WIRE_VERSION_MAX 2u
+#define TB_WIRE_VERSION_MAX 3u
+/* The first version with acknowledgements. */
+#define TB_WIRE_VERSION_ACKS 3u
+/* Extension tags (descriptor.h's version list says which messages have
+ * them). TB_WIRE_TAG_IMPORT_SERIAL: u64 little-endian, the serial a tensor
+ * message's acknowledgement names. */
+#define TB_WIRE_TAG_IMPORT_SERIAL 1u
 /* The version of descriptions made for the caller's own transport
  * (tb_tensor_export), which has no hello: the oldest, which every release
  * reads. */
@@ -41,6 +53,7 @@ typedef enum TbWireKind {
   TB_WIRE_TENSOR = 'T',
   TB_WIRE_FENCE = 'F',
   TB_WIRE_RELEASE = 'R',
+  TB_WIRE_ACK = 'A', /* version 3 on */
 } TbWireKind;
 
 /* The distinct buffers a tensor's bytes live in: its own first, then those
@@ -51,13 +64,30 @@ size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
 /* A tensor message: `fd_index[i]` is the position of buffers[i]'s fd among
  * the message's fds, or -1 when the receiver has it cached. `lease` is 0 or
  * the token the receiver sends back in a release; `forget` lists buffer ids
- * the receiver may drop from its cache. Floating. */
+ * the receiver drops from its cache before it reads the buffers;
+ * `import_serial` (version 3 on; 0: none) is what its acknowledgement
+ * names. Floating. */
 GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
-                         const uint64_t *forget, size_t nforget);
+                         const uint64_t *forget, size_t nforget,
+                         uint64_t import_serial);
 GVariant *tb_wire_fence(uint32_t version);
 GVariant *tb_wire_release(uint32_t version, uint64_t lease);
+
+/* One buffer an ack message says was imported. */
+typedef struct TbWireAck {
+  uint64_t id;    /* the sender's buffer id */
+  uint64_t bytes; /* mapped by the receiver, as it counts them */
+} TbWireAck;
+
+/* An ack message (version 3 on) for the tensor message of `serial`. */
+GVariant *tb_wire_ack(uint32_t version, uint64_t serial, const TbWireAck *acks,
+                      size_t n);
+/* An opened ack message's serial and entries (at most TB_WIRE_MAX_BUFFERS,
+ * as many as a tensor message names; FALSE for more). */
+gboolean tb_wire_ack_read(GVariant *message, uint64_t *serial,
+                          TbWireAck acks[TB_WIRE_MAX_BUFFERS], size_t *n);
 
 /* Refuses a message larger than a receiver accepts. */
 gboolean tb_wire_check_size(GVariant *message, GError **error);
@@ -73,9 +103,15 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
 uint64_t tb_wire_lease(GVariant *message); /* tensor or release message */
 /* The ids a tensor message says to forget (a borrowed array). */
 const uint64_t *tb_wire_forget(GVariant *message, size_t *count);
+/* A tensor message's TB_WIRE_TAG_IMPORT_SERIAL, or 0 without one. */
+uint64_t tb_wire_import_serial(GVariant *message);
 
-/* Finds a cached buffer by the sender's id (a new reference), or fails. */
+/* Finds a cached buffer by the sender's id (a new reference). For a buffer
+ * that came with its fd (`with_fd`) NULL, without an error, means that the
+ * fd is to be imported: nothing usable is cached (for a read-only message,
+ * nothing read-only). For one without, NULL comes with an error. */
 typedef tb_buffer *(*TbWireBufferLookup)(void *cache, uint64_t sender_id,
+                                         gboolean with_fd, gboolean read_only,
                                          GError **error);
 
 /* A buffer that arrived with its fd, for the receiver to cache. */
@@ -83,6 +119,7 @@ typedef struct TbWireImported {
   uint64_t sender_id;
   tb_buffer *buffer; /* a reference of the caller's: the tensor need not
                         use every buffer the message lists */
+  gboolean cached;   /* the fd was closed: the lookup had the buffer */
 } TbWireImported;
 
 /* Builds the tensor a tensor message describes. `fds` are borrowed (each is

@@ -248,9 +248,10 @@ static void a_timed_call_does_not_wait_behind_the_hello(void **state) {
 
 /* Peers written by hand: one of version 1 only, and a newer one (versions
  * 1 to 40) whose hello has extension records this release does not know.
- * Both sides speak the highest version in common (1, then 2), every
- * message carries it, and version 2's extension list is skipped entry by
- * entry, unknown tags and all. A message of another version is refused. */
+ * Both sides speak the highest version in common (1, then 3), every
+ * message carries it, and the extension list (version 2 on) is skipped
+ * entry by entry, unknown tags and all. A message of another version is
+ * refused. */
 static void old_and_newer_peers_interoperate(void **state) {
   (void)state;
   static const uint8_t unknown[] = {0x34, 0x12, 3, 0, 'n', 'e',
@@ -258,10 +259,10 @@ static void old_and_newer_peers_interoperate(void **state) {
   g_autofree char *name = socket_name();
   tb_listener *listener = NULL;
   TB_ASSERT_OK(tb_listener_listen(&listener, name));
-  for (uint32_t version = 1; version <= 2; version++) {
+  for (uint32_t version = 1; version <= 3; version += 2) {
     int raw = raw_dial(name);
     g_autoptr(GBytes) hello =
-        version == 2 ? tb_forge_hello(1, 40, unknown, sizeof unknown)
+        version == 3 ? tb_forge_hello(1, 40, unknown, sizeof unknown)
                      : tb_forge_hello(1, 1, NULL, 0);
     tb_forge_send_bytes(raw, hello, NULL, 0);
     tb_channel *channel = NULL;
@@ -274,13 +275,13 @@ static void old_and_newer_peers_interoperate(void **state) {
     uint32_t low;
     memcpy(&low, ours + 8, sizeof low);
     assert_int_equal(GUINT32_FROM_LE(low), 1);
-    /* A tensor message as the peer writes it: version 2 with extension
+    /* A tensor message as the peer writes it: version 3 with extension
      * entries of tags nobody defined. */
     const tb_forge_edit edits[] = {
-        {TB_FORGE_VERSION, "uint32 2"},
+        {TB_FORGE_VERSION, "uint32 3"},
         {TB_FORGE_FIELDS,
          "[(uint16 4660, [byte 1, 2, 3]), (uint16 7, @ay [])]"}};
-    g_autoptr(GBytes) valid = tb_forge_tensor(edits, version == 2 ? 2 : 0);
+    g_autoptr(GBytes) valid = tb_forge_tensor(edits, version == 3 ? 2 : 0);
     int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
     tb_forge_send_bytes(raw, valid, &memfd, 1);
     tb_tensor *tensor = NULL;
@@ -430,7 +431,7 @@ static void listener_options_errors(void **state) {
   tb_listener_options opts;
   tb_listener *listener = TB_SENTINEL(tb_listener);
   TB_ASSERT_STATUS(tb_listener_options_init(&opts, 0), TB_ERR_VERSION);
-  TB_ASSERT_STATUS(tb_listener_options_init(&opts, 2), TB_ERR_VERSION);
+  TB_ASSERT_STATUS(tb_listener_options_init(&opts, 3), TB_ERR_VERSION);
   TB_ASSERT_STATUS(tb_listener_options_init(NULL, 1), TB_ERR_INVALID_ARGUMENT);
   const uint32_t uid = 0;
   const struct {
@@ -440,7 +441,7 @@ static void listener_options_errors(void **state) {
     int32_t hello_timeout_ms;
     tb_status expected;
   } bad[] = {
-      {2, 0600, 0, NULL, 0, 1000, TB_ERR_VERSION},
+      {3, 0600, 0, NULL, 0, 1000, TB_ERR_VERSION},
       {1, 01777, 0, NULL, 0, 1000, TB_ERR_INVALID_ARGUMENT},
       {1, 0600, 0x2, NULL, 0, 1000, TB_ERR_INVALID_ARGUMENT},
       {1, 0600, 0, NULL, 1, 1000, TB_ERR_INVALID_ARGUMENT},
@@ -448,7 +449,7 @@ static void listener_options_errors(void **state) {
       {1, 0600, 0, NULL, 0, 0, TB_ERR_INVALID_ARGUMENT},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-    TB_ASSERT_OK(tb_listener_options_init(&opts, 1));
+    TB_ASSERT_OK(tb_listener_options_init(&opts, TB_LISTENER_OPTIONS_VERSION));
     opts.version = bad[i].version;
     opts.mode = bad[i].mode;
     opts.flags = bad[i].flags;
