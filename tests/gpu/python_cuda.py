@@ -90,8 +90,12 @@ waiter = torch.cuda.Stream()
 fence.cuda_wait(2, waiter.cuda_stream)
 with torch.cuda.stream(waiter):
     held.fill_(3.0)
+filled_event = torch.cuda.Event()
+filled_event.record(waiter)
 time.sleep(0.2)
-check(float(held.max()) == 0.0, "a torch stream waits on the GPU for the fence")
+# Asked of the event, not by reading `held`: a read is GPU work that may
+# share a hardware queue with the parked stream and wait behind it.
+check(not filled_event.query(), "a torch stream waits on the GPU for the fence")
 fence.signal(2)
 waiter.synchronize()
 check(float(held.min()) == 3.0, "the CPU signal releases the torch stream")

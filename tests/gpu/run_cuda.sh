@@ -4,7 +4,7 @@
 # linked them into BUILD_DIR/gpu-bin, then the Python test with the package
 # tests/gpu/build_python_module.sh made.
 #   tests/gpu/run_cuda.sh BUILD_DIR [PACKAGE_DIR]
-# Runs every one. Exit status: 0 all passed, 1 a failure, 77 all skipped
+# Runs every one, each for at most 300 s (rc 124: it hung). Exit status: 0 all passed, 1 a failure, 77 all skipped
 # (no GPU).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,9 +16,9 @@ for program in cuda_memory cuda_fence python_cuda; do
   echo "== $program"
   rc=0
   if [ $program = python_cuda ]; then
-    python3 "$root/tests/gpu/python_cuda.py" "$package" || rc=$?
+    timeout 300 python3 "$root/tests/gpu/python_cuda.py" "$package" || rc=$?
   else
-    "$build/gpu-bin/$program" || rc=$?
+    timeout 300 "$build/gpu-bin/$program" || rc=$?
   fi
   echo "rc=$rc"
   case $rc in
