@@ -951,7 +951,7 @@ static void handle_ack(tb_channel *channel, TbMessage *message) {
     return;
   g_mutex_lock(&channel->lock);
   for (size_t i = 0; i < n; i++)
-    tb_peer_mirror_ack(channel->mirror, serial, acks[i].id, acks[i].bytes);
+    tb_peer_mirror_ack(channel->mirror, serial, acks[i].id, acks[i].window);
   g_mutex_unlock(&channel->lock);
 }
 
@@ -1290,9 +1290,9 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
 }
 
 gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
-                               gboolean read_only) {
+                               TbWireWindow window, gboolean read_only) {
   g_mutex_lock(&channel->lock);
-  gboolean held = tb_peer_mirror_holds(channel->mirror, id, read_only);
+  gboolean held = tb_peer_mirror_holds(channel->mirror, id, window, read_only);
   g_mutex_unlock(&channel->lock);
   return held;
 }
@@ -1300,8 +1300,9 @@ gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
 /* Plans a tensor message's effect on the peer's cache (the caller holds
  * `send_lock` until it commits or drops the plan): which buffers go with
  * their fd, and what the peer forgets first. */
-static gboolean plan_buffers(tb_channel *channel, tb_buffer *const *buffers,
-                             size_t n, gboolean read_only, TbMirrorPlan *plan,
+static gboolean plan_buffers(tb_channel *channel, const tb_tensor *tensor,
+                             tb_buffer *const *buffers, size_t n,
+                             gboolean read_only, TbMirrorPlan *plan,
                              GError **error) {
   /* Acknowledgements that have come make their buffers go without fd. */
   g_mutex_lock(&channel->lock);
@@ -1309,13 +1310,13 @@ static gboolean plan_buffers(tb_channel *channel, tb_buffer *const *buffers,
   g_mutex_unlock(&channel->lock);
   if (awaiting)
     take_acks(channel);
-  uint64_t ids[TB_WIRE_MAX_BUFFERS], bytes[TB_WIRE_MAX_BUFFERS];
-  for (size_t i = 0; i < n; i++) {
+  uint64_t ids[TB_WIRE_MAX_BUFFERS];
+  TbWireWindow windows[TB_WIRE_MAX_BUFFERS];
+  for (size_t i = 0; i < n; i++)
     ids[i] = buffers[i]->id;
-    bytes[i] = tb_peer_mapped_bytes(buffers[i]->size);
-  }
+  tb_wire_tensor_windows(tensor, buffers, n, windows);
   g_mutex_lock(&channel->lock);
-  gboolean planned = tb_peer_mirror_plan(channel->mirror, ids, bytes, n,
+  gboolean planned = tb_peer_mirror_plan(channel->mirror, ids, windows, n,
                                          read_only, plan, error);
   g_mutex_unlock(&channel->lock);
   return planned;
@@ -1334,7 +1335,7 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
 
   g_mutex_lock(&channel->send_lock);
   g_auto(TbMirrorPlan) plan = {0};
-  if (!plan_buffers(channel, buffers, n, read_only, &plan, error) ||
+  if (!plan_buffers(channel, tensor, buffers, n, read_only, &plan, error) ||
       !attach_fds(buffers, plan.with_fd, n, read_only, fd_index, fds, &nfds,
                   error)) {
     g_mutex_unlock(&channel->send_lock);
@@ -1375,22 +1376,24 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
 }
 
 static tb_buffer *cache_lookup(void *data, uint64_t sender_id,
-                               gboolean with_fd, gboolean read_only,
-                               GError **error) {
+                               TbWireWindow window, gboolean with_fd,
+                               gboolean read_only, GError **error) {
   tb_channel *channel = data;
   g_mutex_lock(&channel->lock);
   tb_buffer *buffer = tb_peer_cache_lookup(channel->cache, sender_id);
   g_mutex_unlock(&channel->lock);
-  /* An fd for a writable mapping we hold, in a read-only share: mapped
-   * again, read-only. */
-  if (with_fd && read_only && buffer != NULL &&
-      !(buffer->flags & TB_BUFFER_READ_ONLY))
+  gboolean held = buffer != NULL;
+  /* An fd for more than we map of it, or for a writable mapping we hold in
+   * a read-only share: mapped again. */
+  if (buffer != NULL &&
+      (!tb_wire_window_covers(tb_wire_window_of(buffer), window) ||
+       (with_fd && read_only && !(buffer->flags & TB_BUFFER_READ_ONLY))))
     g_clear_pointer(&buffer, tb_buffer_unref);
   if (buffer == NULL && !with_fd)
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "message refers to buffer %" G_GUINT64_FORMAT
-                ", which was never sent with its fd (or was forgotten)",
-                sender_id);
+                "message refers to %s of buffer %" G_GUINT64_FORMAT
+                " than it sent with its fd",
+                held ? "more" : "bytes", sender_id);
   return buffer;
 }
 
@@ -1501,8 +1504,8 @@ static gboolean cache_imported(tb_channel *channel, GVariant *body,
   TbWireAck acks[TB_WIRE_MAX_BUFFERS];
   for (size_t i = 0; i < nimported; i++) {
     ids[i] = imported[i].sender_id;
-    bytes[i] = tb_peer_mapped_bytes(imported[i].buffer->size);
-    acks[i] = (TbWireAck){ids[i], bytes[i]};
+    acks[i] = (TbWireAck){ids[i], tb_wire_window_of(imported[i].buffer)};
+    bytes[i] = acks[i].window.length;
   }
   GError *refused = NULL;
   g_mutex_lock(&channel->lock);

@@ -36,11 +36,11 @@ tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
                              GError **error);
 gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error);
-/* Whether the peer holds our buffer `id` (for a read-only share: mapped
- * read-only), so that a message may name it without its fd. Once the
- * hello has been read. */
+/* Whether the peer holds our buffer `id` mapped over `window` (for a
+ * read-only share: read-only), so that a message may name it without its
+ * fd. Once the hello has been read. */
 gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
-                               gboolean read_only);
+                               TbWireWindow window, gboolean read_only);
 tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms, GError **error);
 gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
                               GError **error);

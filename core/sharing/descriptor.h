@@ -29,8 +29,8 @@
  *   3  imports are acknowledged (sharing/peer_cache.h): a tensor message
  *      that carries fds has extension TB_WIRE_TAG_IMPORT_SERIAL, and the
  *      receiver answers each one it imported with an ack message
- *      (u version, y 'A', t serial, a(tt) (buffer id, bytes mapped),
- *      a(qay) extensions). A sender sends a buffer's fd until its import is
+ *      (u version, y 'A', t serial, a(ttt) (buffer id, offset and length
+ *      of the window it maps, in pages), a(qay) extensions). A sender sends a buffer's fd until its import is
  *      acknowledged; with versions 1 and 2 it sends the fd once. */
 #define TB_WIRE_VERSION_MIN 1u
 #define TB_WIRE_VERSION_MAX 3u
@@ -40,6 +40,9 @@
  * them). TB_WIRE_TAG_IMPORT_SERIAL: u64 little-endian, the serial a tensor
  * message's acknowledgement names. */
 #define TB_WIRE_TAG_IMPORT_SERIAL 1u
+/* In every version, offsets in descriptions count from the start of the
+ * buffer's file (a receiver maps only the pages a description uses of it:
+ * TbWireWindow). */
 /* The version of descriptions made for the caller's own transport
  * (tb_tensor_export), which has no hello: the oldest, which every release
  * reads. */
@@ -75,10 +78,28 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
 GVariant *tb_wire_fence(uint32_t version);
 GVariant *tb_wire_release(uint32_t version, uint64_t lease);
 
+/* A range of a buffer's file, in whole pages: what a receiver maps of a
+ * buffer (and counts against its limits), so that a small tensor in a huge
+ * file costs a page, not the file. */
+typedef struct TbWireWindow {
+  uint64_t offset; /* bytes from the file's start */
+  uint64_t length; /* 0: nothing mapped */
+} TbWireWindow;
+
+/* Whether `outer` holds every byte of `inner`. */
+gboolean tb_wire_window_covers(TbWireWindow outer, TbWireWindow inner);
+/* The window a buffer maps: its bytes in its file, rounded up to pages. */
+TbWireWindow tb_wire_window_of(const tb_buffer *buffer);
+/* The windows a tensor message for `tensor` (its buffers as
+ * tb_tensor_collect_buffers gives them) makes its receiver map: the pages
+ * its elements and image planes reach in each buffer. */
+void tb_wire_tensor_windows(const tb_tensor *tensor, tb_buffer *const *buffers,
+                            size_t nbuffers, TbWireWindow *windows);
+
 /* One buffer an ack message says was imported. */
 typedef struct TbWireAck {
-  uint64_t id;    /* the sender's buffer id */
-  uint64_t bytes; /* mapped by the receiver, as it counts them */
+  uint64_t id;         /* the sender's buffer id */
+  TbWireWindow window; /* what the receiver holds mapped of it */
 } TbWireAck;
 
 /* An ack message (version 3 on) for the tensor message of `serial`. */
@@ -106,13 +127,14 @@ const uint64_t *tb_wire_forget(GVariant *message, size_t *count);
 /* A tensor message's TB_WIRE_TAG_IMPORT_SERIAL, or 0 without one. */
 uint64_t tb_wire_import_serial(GVariant *message);
 
-/* Finds a cached buffer by the sender's id (a new reference). For a buffer
- * that came with its fd (`with_fd`) NULL, without an error, means that the
- * fd is to be imported: nothing usable is cached (for a read-only message,
- * nothing read-only). For one without, NULL comes with an error. */
+/* Finds a cached buffer by the sender's id (a new reference) that maps
+ * `window`. For a buffer that came with its fd (`with_fd`) NULL, without
+ * an error, means that the fd is to be imported: nothing usable is cached
+ * (for a read-only message, nothing read-only). For one without, NULL
+ * comes with an error. */
 typedef tb_buffer *(*TbWireBufferLookup)(void *cache, uint64_t sender_id,
-                                         gboolean with_fd, gboolean read_only,
-                                         GError **error);
+                                         TbWireWindow window, gboolean with_fd,
+                                         gboolean read_only, GError **error);
 
 /* A buffer that arrived with its fd, for the receiver to cache. */
 typedef struct TbWireImported {
@@ -123,7 +145,8 @@ typedef struct TbWireImported {
 } TbWireImported;
 
 /* Builds the tensor a tensor message describes. `fds` are borrowed (each is
- * imported by dup); every one must be named by exactly one buffer. On
+ * imported by dup, mapping only the window the description needs); every
+ * one must be named by exactly one buffer. On
  * success `imported` (room for TB_WIRE_MAX_BUFFERS) lists the buffers that
  * came with fds, each with a reference that the caller drops with
  * tb_wire_imported_clear; on failure it is empty. `lookup` may be NULL:

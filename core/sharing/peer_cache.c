@@ -2,13 +2,6 @@
 #include "sharing/peer_cache.h"
 
 #include <string.h>
-#include <unistd.h>
-
-uint64_t tb_peer_mapped_bytes(uint64_t size) {
-  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-  return size > G_MAXUINT64 - (page - 1) ? G_MAXUINT64
-                                         : (size + page - 1) / page * page;
-}
 
 /* Whether `count` buffers and `bytes` bytes are within limits (0: none). */
 static gboolean within(uint32_t max_buffers, uint64_t max_bytes, uint64_t count,
@@ -109,7 +102,7 @@ uint64_t tb_peer_cache_bytes(const TbPeerCache *cache) { return cache->bytes; }
 typedef struct MirrorEntry {
   GList link;     /* in `lru` (data: the entry), least recently sent first */
   uint64_t id;
-  uint64_t bytes; /* mapped at the peer, as it counts them */
+  TbWireWindow window; /* mapped at the peer: its length counts */
   uint64_t serial;  /* of the last message that carried its fd */
   gboolean held;    /* the peer has it (acknowledged, or sent without acks) */
   gboolean read_only; /* the peer's mapping is read-only */
@@ -153,16 +146,28 @@ static MirrorEntry *mirror_find(const TbPeerMirror *mirror, uint64_t id) {
 
 static void mirror_remove(TbPeerMirror *mirror, MirrorEntry *entry) {
   g_queue_unlink(&mirror->lru, &entry->link);
-  mirror->bytes -= entry->bytes;
+  mirror->bytes -= entry->window.length;
   if (!entry->held)
     mirror->awaiting--;
   g_hash_table_remove(mirror->entries, &entry->id);
 }
 
 gboolean tb_peer_mirror_holds(const TbPeerMirror *mirror, uint64_t id,
-                              gboolean read_only) {
+                              TbWireWindow window, gboolean read_only) {
   const MirrorEntry *entry = mirror_find(mirror, id);
-  return entry != NULL && entry->held && (!read_only || entry->read_only);
+  return entry != NULL && entry->held &&
+         tb_wire_window_covers(entry->window, window) &&
+         (!read_only || entry->read_only);
+}
+
+/* The window the peer maps of an entry once a message that carries its fd
+ * and uses `needed` of it is imported: the one it holds if that covers
+ * `needed` (it keeps that, closing the fd), else `needed`. */
+static TbWireWindow window_after(const MirrorEntry *entry,
+                                 TbWireWindow needed) {
+  return entry != NULL && tb_wire_window_covers(entry->window, needed)
+             ? entry->window
+             : needed;
 }
 
 static gboolean in_plan(const TbMirrorPlan *plan, uint64_t id) {
@@ -177,17 +182,17 @@ static void doom(TbPeerMirror *mirror, TbMirrorPlan *plan, MirrorEntry *entry,
   entry->doomed = mirror->plans;
   g_array_append_val(plan->forget, entry->id);
   (*count)--;
-  *bytes -= entry->bytes;
+  *bytes -= entry->window.length;
 }
 
 gboolean tb_peer_mirror_plan(TbPeerMirror *mirror, const uint64_t *ids,
-                             const uint64_t *bytes, size_t n,
+                             const TbWireWindow *windows, size_t n,
                              gboolean read_only, TbMirrorPlan *plan,
                              GError **error) {
   g_assert(n <= TB_WIRE_MAX_BUFFERS);
   uint64_t alone = 0;
   for (size_t i = 0; i < n; i++)
-    alone = alone > G_MAXUINT64 - bytes[i] ? G_MAXUINT64 : alone + bytes[i];
+    alone += windows[i].length; /* each under 2^63: no overflow */
   if (!within(mirror->max_buffers, mirror->max_bytes, n, alone)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
                 "the tensor needs %zu buffers and %" G_GUINT64_FORMAT
@@ -199,7 +204,6 @@ gboolean tb_peer_mirror_plan(TbPeerMirror *mirror, const uint64_t *ids,
   *plan = (TbMirrorPlan){.n = n, .read_only = read_only};
   plan->forget = g_array_new(FALSE, FALSE, sizeof(uint64_t));
   memcpy(plan->ids, ids, n * sizeof *ids);
-  memcpy(plan->bytes, bytes, n * sizeof *bytes);
   mirror->plans++;
   uint64_t count = g_hash_table_size(mirror->entries), total = mirror->bytes;
   /* Buffers that have died: the peer can drop them. */
@@ -211,16 +215,18 @@ gboolean tb_peer_mirror_plan(TbPeerMirror *mirror, const uint64_t *ids,
   gboolean any_fd = FALSE;
   for (size_t i = 0; i < n; i++) {
     const MirrorEntry *entry = mirror_find(mirror, ids[i]);
-    /* The fd goes until the peer holds the buffer, and again when a share
-     * turns read-only (the peer's old mapping could write). */
-    plan->with_fd[i] = !tb_peer_mirror_holds(mirror, ids[i], read_only);
+    /* The fd goes until the peer holds the buffer over what the message
+     * uses, and again when a share turns read-only (the peer's old
+     * mapping could write). */
+    plan->with_fd[i] =
+        !tb_peer_mirror_holds(mirror, ids[i], windows[i], read_only);
     any_fd |= plan->with_fd[i];
-    if (entry == NULL) {
+    plan->windows[i] = plan->with_fd[i] ? window_after(entry, windows[i])
+                                        : entry->window;
+    if (entry == NULL)
       count++;
-      total += bytes[i];
-    } else if (plan->with_fd[i]) {
-      total = total - entry->bytes + bytes[i];
-    }
+    total = total - (entry != NULL ? entry->window.length : 0) +
+            plan->windows[i].length;
   }
   /* Then the least recently sent, until the peer's limits hold. */
   for (GList *l = mirror->lru.head;
@@ -258,8 +264,9 @@ void tb_peer_mirror_commit(TbPeerMirror *mirror, const TbMirrorPlan *plan) {
     g_queue_push_tail_link(&mirror->lru, &entry->link);
     if (!plan->with_fd[i])
       continue;
-    mirror->bytes = mirror->bytes - entry->bytes + plan->bytes[i];
-    entry->bytes = plan->bytes[i];
+    mirror->bytes =
+        mirror->bytes - entry->window.length + plan->windows[i].length;
+    entry->window = plan->windows[i];
     entry->serial = plan->serial;
     entry->read_only = plan->read_only;
     gboolean held = !mirror->acked;
@@ -278,17 +285,19 @@ void tb_peer_mirror_plan_clear(TbMirrorPlan *plan) {
 }
 
 void tb_peer_mirror_ack(TbPeerMirror *mirror, uint64_t serial, uint64_t id,
-                        uint64_t bytes) {
+                        TbWireWindow window) {
   MirrorEntry *entry = mirror_find(mirror, id);
-  if (entry == NULL || entry->held || entry->serial != serial)
+  /* The acknowledged window is what the peer holds (it may have kept an
+   * older one, or mapped just what this message needed if an earlier
+   * import failed): never more than planned, the peer's word being all
+   * there is of it. */
+  if (entry == NULL || entry->held || entry->serial != serial ||
+      !tb_wire_window_covers(entry->window, window))
     return;
   entry->held = TRUE;
   mirror->awaiting--;
-  /* The peer's own count, which is what it checks its limits against; never
-   * more than planned (an acknowledgement is the peer's word). */
-  bytes = MIN(bytes, entry->bytes);
-  mirror->bytes = mirror->bytes - entry->bytes + bytes;
-  entry->bytes = bytes;
+  mirror->bytes = mirror->bytes - entry->window.length + window.length;
+  entry->window = window;
 }
 
 gboolean tb_peer_mirror_awaits_acks(const TbPeerMirror *mirror) {

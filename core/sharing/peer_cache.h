@@ -5,7 +5,8 @@
  * sender's buffer id, so that a later message can name one without its fd.
  * Each side states in its hello how much of that it keeps: at most
  * `max_buffers` buffers and `max_bytes` bytes mapped (each buffer counted
- * as its page-rounded mapping, tb_peer_mapped_bytes).
+ * as the window of its file it maps, TbWireWindow: both sides work it out
+ * from the description).
  *
  * The receiver never evicts on its own, so it never meets a reference to a
  * buffer it dropped: the sender does. It keeps a mirror of what the peer
@@ -29,10 +30,6 @@
 #define TB_PEER_CACHE_H
 
 #include "sharing/descriptor.h"
-
-/* Bytes a buffer of `size` bytes takes mapped, as both sides count them:
- * rounded up to whole pages. */
-uint64_t tb_peer_mapped_bytes(uint64_t size);
 
 /* ---- the receiver's cache ------------------------------------------------ */
 
@@ -69,29 +66,30 @@ TbPeerMirror *tb_peer_mirror_new(gboolean acked, uint32_t max_buffers,
 void tb_peer_mirror_free(TbPeerMirror *mirror);
 
 /* Whether the peer holds buffer `id` so that a message may name it without
- * its fd: held (acknowledged, with acknowledgements) and, for a read-only
- * share, mapped read-only. */
+ * its fd: held (acknowledged, with acknowledgements), mapped over `window`
+ * and, for a read-only share, mapped read-only. */
 gboolean tb_peer_mirror_holds(const TbPeerMirror *mirror, uint64_t id,
-                              gboolean read_only);
+                              TbWireWindow window, gboolean read_only);
 
 /* One message's effect on the peer's cache, planned before it is sent. */
 typedef struct TbMirrorPlan {
   size_t n;
   uint64_t ids[TB_WIRE_MAX_BUFFERS];
-  uint64_t bytes[TB_WIRE_MAX_BUFFERS];
+  TbWireWindow windows[TB_WIRE_MAX_BUFFERS]; /* what the peer will map */
   gboolean with_fd[TB_WIRE_MAX_BUFFERS];
   gboolean read_only;
   uint64_t serial; /* the message's, if it carries fds; else 0 */
   GArray *forget;  /* uint64_t ids for the peer to drop first */
 } TbMirrorPlan;
 
-/* Plans a message that names `n` distinct buffers (ids[i], bytes[i] mapped
- * at the peer): which go with their fd, and which ids the peer must forget
- * first: those of buffers that have died, then, least recently sent first,
- * as many as keep the peer within its limits. Changes nothing; FALSE with
- * TB_ERR_OUT_OF_RANGE if the message alone is over the peer's limits. */
+/* Plans a message that names `n` distinct buffers (ids[i], of which it
+ * uses windows[i]): which go with their fd, and which ids the peer must
+ * forget first: those of buffers that have died, then, least recently sent
+ * first, as many as keep the peer within its limits. Changes nothing;
+ * FALSE with TB_ERR_OUT_OF_RANGE if the message alone is over the peer's
+ * limits. */
 gboolean tb_peer_mirror_plan(TbPeerMirror *mirror, const uint64_t *ids,
-                             const uint64_t *bytes, size_t n,
+                             const TbWireWindow *windows, size_t n,
                              gboolean read_only, TbMirrorPlan *plan,
                              GError **error);
 /* The planned message was sent: records it. */
@@ -99,11 +97,11 @@ void tb_peer_mirror_commit(TbPeerMirror *mirror, const TbMirrorPlan *plan);
 void tb_peer_mirror_plan_clear(TbMirrorPlan *plan);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(TbMirrorPlan, tb_peer_mirror_plan_clear)
 /* The peer says it imported buffer `id` from the message of `serial` and
- * holds `bytes` of it mapped. An acknowledgement of an older message (the
- * buffer's fd went again since) or of a buffer forgotten since is
- * ignored. */
+ * holds `window` of it mapped. An acknowledgement of an older message (the
+ * buffer's fd went again since), of a buffer forgotten since, or of more
+ * than the plan would map, is ignored. */
 void tb_peer_mirror_ack(TbPeerMirror *mirror, uint64_t serial, uint64_t id,
-                        uint64_t bytes);
+                        TbWireWindow window);
 /* Whether an acknowledgement is awaited for any buffer. */
 gboolean tb_peer_mirror_awaits_acks(const TbPeerMirror *mirror);
 size_t tb_peer_mirror_count(const TbPeerMirror *mirror);

@@ -201,7 +201,7 @@ static void acknowledge(int raw, const char *name) {
   g_autoptr(GVariant) buffers = g_variant_get_child_value(message, 2);
   g_autoptr(GVariant) first = g_variant_get_child_value(buffers, 0);
   g_autoptr(GVariant) id = g_variant_get_child_value(first, 1);
-  const TbWireAck ack = {g_variant_get_uint64(id), 4096};
+  const TbWireAck ack = {g_variant_get_uint64(id), {0, 4096}};
   g_autoptr(GVariant) reply = g_variant_ref_sink(
       tb_wire_ack(TB_WIRE_VERSION_MAX, tb_wire_import_serial(message), &ack, 1));
   if (send(raw, g_variant_get_data(reply), g_variant_get_size(reply),

@@ -338,6 +338,113 @@ static void a_sender_past_the_limits_is_refused(void **state) {
   }
 }
 
+/* ---- map only what is needed ------------------------------------------- */
+
+/* The process's address space (VmSize), in bytes. */
+static uint64_t address_space(void) {
+  g_autofree char *status = NULL;
+  assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
+  const char *line = strstr(status, "VmSize:");
+  assert_non_null(line);
+  return g_ascii_strtoull(line + strlen("VmSize:"), NULL, 10) * 1024;
+}
+
+#define SPARSE_FILES 42
+#define SPARSE_BYTES (UINT64_C(64) << 30)
+
+/* Finding 3: 42 sparse 64 GiB memfds, each sent with a small tensor (half
+ * of them 60 GiB into the file): the receiver maps the pages the tensors
+ * use, so its address space grows by about their bytes, not by 2.7 TiB,
+ * and each tensor reads the bytes at its offset in the file. */
+static void sparse_files_cost_only_the_pages_used(void **state) {
+  (void)state;
+  int pair[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair),
+                   0);
+  tb_channel *channel = NULL;
+  TB_ASSERT_OK(tb_channel_from_fd(&channel, pair[1]));
+  close(pair[1]);
+  tb_forge_greet(pair[0]);
+  tb_tensor *received[SPARSE_FILES];
+  uint64_t before = address_space();
+  for (int i = 0; i < SPARSE_FILES; i++) {
+    uint64_t offset = i % 2 ? UINT64_C(60) << 30 : 0;
+    int fd = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)SPARSE_BYTES), 0);
+    const uint8_t mark = (uint8_t)(100 + i);
+    assert_int_equal(pwrite(fd, &mark, 1, (off_t)(offset + 63)), 1);
+    char buffers[64], at[64];
+    snprintf(buffers, sizeof buffers, "[(int32 0, uint64 %d)]", 1000 + i);
+    snprintf(at, sizeof at, "uint64 %llu", (unsigned long long)offset);
+    const tb_forge_edit edits[] = {{TB_FORGE_BUFFERS, buffers},
+                                   {TB_FORGE_OFFSET, at}};
+    g_autoptr(GBytes) message = tb_forge_tensor(edits, 2);
+    tb_forge_send_bytes(pair[0], message, &fd, 1);
+    close(fd);
+    TB_ASSERT_OK(tb_channel_recv(&received[i], channel, PATIENCE_MS));
+    const int64_t index[] = {15, 3};
+    int64_t value = 0;
+    TB_ASSERT_OK(tb_tensor_get_i64(&value, received[i], 2, index));
+    assert_int_equal(value, mark);
+    assert_int_equal(tb_tensor_offset(received[i]), 0); /* in its window */
+  }
+  uint64_t grown = address_space() - before;
+  printf("%d sparse %llu GiB memfds received: address space +%llu KiB\n",
+         SPARSE_FILES, (unsigned long long)(SPARSE_BYTES >> 30),
+         (unsigned long long)(grown >> 10));
+  /* A page each, and room for the allocator's own growth. */
+  assert_true(grown < SPARSE_FILES * page() + (UINT64_C(64) << 20));
+  for (int i = 0; i < SPARSE_FILES; i++)
+    tb_tensor_unref(received[i]);
+  tb_channel_unref(channel);
+  close(pair[0]);
+}
+
+/* A tensor in a window, sent on: the next receiver reads the same bytes
+ * (descriptions give offsets in the file, not in the window). */
+static void a_windowed_tensor_forwards_intact(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  TB_ASSERT_OK(tb_channel_pair(&c, &d));
+  /* 3 pages; the tensor is the last 64 bytes: b maps the last page. */
+  tb_tensor *whole = shm_tensor((int64_t)(3 * page()), 9);
+  tb_tensor *tail = NULL;
+  TB_ASSERT_OK(tb_tensor_slice(&tail, whole, 0, (int64_t)(3 * page() - 64),
+                               (int64_t)(3 * page()), 1));
+  TB_ASSERT_OK(tb_channel_send(a, tail, 0));
+  tb_tensor *at_b = NULL, *at_d = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&at_b, b, PATIENCE_MS));
+  tb_buffer *window = tb_tensor_buffer(at_b);
+  assert_int_equal(tb_buffer_size(window), page());
+  tb_buffer_unref(window);
+  assert_int_equal(tb_tensor_offset(at_b), page() - 64);
+  TB_ASSERT_OK(tb_channel_send(c, at_b, 0));
+  TB_ASSERT_OK(tb_channel_recv(&at_d, d, PATIENCE_MS));
+  assert_int_equal(tb_tensor_dim(at_d, 0), 64);
+  assert_int_equal(first_byte(at_d), 9);
+  /* And a description for a transport of the caller's says the same. */
+  uint8_t descriptor[4096];
+  size_t length = 0, nfds = 1;
+  int fd = -1;
+  TB_ASSERT_OK(tb_tensor_export(descriptor, sizeof descriptor, &length, &fd,
+                                &nfds, at_b, 0));
+  tb_tensor *imported = NULL;
+  TB_ASSERT_OK(tb_tensor_import(&imported, descriptor, length, &fd, 1));
+  close(fd);
+  assert_int_equal(first_byte(imported), 9);
+  tb_tensor_unref(imported);
+  tb_tensor_unref(at_d);
+  tb_tensor_unref(at_b);
+  tb_tensor_unref(tail);
+  tb_tensor_unref(whole);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+  tb_channel_unref(c);
+  tb_channel_unref(d);
+}
+
 /* ---- a failed receive poisons nothing (finding 4) ---------------------- */
 
 /* The lowest fd number free now: an RLIMIT_NOFILE of it leaves no fd. */
@@ -389,6 +496,8 @@ int main(void) {
       TB_TEST(a_tensor_over_the_peers_limits_is_refused),
       TB_TEST(a_forgotten_buffer_lives_on_in_its_tensors),
       TB_TEST(a_sender_past_the_limits_is_refused),
+      TB_TEST(sparse_files_cost_only_the_pages_used),
+      TB_TEST(a_windowed_tensor_forwards_intact),
       TB_TEST(a_receive_out_of_fds_is_retried_by_the_next_send),
   };
   return TB_RUN_TESTS(tests);

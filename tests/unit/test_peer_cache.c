@@ -22,11 +22,11 @@ static tb_buffer *buffer_of(uint64_t pages) {
  * copies the forget list into `forgot` (up to 8; *nforgot the count). */
 static gboolean send_one(TbPeerMirror *mirror, tb_buffer *buffer,
                          uint64_t *serial, uint64_t *forgot, size_t *nforgot) {
-  uint64_t bytes = tb_peer_mapped_bytes(buffer->size);
+  const TbWireWindow window = tb_wire_window_of(buffer);
   g_auto(TbMirrorPlan) plan = {0};
   GError *error = NULL;
-  assert_true(
-      tb_peer_mirror_plan(mirror, &buffer->id, &bytes, 1, FALSE, &plan, &error));
+  assert_true(tb_peer_mirror_plan(mirror, &buffer->id, &window, 1, FALSE,
+                                  &plan, &error));
   assert_null(error);
   tb_peer_mirror_commit(mirror, &plan);
   if (serial != NULL)
@@ -46,13 +46,13 @@ static void without_acks_the_fd_goes_once(void **state) {
   TbPeerMirror *mirror = tb_peer_mirror_new(FALSE, 0, 0);
   tb_buffer *buffer = buffer_of(1);
   assert_true(send_one(mirror, buffer, NULL, NULL, NULL));
-  assert_true(tb_peer_mirror_holds(mirror, buffer->id, FALSE));
-  assert_false(tb_peer_mirror_holds(mirror, buffer->id, TRUE));
+  const TbWireWindow whole = tb_wire_window_of(buffer);
+  assert_true(tb_peer_mirror_holds(mirror, buffer->id, whole, FALSE));
+  assert_false(tb_peer_mirror_holds(mirror, buffer->id, whole, TRUE));
   assert_false(send_one(mirror, buffer, NULL, NULL, NULL));
   assert_false(tb_peer_mirror_awaits_acks(mirror));
-  uint64_t bytes = page();
   g_auto(TbMirrorPlan) plan = {0};
-  assert_true(tb_peer_mirror_plan(mirror, &buffer->id, &bytes, 1, TRUE, &plan,
+  assert_true(tb_peer_mirror_plan(mirror, &buffer->id, &whole, 1, TRUE, &plan,
                                   NULL));
   assert_true(plan.with_fd[0]);
   tb_buffer_unref(buffer);
@@ -65,22 +65,27 @@ static void with_acks_the_fd_goes_until_acknowledged(void **state) {
   (void)state;
   TbPeerMirror *mirror = tb_peer_mirror_new(TRUE, 0, 0);
   tb_buffer *buffer = buffer_of(2);
+  const TbWireWindow whole = tb_wire_window_of(buffer);
   uint64_t first, second, third;
   assert_true(send_one(mirror, buffer, &first, NULL, NULL));
   assert_true(tb_peer_mirror_awaits_acks(mirror));
-  assert_false(tb_peer_mirror_holds(mirror, buffer->id, FALSE));
+  assert_false(tb_peer_mirror_holds(mirror, buffer->id, whole, FALSE));
   assert_true(send_one(mirror, buffer, &second, NULL, NULL));
   assert_true(second > first);
   /* The first import failed at the peer (say); its ack of an older
    * message, were one to come, must not make the buffer held. */
-  tb_peer_mirror_ack(mirror, first, buffer->id, 2 * page());
-  assert_false(tb_peer_mirror_holds(mirror, buffer->id, FALSE));
-  tb_peer_mirror_ack(mirror, second, buffer->id + 1000, page()); /* unknown */
-  assert_false(tb_peer_mirror_holds(mirror, buffer->id, FALSE));
-  tb_peer_mirror_ack(mirror, second, buffer->id, G_MAXUINT64);
-  assert_true(tb_peer_mirror_holds(mirror, buffer->id, FALSE));
+  tb_peer_mirror_ack(mirror, first, buffer->id, whole);
+  assert_false(tb_peer_mirror_holds(mirror, buffer->id, whole, FALSE));
+  tb_peer_mirror_ack(mirror, second, buffer->id + 1000, whole); /* unknown */
+  /* More than planned, or a window that wraps around: not believed. */
+  tb_peer_mirror_ack(mirror, second, buffer->id,
+                     (TbWireWindow){0, 3 * page()});
+  tb_peer_mirror_ack(mirror, second, buffer->id,
+                     (TbWireWindow){G_MAXUINT64 - 10, 20});
+  assert_false(tb_peer_mirror_holds(mirror, buffer->id, whole, FALSE));
+  tb_peer_mirror_ack(mirror, second, buffer->id, whole);
+  assert_true(tb_peer_mirror_holds(mirror, buffer->id, whole, FALSE));
   assert_false(tb_peer_mirror_awaits_acks(mirror));
-  /* An ack never counts more than was planned. */
   assert_int_equal(tb_peer_mirror_bytes(mirror), 2 * page());
   assert_false(send_one(mirror, buffer, &third, NULL, NULL));
   assert_int_equal(third, 0); /* no fd, no serial */
@@ -110,7 +115,8 @@ static void the_least_recently_sent_is_forgotten(void **state) {
   assert_int_equal(nforgot, 1);
   assert_int_equal(forgot[0], b[2]->id);
   assert_int_equal(tb_peer_mirror_count(mirror), 3);
-  assert_false(tb_peer_mirror_holds(mirror, b[1]->id, FALSE));
+  assert_false(
+      tb_peer_mirror_holds(mirror, b[1]->id, tb_wire_window_of(b[1]), FALSE));
   /* A forgotten buffer goes with its fd again. */
   assert_true(send_one(mirror, b[1], NULL, forgot, &nforgot));
   assert_int_equal(forgot[0], b[0]->id);
@@ -149,17 +155,51 @@ static void a_message_alone_over_the_limits_is_refused(void **state) {
   (void)state;
   TbPeerMirror *mirror = tb_peer_mirror_new(TRUE, 8, 2 * page());
   tb_buffer *big = buffer_of(3);
-  uint64_t bytes = tb_peer_mapped_bytes(big->size);
+  const TbWireWindow whole = tb_wire_window_of(big);
   TbMirrorPlan plan = {0};
   GError *error = NULL;
   assert_false(
-      tb_peer_mirror_plan(mirror, &big->id, &bytes, 1, FALSE, &plan, &error));
+      tb_peer_mirror_plan(mirror, &big->id, &whole, 1, FALSE, &plan, &error));
   assert_int_equal(error->code, TB_ERR_OUT_OF_RANGE);
   assert_non_null(strstr(error->message, "limits"));
   g_error_free(error);
   assert_null(plan.forget);
   assert_int_equal(tb_peer_mirror_count(mirror), 0);
   tb_buffer_unref(big);
+  tb_peer_mirror_free(mirror);
+}
+
+/* Windows: the peer maps what messages use of a buffer. One that needs
+ * pages the peer's window lacks sends the fd again, and the peer then maps
+ * that message's window (its old one did not cover it); one within the
+ * window goes without fd. Bytes count windows, not buffers. */
+static void windows_decide_the_fd_and_the_bytes(void **state) {
+  (void)state;
+  TbPeerMirror *mirror = tb_peer_mirror_new(FALSE, 0, 0);
+  tb_buffer *buffer = buffer_of(16);
+  const uint64_t id = buffer->id;
+  const TbWireWindow head = {0, 2 * page()}, first = {0, page()},
+                     tail = {8 * page(), page()};
+  g_auto(TbMirrorPlan) plan = {0};
+  assert_true(tb_peer_mirror_plan(mirror, &id, &head, 1, FALSE, &plan, NULL));
+  assert_true(plan.with_fd[0]);
+  tb_peer_mirror_commit(mirror, &plan);
+  assert_int_equal(tb_peer_mirror_bytes(mirror), 2 * page());
+  tb_peer_mirror_plan_clear(&plan);
+  assert_true(tb_peer_mirror_plan(mirror, &id, &first, 1, FALSE, &plan, NULL));
+  assert_false(plan.with_fd[0]);
+  tb_peer_mirror_commit(mirror, &plan);
+  tb_peer_mirror_plan_clear(&plan);
+  assert_true(tb_peer_mirror_plan(mirror, &id, &tail, 1, FALSE, &plan, NULL));
+  assert_true(plan.with_fd[0]);
+  tb_peer_mirror_commit(mirror, &plan);
+  assert_int_equal(tb_peer_mirror_bytes(mirror), page());
+  assert_false(tb_peer_mirror_holds(mirror, id, head, FALSE));
+  assert_true(tb_peer_mirror_holds(mirror, id, tail, FALSE));
+  assert_true(tb_wire_window_covers(head, first));
+  assert_false(tb_wire_window_covers(first, head));
+  assert_true(tb_wire_window_covers(first, (TbWireWindow){G_MAXUINT64, 0}));
+  tb_buffer_unref(buffer);
   tb_peer_mirror_free(mirror);
 }
 
@@ -206,6 +246,7 @@ int main(void) {
       TB_TEST(the_least_recently_sent_is_forgotten),
       TB_TEST(dead_buffers_go_first_and_bytes_count),
       TB_TEST(a_message_alone_over_the_limits_is_refused),
+      TB_TEST(windows_decide_the_fd_and_the_bytes),
       TB_TEST(the_receivers_cache_keeps_its_limits),
   };
   return TB_RUN_TESTS(tests);
