@@ -1,16 +1,20 @@
-/* Cross-process handoff of a 1080p RGBA u8 CUDA tensor over a Unix socket,
- * round trip: the producer sends the tensor's fd (tb_tensor_export_fd,
- * SCM_RIGHTS), the consumer imports it (tb_tensor_import_cuda_fd) and gets
- * its device pointer (tb_tensor_device_ptr), then answers with that pointer.
- * Without waiting for the channel redesign, the socket is a plain
- * SOCK_SEQPACKET pair. Three ways, interleaved per iteration so that a
- * noisy machine hits them alike:
+/* Cross-process handoff of a 1080p RGBA u8 CUDA tensor, round trip: the
+ * producer sends the tensor, the consumer gets its device pointer
+ * (tb_tensor_device_ptr), then answers with that pointer on a plain Unix
+ * SOCK_SEQPACKET pair. Four ways, interleaved per iteration so that a noisy
+ * machine hits them alike; the first three send on that same socket (the
+ * fd of tb_tensor_export_fd by SCM_RIGHTS, imported with
+ * tb_tensor_import_cuda_fd), the last through the library's channel:
  *   empty     a message without a tensor (the transport's floor)
  *   fresh     every frame sends an fd; the consumer imports, maps, answers,
  *             and drops its import after answering
  *   pooled    a pool of 4 device buffers: each slot's fd is sent once, then
  *             only the slot number; the consumer keeps its imports (what a
  *             pool over a channel does, and what torch's CUDA IPC cache does)
+ *   channel   what an application writes: tb_pool_acquire of a pool of 4
+ *             CUDA tensors, tb_channel_send, tb_tensor_unref; the consumer's
+ *             tb_channel_recv maps each slot once (its receive cache), and
+ *             its unref after answering sends the release back
  * Also the one-time cost of a pooled CUDA_HOST (pinned, registered) buffer
  * against a frame loop that would pay it every frame, and the time from
  * queueing a GPU fence signal on an idle stream to a CPU waiter's wake.
@@ -21,6 +25,7 @@
 #include "tensorbuf/tensorbuf.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { EMPTY, FRESH, POOLED, QUIT };
+#include "../../tests/gpu/gpu_socket.h"
+
+enum { EMPTY, FRESH, POOLED, CHANNEL, QUIT, WAYS = QUIT };
 enum { SLOTS = 4, WARMUP = 200 };
 static const int64_t frame_shape[] = {1080, 1920, 4};
 
@@ -53,19 +60,8 @@ static double now_us(void) {
 
 /* Sends `message`, with `fd` attached when it is >= 0. */
 static void send_message(int sock, Message message, int fd) {
-  struct iovec iov = {&message, sizeof message};
-  char control[CMSG_SPACE(sizeof(int))] = {0};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-  }
-  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != (ssize_t)sizeof message) {
+  if (gpu_send_fd(sock, &message, sizeof message, fd) !=
+      (ssize_t)sizeof message) {
     perror("cuda_handoff: sendmsg");
     exit(1);
   }
@@ -74,20 +70,9 @@ static void send_message(int sock, Message message, int fd) {
 /* Receives a message and the fd it carries (-1 when none). */
 static Message recv_message(int sock, int *fd) {
   Message message = {QUIT, 0};
-  struct iovec iov = {&message, sizeof message};
-  char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control,
-                       .msg_controllen = sizeof control};
-  *fd = -1;
-  ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  if (got != (ssize_t)sizeof message || (msg.msg_flags & MSG_CTRUNC))
+  if (gpu_recv_fd(sock, &message, sizeof message, fd) !=
+      (ssize_t)sizeof message)
     return (Message){QUIT, 0};
-  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-  if (cmsg != NULL && cmsg->cmsg_type == SCM_RIGHTS &&
-      cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
-    memcpy(fd, CMSG_DATA(cmsg), sizeof *fd);
   return message;
 }
 
@@ -100,9 +85,35 @@ static tb_tensor *import_frame(int fd) {
   return frame;
 }
 
-static int consumer(int sock) {
+/* A tensor from the channel: answers with its device pointer, then drops
+ * it (its release goes back to the producer's pool). FALSE when the
+ * channel is closed or broken. */
+static int consume_channel(int sock, tb_channel *channel) {
+  tb_tensor *frame = NULL;
+  tb_status status = tb_channel_recv(&frame, channel, 0);
+  if (status == TB_ERR_TIMEOUT)
+    return 1; /* nothing for a receive */
+  if (status != TB_OK)
+    return 0;
+  uint64_t answer = 0;
+  check(tb_tensor_device_ptr(&answer, frame), "tb_tensor_device_ptr");
+  int sent = send(sock, &answer, sizeof answer, MSG_NOSIGNAL) == sizeof answer;
+  tb_tensor_unref(frame); /* after the answer: off the round trip */
+  return sent;
+}
+
+static int consumer(int sock, tb_channel *channel) {
   tb_tensor *pool[SLOTS] = {NULL};
+  struct pollfd ready[2] = {{.fd = sock, .events = POLLIN},
+                            {.fd = tb_channel_fd(channel), .events = POLLIN}};
   for (;;) {
+    if (poll(ready, 2, -1) < 0 && errno != EINTR)
+      break;
+    if (!(ready[0].revents & POLLIN) && ready[1].revents != 0) {
+      if (!consume_channel(sock, channel))
+        break;
+      continue;
+    }
     int fd = -1;
     Message message = recv_message(sock, &fd);
     uint64_t answer = 0;
@@ -129,6 +140,7 @@ static int consumer(int sock) {
   }
   for (int i = 0; i < SLOTS; i++)
     tb_tensor_unref(pool[i]);
+  tb_channel_unref(channel);
   return tb_live_objects() == 0 ? 0 : 1;
 }
 
@@ -186,17 +198,22 @@ int main(int argc, char **argv) {
     perror("socketpair");
     return 1;
   }
+  tb_channel *channel = NULL, *theirs = NULL;
+  check(tb_channel_pair(&channel, &theirs), "tb_channel_pair");
   /* Fork before anything touches CUDA: a driver does not survive a fork. */
   pid_t pid = fork();
   if (pid == 0) {
     close(pair[0]);
-    _exit(consumer(pair[1]));
+    tb_channel_unref(channel); /* the fork's copy of the producer's end */
+    _exit(consumer(pair[1], theirs));
   }
   close(pair[1]);
+  tb_channel_unref(theirs);
   int sock = pair[0];
   if (!tb_memory_available(TB_MEMORY_CUDA)) {
     send_message(sock, (Message){QUIT, 0}, -1);
     waitpid(pid, NULL, 0);
+    tb_channel_unref(channel);
     fprintf(stderr, "SKIP cuda_handoff: no CUDA device\n");
     return 77;
   }
@@ -209,23 +226,33 @@ int main(int argc, char **argv) {
   for (int i = 0; i < SLOTS; i++)
     check(tb_tensor_new(&pool[i], TB_DTYPE_U8, 3, frame_shape, &opts),
           "tb_tensor_new cuda");
-  Series series[3] = {{"empty message (socket floor)", NULL, 0, 0},
-                      {"fresh import per frame", NULL, 0, 0},
-                      {"pooled (fd once per slot)", NULL, 0, 0}};
-  for (int k = 0; k < 3; k++)
+  tb_pool *channel_pool = NULL;
+  check(tb_pool_new(&channel_pool, frame, SLOTS), "tb_pool_new cuda");
+  Series series[WAYS] = {{"empty message (socket floor)", NULL, 0, 0},
+                         {"fresh import per frame", NULL, 0, 0},
+                         {"pooled (fd once per slot)", NULL, 0, 0},
+                         {"tb_channel, pooled (tb_pool)", NULL, 0, 0}};
+  for (int k = 0; k < WAYS; k++)
     series[k].samples = calloc(iterations, sizeof(double));
   uint64_t pointers_seen = 0;
   int slot_sent[SLOTS] = {0};
   for (size_t i = 0; i < WARMUP + iterations; i++) {
-    for (uint32_t kind = EMPTY; kind <= POOLED; kind++) {
+    for (uint32_t kind = EMPTY; kind < WAYS; kind++) {
       uint32_t slot = (uint32_t)(i % SLOTS);
       double start = now_us();
       int fd = -1;
-      if (kind == FRESH)
-        check(tb_tensor_export_fd(&fd, frame), "tb_tensor_export_fd");
-      else if (kind == POOLED && !slot_sent[slot])
-        check(tb_tensor_export_fd(&fd, pool[slot]), "tb_tensor_export_fd");
-      send_message(sock, (Message){kind, slot}, fd);
+      if (kind == CHANNEL) {
+        tb_tensor *lent = NULL;
+        check(tb_pool_acquire(&lent, channel_pool, 10000), "tb_pool_acquire");
+        check(tb_channel_send(channel, lent, 0), "tb_channel_send");
+        tb_tensor_unref(lent);
+      } else {
+        if (kind == FRESH)
+          check(tb_tensor_export_fd(&fd, frame), "tb_tensor_export_fd");
+        else if (kind == POOLED && !slot_sent[slot])
+          check(tb_tensor_export_fd(&fd, pool[slot]), "tb_tensor_export_fd");
+        send_message(sock, (Message){kind, slot}, fd);
+      }
       if (fd >= 0)
         close(fd);
       uint64_t answer = 0;
@@ -248,7 +275,9 @@ int main(int argc, char **argv) {
   send_message(sock, (Message){QUIT, 0}, -1);
   int wstatus = 0;
   waitpid(pid, &wstatus, 0);
-  for (int k = 0; k < 3; k++)
+  tb_pool_unref(channel_pool);
+  tb_channel_unref(channel);
+  for (int k = 0; k < WAYS; k++)
     summarise(&series[k], iterations);
 
   /* Registration of a pooled CUDA_HOST buffer: paid when the pool is made,
@@ -297,11 +326,11 @@ int main(int argc, char **argv) {
   tb_fence_unref(fence);
 
   printf("CUDA tensor handoff round trip, 1080p RGBA u8 (%zu iterations after "
-         "%d warm-up, Unix SOCK_SEQPACKET, C)\n",
+         "%d warm-up, answers on Unix SOCK_SEQPACKET, C)\n",
          iterations, WARMUP);
   printf("%-34s %12s %12s %14s\n", "way", "median us", "p99 us",
          "vs empty msg");
-  for (int k = 0; k < 3; k++)
+  for (int k = 0; k < WAYS; k++)
     printf("%-34s %12.1f %12.1f %13.2fx\n", series[k].name, series[k].median,
            series[k].p99, series[k].median / series[0].median);
   printf("\nCUDA_HOST 1080p buffer (alloc + cuMemHostRegister):\n");
@@ -324,11 +353,12 @@ int main(int argc, char **argv) {
       perror(out);
       return 1;
     }
-    fprintf(json, "{\"frame\": \"1080p rgba u8\", \"iterations\": %zu,\n"
-                  " \"handoff_us\": {",
+    fprintf(json,
+            "{\"frame\": \"1080p rgba u8\", \"iterations\": %zu,\n"
+            " \"handoff_us\": {",
             iterations);
-    static const char *keys[] = {"empty", "fresh", "pooled"};
-    for (int k = 0; k < 3; k++)
+    static const char *keys[] = {"empty", "fresh", "pooled", "channel_pooled"};
+    for (int k = 0; k < WAYS; k++)
       fprintf(json, "%s\"%s\": {\"median\": %.2f, \"p99\": %.2f}",
               k ? ", " : "", keys[k], series[k].median, series[k].p99);
     fprintf(json,
@@ -342,7 +372,7 @@ int main(int argc, char **argv) {
             acquire_p99, wake_us, wake_p99);
     fclose(json);
   }
-  for (int k = 0; k < 3; k++)
+  for (int k = 0; k < WAYS; k++)
     free(series[k].samples);
   free(acquire);
   free(wake);

@@ -7,6 +7,10 @@ the other side's device pointer usable, answer back), from Python:
   tensorbuf fresh    a Unix SOCK_SEQPACKET pair, the fd of tb_tensor_export_fd
                      sent each frame, Tensor.import_cuda_fd + device_ptr
   tensorbuf pooled   the same, each of 4 slots' fd sent once, then its number
+  tensorbuf channel  what an application writes: Pool.acquire of a pool of 4
+                     CUDA tensors, Channel.send, drop; the consumer's
+                     Channel.recv maps each slot once, answers on the
+                     socket above, and its drop sends the release back
   socket empty       the same socket, a message without a tensor
 
 The ways run interleaved per iteration. With C_JSON (what cuda_handoff
@@ -17,6 +21,7 @@ torch. Prints a table and writes JSON.
 """
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -34,15 +39,28 @@ def percentiles(samples):
             ordered[min(len(ordered) - 1, int(0.99 * (len(ordered) - 1) + 0.5))])
 
 
-# ---- tensorbuf consumer (a subprocess: python3 this.py consume PACKAGE FD) ----
+# ---- tensorbuf consumer (a subprocess: python3 this.py consume PACKAGE FD
+# CHANNEL_FD) ----
 
-def consume(package, fd):
+def consume(package, fd, channel_fd):
     sys.path.insert(0, package)
     import tensorbuf
 
     sock = socket.socket(fileno=fd)
+    channel = tensorbuf.Channel.from_fd(channel_fd)
+    os.close(channel_fd)
     pool = {}
     while True:
+        readable, _, _ = select.select([sock, channel.fd], [], [])
+        if sock not in readable:
+            try:
+                frame = channel.recv(timeout=0)
+            except tensorbuf.Error:
+                break  # closed
+            if frame is not None:
+                sock.send(frame.device_ptr.to_bytes(8, "little"))
+                del frame  # after the answer: the release goes back
+            continue
         message, fds, _, _ = socket.recv_fds(sock, 8, 1)
         if len(message) != 8:
             break
@@ -97,12 +115,19 @@ def main():
     torch.cuda.synchronize()
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel_ours, channel_theirs = socket.socketpair(socket.AF_UNIX,
+                                                     socket.SOCK_SEQPACKET)
     tb_peer = subprocess.Popen(
-        [sys.executable, __file__, "consume", package, str(theirs.fileno())],
-        pass_fds=[theirs.fileno()])
+        [sys.executable, __file__, "consume", package, str(theirs.fileno()),
+         str(channel_theirs.fileno())],
+        pass_fds=[theirs.fileno(), channel_theirs.fileno()])
     theirs.close()
+    channel_theirs.close()
+    channel = tensorbuf.Channel.from_fd(channel_ours.fileno())  # dup'd
+    channel_ours.close()
     tb_frame = tensorbuf.Tensor(SHAPE, "u8", memory="cuda")
     tb_pool = [tensorbuf.Tensor(SHAPE, "u8", memory="cuda") for _ in range(SLOTS)]
+    channel_pool = tensorbuf.Pool(tb_frame, SLOTS)
     sent = [False] * SLOTS
 
     def torch_round(item):
@@ -131,12 +156,23 @@ def main():
         assert kind == 0 or answer != 0
         return took
 
+    def channel_round():
+        start = time.perf_counter()
+        frame = channel_pool.acquire(timeout=10)
+        channel.send(frame)
+        del frame
+        answer = int.from_bytes(ours.recv(8), "little")
+        took = time.perf_counter() - start
+        assert answer != 0
+        return took
+
     ways = {
         "torch empty (mp.Queue)": lambda i: torch_round(None),
         "torch CUDA IPC (mp.Queue)": lambda i: torch_round(torch_frame),
         "socket empty": lambda i: socket_round(0, 0),
         "tensorbuf fresh import": lambda i: socket_round(1, 0),
         "tensorbuf pooled": lambda i: socket_round(2, i % SLOTS),
+        "tensorbuf channel pooled": lambda i: channel_round(),
     }
     samples = {name: [] for name in ways}
     for i in range(WARMUP + iterations):
@@ -156,7 +192,7 @@ def main():
         with open(c_json) as f:
             handoff = json.load(f)["handoff_us"]
         c = {f"C {way}": (handoff[way]["median"], handoff[way]["p99"])
-             for way in ("empty", "fresh", "pooled")}
+             for way in ("empty", "fresh", "pooled", "channel_pooled")}
     name = torch.cuda.get_device_name()
     print(f"CUDA tensor handoff round trip, 1080p RGBA u8, {name}, "
           f"{iterations} iterations after {WARMUP} warm-up")
@@ -172,7 +208,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "consume":
-        consume(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "consume":
+        consume(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         main()

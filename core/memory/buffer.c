@@ -416,15 +416,16 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
 }
 
 tb_buffer *tb_buffer_import_window(int fd, uint64_t offset, uint64_t length,
-                                   GError **error) {
+                                   uint64_t needed, GError **error) {
   TbFdInfo info;
   if (!tb_fd_inspect(fd, &info, error))
     return NULL;
-  if (offset > info.size) {
+  if (offset > info.size || needed > info.size) {
     g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
-                "fd %d holds %" G_GUINT64_FORMAT " bytes but bytes from %"
-                G_GUINT64_FORMAT " are needed",
-                fd, info.size, offset);
+                "fd %d holds %" G_GUINT64_FORMAT " bytes but %"
+                G_GUINT64_FORMAT " (and bytes from %" G_GUINT64_FORMAT
+                ") are needed",
+                fd, info.size, needed, offset);
     return NULL;
   }
   return adopt_range(fd, &info, offset, MIN(length, info.size - offset),

@@ -76,9 +76,10 @@ tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
  * (dup'd), `offset` a whole number of pages: a buffer of those bytes (fewer
  * where the file ends first), its fd_offset `offset`. So a receiver maps
  * what a description uses, not the whole file a peer sent. Fails with
- * TB_ERR_OUT_OF_RANGE if the file ends before `offset`. */
+ * TB_ERR_OUT_OF_RANGE if the file holds fewer than `needed` bytes or ends
+ * before `offset`. */
 tb_buffer *tb_buffer_import_window(int fd, uint64_t offset, uint64_t length,
-                                   GError **error);
+                                   uint64_t needed, GError **error);
 /* A read-only FILE buffer over the whole regular file at `path` or `fd`
  * (exactly one of them), or with TB_FILE_SEALED_COPY a sealed SHM copy. */
 tb_buffer *tb_buffer_open_file(const char *path, int fd, uint32_t flags,

@@ -125,6 +125,19 @@ void tb_cuda_set_error(GError **error, TbCuResult result, const char *what) {
               "%s: %s", what, result_name(result));
 }
 
+int tb_cuda_device_count(GError **error) {
+  const TbCudaDriver *cu = tb_cuda_driver(error);
+  if (cu == NULL)
+    return -1;
+  int count = 0;
+  TbCuResult result = cu->device_get_count(&count);
+  if (result != TB_CU_SUCCESS) {
+    tb_cuda_set_error(error, result, "cuDeviceGetCount");
+    return -1;
+  }
+  return count;
+}
+
 gboolean tb_cuda_use_device(uint32_t ordinal, GError **error) {
   const TbCudaDriver *cu = tb_cuda_driver(error);
   if (cu == NULL)
@@ -135,18 +148,17 @@ gboolean tb_cuda_use_device(uint32_t ordinal, GError **error) {
   TbCuContext context = g_hash_table_lookup(tb_cuda_contexts,
                                             GUINT_TO_POINTER(ordinal + 1));
   if (context == NULL) {
-    int count = 0;
-    TbCuDevice device;
-    TbCuResult result = cu->device_get_count(&count);
-    if (result == TB_CU_SUCCESS && ordinal >= (uint32_t)count) {
-      g_mutex_unlock(&tb_cuda_devices_lock);
+    int count = tb_cuda_device_count(error);
+    if (count >= 0 && ordinal >= (uint32_t)count)
       g_set_error(error, TB_BACKEND_ERROR, TB_ERR_INVALID_ARGUMENT,
                   "device is %u; this machine has %d CUDA device%s", ordinal,
                   count, count == 1 ? "" : "s");
+    if (count < 0 || ordinal >= (uint32_t)count) {
+      g_mutex_unlock(&tb_cuda_devices_lock);
       return FALSE;
     }
-    if (result == TB_CU_SUCCESS)
-      result = cu->device_get(&device, (int)ordinal);
+    TbCuDevice device;
+    TbCuResult result = cu->device_get(&device, (int)ordinal);
     if (result == TB_CU_SUCCESS)
       result = cu->primary_ctx_retain(&context, device);
     if (result != TB_CU_SUCCESS) {

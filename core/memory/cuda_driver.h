@@ -133,6 +133,10 @@ const TbCudaDriver *tb_cuda_driver(GError **error);
 /* Why the driver is not usable, or NULL once it loaded. */
 const char *tb_cuda_unavailable_reason(void);
 
+/* How many CUDA devices this process sees, or -1 with TB_ERR_UNSUPPORTED
+ * (no driver) or TB_ERR_SYSTEM. */
+int tb_cuda_device_count(GError **error);
+
 /* Makes device `ordinal`'s primary context current on the calling thread,
  * retaining it the first time (kept for the life of the process). Fails with
  * TB_ERR_INVALID_ARGUMENT for an ordinal the machine does not have. */

@@ -602,7 +602,7 @@ static gboolean read_listener_options(tb_listener_options *out,
   static const tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
   *out = defaults;
   if (opts == NULL)
-    return TRUE;
+    return tb_channel_options_read(channel, NULL, NULL, error);
   size_t size = tb_listener_options_size(opts->version);
   if (size == 0) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_VERSION,
@@ -1191,10 +1191,17 @@ static void take_acks(tb_channel *channel) {
 
 /* ---- tensors ------------------------------------------------------------ */
 
+/* Whether the buffer's fd is a memfd: SHM, or CUDA_HOST (a memfd the GPU
+ * has registered) with an fd. */
+static gboolean is_memfd(const tb_buffer *buffer) {
+  return buffer->backend == &tb_backend_memfd ||
+         (buffer->backend == &tb_backend_cuda_host && buffer->fd >= 0);
+}
+
 /* Makes the buffer's fd refuse writable mappings from now on, for a
  * read-only share; the sender's existing mapping keeps writing. */
 static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
-  if (buffer->backend != &tb_backend_memfd) {
+  if (!is_memfd(buffer)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
                 "a read-only share of %s memory cannot be enforced (only "
                 "memfds can be sealed against writing); share it writable",
@@ -1220,7 +1227,7 @@ static gboolean seal_read_only(tb_buffer *buffer, GError **error) {
  * cannot be honoured (the peer could map it read-only only): refused
  * rather than made read-only behind the caller's back. */
 static gboolean check_writable(tb_buffer *buffer, GError **error) {
-  if (buffer->backend != &tb_backend_memfd)
+  if (!is_memfd(buffer))
     return TRUE;
   int seals = fcntl(buffer->fd, F_GET_SEALS);
   if (seals < 0 || !(seals & F_SEAL_FUTURE_WRITE))
@@ -1285,8 +1292,8 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
     with_fd[i] = TRUE;
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
-  return tb_wire_tensor(TB_WIRE_VERSION, tensor, buffers, fd_index, n,
-                        read_only, 0, NULL, 0, 0);
+  return tb_wire_tensor(tb_wire_export_version(buffers, n), tensor, buffers,
+                        fd_index, n, read_only, 0, NULL, 0, 0);
 }
 
 gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
@@ -1314,7 +1321,7 @@ static gboolean plan_buffers(tb_channel *channel, const tb_tensor *tensor,
   TbWireWindow windows[TB_WIRE_MAX_BUFFERS];
   for (size_t i = 0; i < n; i++)
     ids[i] = buffers[i]->id;
-  tb_wire_tensor_windows(tensor, buffers, n, windows);
+  tb_wire_tensor_windows(channel->version, tensor, buffers, n, windows);
   g_mutex_lock(&channel->lock);
   gboolean planned = tb_peer_mirror_plan(channel->mirror, ids, windows, n,
                                          read_only, plan, error);
@@ -1332,6 +1339,8 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
   int32_t fd_index[TB_WIRE_MAX_BUFFERS];
   int fds[TB_WIRE_MAX_BUFFERS];
   size_t nfds, n = tb_tensor_collect_buffers(tensor, buffers);
+  if (!tb_wire_check_kinds(channel->version, buffers, n, error))
+    return FALSE;
 
   g_mutex_lock(&channel->send_lock);
   g_auto(TbMirrorPlan) plan = {0};

@@ -2,13 +2,20 @@
  * Builders use the typed constructors, never format strings, and parsers
  * read children by position: both run on every handoff. */
 #include "sharing/descriptor.h"
+#include "memory/backend_cuda.h"
+#include "memory/cuda_driver.h"
 
 #include <string.h>
 #include <unistd.h>
 
 /* The messages' fields. Changing one changes the protocol: add a version
- * (descriptor.h says how). */
-#define TB_WIRE_TENSOR_FIELDS "uya(it)utaxaxbmsm(xadax)m(uuua(utt))tat"
+ * (descriptor.h says how). The tensor message's buffer entries are
+ * (i fd index, t id), and from version 3 on (i fd index, t id, y memory,
+ * u device, t bytes). */
+#define TB_WIRE_TENSOR_FIELDS(ENTRY)                                           \
+  "uya" ENTRY "utaxaxbmsm(xadax)m(uuua(utt))tat"
+#define TB_WIRE_ENTRY "(it)"
+#define TB_WIRE_ENTRY_KINDS "(ityut)"
 #define TB_WIRE_FENCE_FIELDS "uy"
 #define TB_WIRE_RELEASE_FIELDS "uyt"
 #define TB_WIRE_ACK_FIELDS "uyta(ttt)" /* version 3 on */
@@ -120,10 +127,23 @@ gboolean tb_wire_window_covers(TbWireWindow outer, TbWireWindow inner) {
           inner.offset - outer.offset <= outer.length - inner.length);
 }
 
-TbWireWindow tb_wire_window_of(const tb_buffer *buffer) {
+static gboolean is_cuda_memory(tb_memory memory) {
+  return memory == TB_MEMORY_CUDA || memory == TB_MEMORY_CUDA_HOST;
+}
+
+/* The window of a whole buffer of `size` bytes: how CUDA and CUDA_HOST
+ * memory is imported (the driver maps all of it). */
+static TbWireWindow whole_window(uint64_t size) {
   uint64_t page = page_size();
-  return (TbWireWindow){buffer->fd_offset,
-                        (buffer->size + page - 1) / page * page};
+  return (TbWireWindow){
+      0, size > G_MAXUINT64 - page ? G_MAXUINT64 / page * page
+                                   : (size + page - 1) / page * page};
+}
+
+TbWireWindow tb_wire_window_of(const tb_buffer *buffer) {
+  TbWireWindow window = whole_window(buffer->size);
+  window.offset = buffer->fd_offset;
+  return window;
 }
 
 /* Widens buffer `b`'s byte range [lo[b], hi[b]) (empty while lo > hi) to
@@ -181,8 +201,9 @@ static gboolean layout_windows(const TbWireLayout *layout, size_t nbuffers,
   return TRUE;
 }
 
-void tb_wire_tensor_windows(const tb_tensor *t, tb_buffer *const *buffers,
-                            size_t nbuffers, TbWireWindow *windows) {
+void tb_wire_tensor_windows(uint32_t version, const tb_tensor *t,
+                            tb_buffer *const *buffers, size_t nbuffers,
+                            TbWireWindow *windows) {
   TbWireLayout layout = {.dtype = t->dtype,
                          .offset = t->offset + t->buffer->fd_offset,
                          .ndim = t->ndim,
@@ -207,6 +228,11 @@ void tb_wire_tensor_windows(const tb_tensor *t, tb_buffer *const *buffers,
   /* A tensor's own layout is one its buffers hold: nothing to refuse. */
   gboolean valid = layout_windows(&layout, nbuffers, windows, NULL);
   g_assert(valid);
+  /* As the receiver maps them: a buffer entry that says it is CUDA or
+   * CUDA_HOST memory, whole. */
+  for (size_t i = 0; i < nbuffers && version >= TB_WIRE_VERSION_KINDS; i++)
+    if (is_cuda_memory(tb_buffer_memory(buffers[i])))
+      windows[i] = whole_window(buffers[i]->size);
 }
 
 static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
@@ -229,6 +255,42 @@ static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
   return g_variant_new_tuple(fields, G_N_ELEMENTS(fields));
 }
 
+uint32_t tb_wire_export_version(tb_buffer *const *buffers, size_t nbuffers) {
+  for (size_t i = 0; i < nbuffers; i++)
+    if (is_cuda_memory(tb_buffer_memory(buffers[i])))
+      return TB_WIRE_VERSION_KINDS;
+  return TB_WIRE_VERSION_MIN;
+}
+
+gboolean tb_wire_check_kinds(uint32_t version, tb_buffer *const *buffers,
+                             size_t nbuffers, GError **error) {
+  for (size_t i = 0; i < nbuffers && version < TB_WIRE_VERSION_KINDS; i++) {
+    if (tb_buffer_memory(buffers[i]) == TB_MEMORY_CUDA) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_UNSUPPORTED,
+                  "the peer speaks protocol version %u; cuda memory needs "
+                  "version %u (a newer tensorbuf on the other side)",
+                  version, TB_WIRE_VERSION_KINDS);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* One buffer entry of a tensor message of `version`. */
+static GVariant *buffer_entry(uint32_t version, const tb_buffer *buffer,
+                              int32_t fd_index) {
+  if (version < TB_WIRE_VERSION_KINDS)
+    return pair(g_variant_new_int32(fd_index),
+                g_variant_new_uint64(buffer->id));
+  tb_memory memory = tb_buffer_memory(buffer);
+  GVariant *fields[] = {
+      g_variant_new_int32(fd_index), g_variant_new_uint64(buffer->id),
+      g_variant_new_byte((guchar)memory),
+      g_variant_new_uint32(is_cuda_memory(memory) ? buffer->cuda_device : 0),
+      g_variant_new_uint64(buffer->fd_offset + buffer->size)};
+  return g_variant_new_tuple(fields, G_N_ELEMENTS(fields));
+}
+
 GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
@@ -238,10 +300,11 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
   set_header(fields, version, TB_WIRE_TENSOR);
   GVariant *entries[TB_WIRE_MAX_BUFFERS];
   for (size_t i = 0; i < nbuffers; i++)
-    entries[i] = pair(g_variant_new_int32(fd_index[i]),
-                      g_variant_new_uint64(buffers[i]->id));
-  fields[FIELD_BUFFERS] =
-      g_variant_new_array(G_VARIANT_TYPE("(it)"), entries, nbuffers);
+    entries[i] = buffer_entry(version, buffers[i], fd_index[i]);
+  fields[FIELD_BUFFERS] = g_variant_new_array(
+      G_VARIANT_TYPE(version < TB_WIRE_VERSION_KINDS ? TB_WIRE_ENTRY
+                                                     : TB_WIRE_ENTRY_KINDS),
+      entries, nbuffers);
   fields[FIELD_DTYPE] = g_variant_new_uint32(t->dtype);
   fields[FIELD_OFFSET] = g_variant_new_uint64(t->offset + t->buffer->fd_offset);
   fields[FIELD_SHAPE] = int64_array(t->shape, t->ndim);
@@ -354,33 +417,38 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
                   length, version, TB_WIRE_VERSION_MIN, TB_WIRE_VERSION_MAX);
     return NULL;
   }
-  /* The type by kind and by whether the version has extensions. */
-#define TB_WIRE_TYPES(FIELDS)                                                  \
-  { "(" FIELDS ")", "(" FIELDS TB_WIRE_EXTENSIONS ")" }
+  /* The type by kind and version (1, 2 with extensions, 3 with kinds). */
+#define TB_WIRE_TYPES(FIELDS, FIELDS_KINDS)                                    \
+  {                                                                            \
+    "(" FIELDS ")", "(" FIELDS TB_WIRE_EXTENSIONS ")",                         \
+        "(" FIELDS_KINDS TB_WIRE_EXTENSIONS ")"                                \
+  }
   static const char *const tensor_types[] =
-      TB_WIRE_TYPES(TB_WIRE_TENSOR_FIELDS),
-                           *const fence_types[] =
-                               TB_WIRE_TYPES(TB_WIRE_FENCE_FIELDS),
-                           *const release_types[] =
-                               TB_WIRE_TYPES(TB_WIRE_RELEASE_FIELDS),
-                           *const ack_types[] =
-                               TB_WIRE_TYPES(TB_WIRE_ACK_FIELDS);
+      TB_WIRE_TYPES(TB_WIRE_TENSOR_FIELDS(TB_WIRE_ENTRY),
+                    TB_WIRE_TENSOR_FIELDS(TB_WIRE_ENTRY_KINDS)),
+                           *const fence_types[] = TB_WIRE_TYPES(
+                               TB_WIRE_FENCE_FIELDS, TB_WIRE_FENCE_FIELDS),
+                           *const release_types[] = TB_WIRE_TYPES(
+                               TB_WIRE_RELEASE_FIELDS, TB_WIRE_RELEASE_FIELDS),
+                           *const ack_types[] = TB_WIRE_TYPES(
+                               TB_WIRE_ACK_FIELDS, TB_WIRE_ACK_FIELDS);
 #undef TB_WIRE_TYPES
-  size_t extended = version >= TB_WIRE_VERSION_EXTENSIONS;
+  G_STATIC_ASSERT(G_N_ELEMENTS(tensor_types) == TB_WIRE_VERSION_MAX);
+  size_t at = version - 1;
   const char *type;
   switch (bytes[4]) {
   case TB_WIRE_TENSOR:
-    type = tensor_types[extended];
+    type = tensor_types[at];
     break;
   case TB_WIRE_FENCE:
-    type = fence_types[extended];
+    type = fence_types[at];
     break;
   case TB_WIRE_RELEASE:
-    type = release_types[extended];
+    type = release_types[at];
     break;
   case TB_WIRE_ACK:
     if (version >= TB_WIRE_VERSION_ACKS) {
-      type = ack_types[extended];
+      type = ack_types[at];
       break;
     }
     G_GNUC_FALLTHROUGH;
@@ -476,6 +544,120 @@ static gboolean read_dims(GVariant *message, gsize index, const char *what,
   return TRUE;
 }
 
+/* A buffer entry as read from the message. Before version 3 it says no
+ * kind (`typed` FALSE): the fd's kind decides. */
+typedef struct WireEntry {
+  int32_t fd_index;
+  uint64_t id;
+  gboolean typed;
+  tb_memory memory;
+  uint32_t device;
+  uint64_t bytes;
+} WireEntry;
+
+static WireEntry read_entry(GVariant *list, size_t i) {
+  g_autoptr(GVariant) entry = g_variant_get_child_value(list, i);
+  GVariant *values[5] = {NULL};
+  size_t n = g_variant_n_children(entry);
+  for (size_t k = 0; k < n; k++)
+    values[k] = g_variant_get_child_value(entry, k);
+  WireEntry out = {.fd_index = g_variant_get_int32(values[0]),
+                   .id = g_variant_get_uint64(values[1]),
+                   .typed = n > 2};
+  if (out.typed) {
+    out.memory = (tb_memory)g_variant_get_byte(values[2]);
+    out.device = g_variant_get_uint32(values[3]);
+    out.bytes = g_variant_get_uint64(values[4]);
+  }
+  for (size_t k = 0; k < n; k++)
+    g_variant_unref(values[k]);
+  return out;
+}
+
+/* What a version-3 entry may say: a kind this library imports, device 0
+ * for host memory, a device ordinal CUDA can take (an int) for CUDA kinds.
+ * Whether that device exists is asked of the driver at import. */
+static gboolean check_entry(const WireEntry *entry, size_t i, GError **error) {
+  if (!entry->typed)
+    return TRUE;
+  switch (entry->memory) {
+  case TB_MEMORY_SHM:
+  case TB_MEMORY_DMA:
+  case TB_MEMORY_FILE:
+    if (entry->device == 0)
+      return TRUE;
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "buffer %zu is %s memory on device %u; host memory has no "
+                "device",
+                i, tb_memory_name(entry->memory), entry->device);
+    return FALSE;
+  case TB_MEMORY_CUDA:
+  case TB_MEMORY_CUDA_HOST:
+    if (entry->device <= G_MAXINT)
+      return TRUE;
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "buffer %zu is %s memory of device %u, which is no CUDA "
+                "device ordinal",
+                i, tb_memory_name(entry->memory), entry->device);
+    return FALSE;
+  default:
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "buffer %zu is in memory kind %u, which this library does not "
+                "import from a description",
+                i, (unsigned)entry->memory);
+    return FALSE;
+  }
+}
+
+/* Refuses a buffer that is not of the kind its entry says. */
+static gboolean check_kind(tb_buffer *buffer, const WireEntry *entry, size_t i,
+                           GError **error) {
+  tb_memory memory = tb_buffer_memory(buffer);
+  if (!entry->typed || entry->memory == memory)
+    return TRUE;
+  g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+              "buffer %zu is said to be %s memory but is %s", i,
+              tb_memory_name(entry->memory), tb_memory_name(memory));
+  return FALSE;
+}
+
+/* A CUDA or CUDA_HOST buffer over `fd`, on the entry's device: needs the
+ * driver, and a device this machine has. */
+static tb_buffer *import_cuda(int fd, const WireEntry *entry, size_t i,
+                              GError **error) {
+  int count = tb_cuda_device_count(error);
+  if (count < 0) {
+    g_prefix_error(error,
+                   "buffer %zu is %s memory, which cannot be imported: ", i,
+                   tb_memory_name(entry->memory));
+    return NULL;
+  }
+  if (entry->device >= (uint32_t)count) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "buffer %zu is %s memory of device %u; this machine has %d "
+                "CUDA device%s",
+                i, tb_memory_name(entry->memory), entry->device, count,
+                count == 1 ? "" : "s");
+    return NULL;
+  }
+  return tb_cuda_buffer_import(fd, entry->memory, entry->device, entry->bytes,
+                               error);
+}
+
+/* Imports buffer `i`'s fd as the kind its entry says: of host memory only
+ * `window`. */
+static tb_buffer *import_entry(int fd, const WireEntry *entry,
+                               TbWireWindow window, size_t i, GError **error) {
+  if (is_cuda_memory(entry->memory))
+    return import_cuda(fd, entry, i, error);
+  /* Sizes are checked against what the description needs later. */
+  g_autoptr(tb_buffer) buffer = tb_buffer_import_window(
+      fd, window.offset, window.length, entry->bytes, error);
+  if (buffer == NULL || !check_kind(buffer, entry, i, error))
+    return NULL;
+  return g_steal_pointer(&buffer);
+}
+
 /* Resolves the message's buffers: each named fd exactly once (imported,
  * unless the cache has the buffer already), the rest from the cache; each
  * maps the window of it that `layout` uses. Indices and windows are all
@@ -488,8 +670,7 @@ static gboolean resolve_buffers(GVariant *message, const TbWireLayout *layout,
                                 GError **error) {
   g_autoptr(GVariant) list = field(message, FIELD_BUFFERS);
   size_t n = g_variant_n_children(list);
-  int32_t index[TB_WIRE_MAX_BUFFERS];
-  uint64_t id[TB_WIRE_MAX_BUFFERS];
+  WireEntry entries[TB_WIRE_MAX_BUFFERS];
   gboolean used[TB_WIRE_MAX_BUFFERS] = {FALSE};
   size_t nused = 0;
   if (n == 0 || n > TB_WIRE_MAX_BUFFERS) {
@@ -508,20 +689,18 @@ static gboolean resolve_buffers(GVariant *message, const TbWireLayout *layout,
     return FALSE;
   }
   for (size_t i = 0; i < n; i++) {
-    g_autoptr(GVariant) entry = g_variant_get_child_value(list, i);
-    g_autoptr(GVariant) fd_value = g_variant_get_child_value(entry, 0);
-    g_autoptr(GVariant) id_value = g_variant_get_child_value(entry, 1);
-    index[i] = g_variant_get_int32(fd_value);
-    id[i] = g_variant_get_uint64(id_value);
-    if (index[i] < -1 || index[i] >= (int32_t)nfds ||
-        (index[i] >= 0 && used[index[i]])) {
+    entries[i] = read_entry(list, i);
+    int32_t index = entries[i].fd_index;
+    if (index < -1 || index >= (int32_t)nfds || (index >= 0 && used[index])) {
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                  "buffer %zu names fd %d of the %zu that came", i, index[i],
+                  "buffer %zu names fd %d of the %zu that came", i, index,
                   nfds);
       return FALSE;
     }
-    if (index[i] >= 0) {
-      used[index[i]] = TRUE;
+    if (!check_entry(&entries[i], i, error))
+      return FALSE;
+    if (index >= 0) {
+      used[index] = TRUE;
       nused++;
     }
   }
@@ -533,24 +712,33 @@ static gboolean resolve_buffers(GVariant *message, const TbWireLayout *layout,
   TbWireWindow windows[TB_WIRE_MAX_BUFFERS];
   if (!layout_windows(layout, n, windows, error))
     return FALSE;
+  for (size_t i = 0; i < n; i++) /* device memory is mapped whole */
+    if (is_cuda_memory(entries[i].memory))
+      windows[i] = whole_window(entries[i].bytes);
   g_autoptr(GVariant) read_only = field(message, FIELD_READ_ONLY);
   *nimported = 0;
   for (*nbuffers = 0; *nbuffers < n; (*nbuffers)++) {
     size_t i = *nbuffers;
-    if (index[i] >= 0) {
+    const WireEntry *entry = &entries[i];
+    if (entry->fd_index >= 0) {
       gboolean cached = lookup != NULL &&
-                        (buffers[i] = lookup(cache, id[i], windows[i], TRUE,
+                        (buffers[i] = lookup(cache, entry->id, windows[i], TRUE,
                                              g_variant_get_boolean(read_only),
                                              NULL)) != NULL;
-      /* Sizes are checked against what the description needs below. */
+      if (cached && !check_kind(buffers[i], entry, i, NULL)) {
+        g_clear_pointer(&buffers[i], tb_buffer_unref);
+        cached = FALSE;
+      }
       if (!cached)
-        buffers[i] = tb_buffer_import_window(
-            fds[index[i]], windows[i].offset, windows[i].length, error);
+        buffers[i] = import_entry(fds[entry->fd_index], entry, windows[i], i,
+                                  error);
       if (buffers[i] != NULL)
         imported[(*nimported)++] =
-            (TbWireImported){id[i], tb_buffer_ref(buffers[i]), cached};
+            (TbWireImported){entry->id, tb_buffer_ref(buffers[i]), cached};
     } else if (lookup != NULL) {
-      buffers[i] = lookup(cache, id[i], windows[i], FALSE, FALSE, error);
+      buffers[i] = lookup(cache, entry->id, windows[i], FALSE, FALSE, error);
+      if (buffers[i] != NULL && !check_kind(buffers[i], entry, i, error))
+        g_clear_pointer(&buffers[i], tb_buffer_unref);
     } else {
       buffers[i] = NULL;
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,

@@ -26,14 +26,29 @@
  *      added later goes there (with its tag documented here), not into the
  *      tuple, and needs no new version; a peer that does not know it
  *      ignores it.
- *   3  imports are acknowledged (sharing/peer_cache.h): a tensor message
+ *   3  - a buffer entry says its memory kind and where it lies:
+ *      (i fd index, t id, y memory, u device, t bytes). `memory` is a
+ *      tb_memory value: SHM, DMA or FILE (the fd must be of that kind;
+ *      device 0), CUDA (a CUDA shareable fd, mapped on CUDA device
+ *      `device`) or CUDA_HOST (a memfd, registered with CUDA device
+ *      `device`); `bytes` is where the buffer ends in its file (its
+ *      size, plus its fd offset for a window a receiver mapped), which the
+ *      fd must hold (a CUDA fd does not tell its size: the receiver maps
+ *      that many). Not an
+ *      extension, which an older reader would skip and then import a CUDA
+ *      fd as shared memory; a reader refuses a kind it does not know.
+ *      Entries that name a cached buffer must name its kind.
+ *      - imports are acknowledged (sharing/peer_cache.h): a tensor message
  *      that carries fds has extension TB_WIRE_TAG_IMPORT_SERIAL, and the
  *      receiver answers each one it imported with an ack message
  *      (u version, y 'A', t serial, a(ttt) (buffer id, offset and length
- *      of the window it maps, in pages), a(qay) extensions). A sender sends a buffer's fd until its import is
- *      acknowledged; with versions 1 and 2 it sends the fd once. */
+ *      of the window it maps, in pages), a(qay) extensions). A sender
+ *      sends a buffer's fd until its import is acknowledged; with versions
+ *      1 and 2 it sends the fd once. */
 #define TB_WIRE_VERSION_MIN 1u
 #define TB_WIRE_VERSION_MAX 3u
+/* The first version whose buffer entries say their memory kind. */
+#define TB_WIRE_VERSION_KINDS 3u
 /* The first version with acknowledgements. */
 #define TB_WIRE_VERSION_ACKS 3u
 /* Extension tags (descriptor.h's version list says which messages have
@@ -44,9 +59,11 @@
  * buffer's file (a receiver maps only the pages a description uses of it:
  * TbWireWindow). */
 /* The version of descriptions made for the caller's own transport
- * (tb_tensor_export), which has no hello: the oldest, which every release
- * reads. */
-#define TB_WIRE_VERSION TB_WIRE_VERSION_MIN
+ * (tb_tensor_export), which has no hello: the oldest that can say every
+ * buffer's kind. That is TB_WIRE_VERSION_MIN, which every release reads,
+ * for host memory (the fd says what it is), and TB_WIRE_VERSION_KINDS as
+ * soon as a buffer is CUDA or CUDA_HOST memory. */
+uint32_t tb_wire_export_version(tb_buffer *const *buffers, size_t nbuffers);
 /* Largest message accepted; a descriptor is a few hundred bytes. */
 #define TB_WIRE_MAX_BYTES 65536u
 /* Most buffers (and so fds) a tensor message names: one per image plane. */
@@ -75,6 +92,11 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
                          const uint64_t *forget, size_t nforget,
                          uint64_t import_serial);
+/* Refuses buffers that a message of `version` cannot describe: CUDA memory
+ * before TB_WIRE_VERSION_KINDS (a CUDA_HOST buffer then goes as the memfd
+ * it is, and arrives as SHM). TB_ERR_UNSUPPORTED naming the version. */
+gboolean tb_wire_check_kinds(uint32_t version, tb_buffer *const *buffers,
+                             size_t nbuffers, GError **error);
 GVariant *tb_wire_fence(uint32_t version);
 GVariant *tb_wire_release(uint32_t version, uint64_t lease);
 
@@ -90,11 +112,13 @@ typedef struct TbWireWindow {
 gboolean tb_wire_window_covers(TbWireWindow outer, TbWireWindow inner);
 /* The window a buffer maps: its bytes in its file, rounded up to pages. */
 TbWireWindow tb_wire_window_of(const tb_buffer *buffer);
-/* The windows a tensor message for `tensor` (its buffers as
+/* The windows a tensor message of `version` for `tensor` (its buffers as
  * tb_tensor_collect_buffers gives them) makes its receiver map: the pages
- * its elements and image planes reach in each buffer. */
-void tb_wire_tensor_windows(const tb_tensor *tensor, tb_buffer *const *buffers,
-                            size_t nbuffers, TbWireWindow *windows);
+ * its elements and image planes reach in each buffer (CUDA and CUDA_HOST
+ * memory whole, from the version on whose entries say so). */
+void tb_wire_tensor_windows(uint32_t version, const tb_tensor *tensor,
+                            tb_buffer *const *buffers, size_t nbuffers,
+                            TbWireWindow *windows);
 
 /* One buffer an ack message says was imported. */
 typedef struct TbWireAck {

@@ -50,7 +50,8 @@ tb_pool *tb_pool_create(const tb_tensor *prototype, size_t count,
   }
   TbAllocParams params = {.memory = tb_buffer_memory(prototype->buffer),
                           .alignment = 64,
-                          .name = prototype->name};
+                          .name = prototype->name,
+                          .device = prototype->buffer->cuda_device};
   TbPoolSlot *slots = g_new0(TbPoolSlot, count);
   for (size_t i = 0; i < count; i++) {
     slots[i].buffer = tb_buffer_alloc(prototype->buffer->size, &params, error);

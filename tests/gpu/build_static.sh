@@ -14,7 +14,7 @@ out=${OUT:-$build/gpu-bin}
 mkdir -p "$out"
 glib=$(pkg-config --variable=libdir glib-2.0)
 for program in tests/gpu/cuda_memory tests/gpu/cuda_fence \
-               bench/gpu/cuda_handoff; do
+               tests/gpu/cuda_channel bench/gpu/cuda_handoff; do
   ${CC:-cc} -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -I"$root/capi/include" \
     "$root/$program.c" -o "$out/$(basename "$program")" \
     "$build/capi/libtensorbuf.a" "$glib/libglib-2.0.a" "$glib/libpcre2-8.a" \

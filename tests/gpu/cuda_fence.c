@@ -103,15 +103,6 @@ static void timed_wait(tb_fence *fence, uint64_t value, const char *what) {
   printf("  %s: woken after %.3f ms\n", what, (double)waited / 1e6);
 }
 
-static tb_tensor *make(tb_memory memory) {
-  tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
-  opts.memory = memory;
-  const int64_t shape[] = {N};
-  tb_tensor *t = NULL;
-  OK(tb_tensor_new(&t, TB_DTYPE_U32, 1, shape, &opts));
-  return t;
-}
-
 /* Elements of `t` that differ from `expected` (PATTERN, or the ramp i ^
  * PATTERN where `ramp`). */
 static size_t mismatches(tb_tensor *t, int ramp, uint32_t constant) {
@@ -199,8 +190,8 @@ int main(int argc, char **argv) {
   }
   CHECK(status == TB_OK, "a GPU wait for 0");
 
-  tb_tensor *device = make(TB_MEMORY_CUDA);
-  tb_tensor *host = make(TB_MEMORY_CUDA_HOST);
+  tb_tensor *device = gpu_tensor_new(TB_MEMORY_CUDA, TB_DTYPE_U32, N);
+  tb_tensor *host = gpu_tensor_new(TB_MEMORY_CUDA_HOST, TB_DTYPE_U32, N);
   CUstream stream = new_stream();
   uint64_t handle = (uint64_t)(uintptr_t)stream;
   OK(tb_fence_cuda_wait(fence, 1, 0, handle));

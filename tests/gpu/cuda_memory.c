@@ -15,57 +15,29 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define N 4096
 #include "gpu_check.h"
 
-static tb_tensor *make(tb_memory memory) {
-  tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
-  opts.memory = memory;
-  const int64_t shape[] = {N};
-  tb_tensor *t = NULL;
-  OK(tb_tensor_new(&t, TB_DTYPE_F32, 1, shape, &opts));
-  return t;
-}
-
-static void fill(tb_tensor *t, float base) {
-  tb_map *map = NULL;
-  OK(tb_tensor_map(&map, t, TB_MAP_WRITE));
-  float *data = tb_map_data(map);
-  for (int i = 0; i < N; i++)
-    data[i] = base + (float)i;
-  tb_map_free(map);
-}
-
-static int holds(tb_tensor *t, float base) {
-  tb_map *map = NULL;
-  if (tb_tensor_map(&map, t, TB_MAP_READ) != TB_OK)
-    return 0;
-  const float *data = tb_map_data(map);
-  int same = 1;
-  for (int i = 0; i < N && same; i++)
-    same = data[i] == base + (float)i;
-  tb_map_free(map);
-  return same;
-}
-
 static int child(int cuda_fd, int host_fd) {
-  const int64_t shape[] = {N};
+  const int64_t shape[] = {GPU_RAMP_N};
   tb_tensor *device = NULL, *host = NULL;
-  OK(tb_tensor_import_cuda_fd(&device, cuda_fd, TB_MEMORY_CUDA, 0,
-                              TB_DTYPE_F32, 1, shape, 0));
+  OK(tb_tensor_import_cuda_fd(&device, cuda_fd, TB_MEMORY_CUDA, 0, TB_DTYPE_F32,
+                              1, shape, 0));
   OK(tb_tensor_import_cuda_fd(&host, host_fd, TB_MEMORY_CUDA_HOST, 0,
                               TB_DTYPE_F32, 1, shape, 0));
   if (device == NULL || host == NULL)
     return 1;
-  CHECK(holds(device, 1000.0f), "child reads what the parent wrote (cuda)");
-  CHECK(holds(host, 2000.0f), "child reads what the parent wrote (host)");
-  fill(device, 3000.0f);
+  CHECK(gpu_ramp_holds(device, 1000.0f),
+        "child reads what the parent wrote (cuda)");
+  CHECK(gpu_ramp_holds(host, 2000.0f),
+        "child reads what the parent wrote (host)");
+  gpu_ramp_fill(device, 3000.0f);
   /* The GPU copies the pinned memory into the shared device memory... then
    * back: the parent sees 4000+ in both. */
-  fill(host, 4000.0f);
-  tb_tensor *scratch = make(TB_MEMORY_CUDA);
+  gpu_ramp_fill(host, 4000.0f);
+  tb_tensor *scratch = gpu_ramp_new(TB_MEMORY_CUDA);
   OK(tb_tensor_copy(scratch, host, 0));
-  CHECK(holds(scratch, 4000.0f), "device copy of imported pinned memory");
+  CHECK(gpu_ramp_holds(scratch, 4000.0f),
+        "device copy of imported pinned memory");
   tb_tensor_unref(scratch);
   tb_tensor_unref(device);
   tb_tensor_unref(host);
@@ -84,16 +56,17 @@ int main(int argc, char **argv) {
     return 77;
   }
   /* allocation and staged map round trip */
-  tb_tensor *device = make(TB_MEMORY_CUDA);
+  tb_tensor *device = gpu_ramp_new(TB_MEMORY_CUDA);
   uint64_t address = 0;
   uint32_t ordinal = 99;
   OK(tb_tensor_device_ptr(&address, device));
   OK(tb_tensor_cuda_device(&ordinal, device));
   CHECK(address != 0 && ordinal == 0, "address %llx device %u",
         (unsigned long long)address, ordinal);
-  CHECK(holds(device, 0.0f) == 0 || N == 0, "fresh memory is not a ramp");
-  fill(device, 1.0f);
-  CHECK(holds(device, 1.0f), "staged map round trip");
+  CHECK(gpu_ramp_holds(device, 0.0f) == 0 || GPU_RAMP_N == 0,
+        "fresh memory is not a ramp");
+  gpu_ramp_fill(device, 1.0f);
+  CHECK(gpu_ramp_holds(device, 1.0f), "staged map round trip");
   double value = 0;
   const int64_t index[] = {7};
   OK(tb_tensor_get_f64(&value, device, 1, index));
@@ -102,18 +75,18 @@ int main(int argc, char **argv) {
          (unsigned long long)address);
 
   /* copies between kinds */
-  tb_tensor *pinned = make(TB_MEMORY_CUDA_HOST);
-  tb_tensor *heap = make(TB_MEMORY_HEAP);
+  tb_tensor *pinned = gpu_ramp_new(TB_MEMORY_CUDA_HOST);
+  tb_tensor *heap = gpu_ramp_new(TB_MEMORY_HEAP);
   OK(tb_tensor_device_ptr(&address, pinned));
   CHECK(address != 0, "pinned memory has a device address");
-  fill(heap, 5.0f);
+  gpu_ramp_fill(heap, 5.0f);
   OK(tb_tensor_copy(device, heap, 0));
-  CHECK(holds(device, 5.0f), "heap -> cuda");
+  CHECK(gpu_ramp_holds(device, 5.0f), "heap -> cuda");
   OK(tb_tensor_copy(pinned, device, 0));
-  CHECK(holds(pinned, 5.0f), "cuda -> cuda_host");
-  tb_tensor *device2 = make(TB_MEMORY_CUDA);
+  CHECK(gpu_ramp_holds(pinned, 5.0f), "cuda -> cuda_host");
+  tb_tensor *device2 = gpu_ramp_new(TB_MEMORY_CUDA);
   OK(tb_tensor_copy(device2, device, 0));
-  CHECK(holds(device2, 5.0f), "cuda -> cuda");
+  CHECK(gpu_ramp_holds(device2, 5.0f), "cuda -> cuda");
   tb_tensor_unref(device2);
   printf("PASS copies heap/cuda/cuda_host\n");
 
@@ -132,13 +105,12 @@ int main(int argc, char **argv) {
     tb_tensor_device_ptr(&again, back);
     CHECK(tb_tensor_memory(back) == TB_MEMORY_CUDA && again == base,
           "kDLCUDA import shares the memory");
-    CHECK(holds(back, 5.0f), "import reads the bytes");
+    CHECK(gpu_ramp_holds(back, 5.0f), "import reads the bytes");
     tb_tensor_unref(back);
   }
   OK(tb_tensor_to_dlpack(&managed, pinned, 0));
   if (managed != NULL) {
-    CHECK(managed->dl_tensor.device.device_type ==
-              TB_DLPACK_DEVICE_CUDA_HOST,
+    CHECK(managed->dl_tensor.device.device_type == TB_DLPACK_DEVICE_CUDA_HOST,
           "kDLCUDAHost export");
     managed->deleter(managed);
   }
@@ -160,7 +132,7 @@ int main(int argc, char **argv) {
   }
 
   /* bad input */
-  const int64_t shape[] = {N};
+  const int64_t shape[] = {GPU_RAMP_N};
   tb_tensor *bad = NULL;
   int heapless = -1;
   tb_tensor_export_fd(&heapless, pinned);
@@ -168,15 +140,15 @@ int main(int argc, char **argv) {
                                  TB_DTYPE_F32, 1, shape, 0) == TB_ERR_BAD_FD,
         "a memfd is not CUDA memory");
   CHECK(tb_tensor_import_cuda_fd(&bad, heapless, TB_MEMORY_CUDA_HOST, 999,
-                                 TB_DTYPE_F32, 1, shape, 0) ==
-            TB_ERR_INVALID_ARGUMENT,
+                                 TB_DTYPE_F32, 1, shape,
+                                 0) == TB_ERR_INVALID_ARGUMENT,
         "no device 999");
   close(heapless);
   printf("PASS bad input refused\n");
 
   /* cross-process sharing */
-  fill(device, 1000.0f);
-  fill(pinned, 2000.0f);
+  gpu_ramp_fill(device, 1000.0f);
+  gpu_ramp_fill(pinned, 2000.0f);
   int cuda_fd = -1, host_fd = -1;
   OK(tb_tensor_export_fd(&cuda_fd, device));
   OK(tb_tensor_export_fd(&host_fd, pinned));
@@ -194,8 +166,10 @@ int main(int argc, char **argv) {
   waitpid(pid, &wstatus, 0);
   CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0, "child exit %d",
         wstatus);
-  CHECK(holds(device, 3000.0f), "parent sees the child's write (cuda)");
-  CHECK(holds(pinned, 4000.0f), "parent sees the child's write (host)");
+  CHECK(gpu_ramp_holds(device, 3000.0f),
+        "parent sees the child's write (cuda)");
+  CHECK(gpu_ramp_holds(pinned, 4000.0f),
+        "parent sees the child's write (host)");
   close(cuda_fd);
   close(host_fd);
   printf("PASS cross-process CUDA and CUDA_HOST sharing\n");

@@ -5,8 +5,9 @@
 Checks that torch.from_dlpack and cupy.from_dlpack of a "cuda" tensor share
 its memory (same device pointer, writes visible both ways),
 tensorbuf.from_dlpack of a torch CUDA tensor likewise, __dlpack_device__,
-the __dlpack__ stream rules, a copy queued on a torch stream, and fences
-signalled and waited on from torch streams.
+the __dlpack__ stream rules, a copy queued on a torch stream, fences
+signalled and waited on from torch streams, and CUDA tensors (pooled too)
+over a Channel to another process.
 Exit status: 0 passed, 1 failed, 77 skipped (no GPU)."""
 import os
 import sys
@@ -99,6 +100,58 @@ check(not filled_event.query(), "a torch stream waits on the GPU for the fence")
 fence.signal(2)
 waiter.synchronize()
 check(float(held.min()) == 3.0, "the CPU signal releases the torch stream")
+
+# A CUDA tensor over a Channel to another process (a child started fresh:
+# a driver does not survive a fork): it arrives as cuda memory with a
+# device pointer, torch reads the bytes there, and the child's torch write
+# is seen here. Pooled, every tensor comes back to the pool.
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+
+CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import tensorbuf, torch
+channel = tensorbuf.Channel.from_fd(int(sys.argv[2]))
+for expected in (7, 8, 9):
+    t = channel.recv(timeout=20)
+    assert t.memory == "cuda" and t.device_ptr != 0, (t.memory, t.device_ptr)
+    view = torch.from_dlpack(t)
+    assert view.data_ptr() == t.device_ptr
+    assert int(view[0, 0]) == expected and int(view[-1, -1]) == expected
+    view.fill_(expected + 100)
+    torch.cuda.synchronize()
+    del view, t
+    channel.send(tensorbuf.Tensor((1,), "u8", memory="shm"))  # the answer
+"""
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+child = subprocess.Popen([sys.executable, "-c", CHILD,
+                          os.path.dirname(tensorbuf.__path__[0]),
+                          str(theirs.fileno())], pass_fds=[theirs.fileno()])
+theirs.close()
+channel = tensorbuf.Channel.from_fd(ours.fileno())
+ours.close()
+sent = tensorbuf.Tensor((64, 64), "u8", memory="cuda")
+torch.from_dlpack(sent).fill_(7)
+torch.cuda.synchronize()
+channel.send(sent)
+check(channel.recv(timeout=30) is not None and sent[0, 0] == 107,
+      "a cuda tensor over a Channel: the child's torch write is seen here")
+pool = tensorbuf.Pool(sent, 2)
+for value in (8, 9):
+    frame = pool.acquire(timeout=10)
+    torch.from_dlpack(frame).fill_(value)
+    torch.cuda.synchronize()
+    channel.send(frame)
+    answer = channel.recv(timeout=30)
+    check(answer is not None and frame[63, 63] == value + 100,
+          f"a pooled cuda tensor over a Channel ({value})")
+    del frame, answer
+check(child.wait(timeout=60) == 0, "the child checked what arrived")
+both = [pool.acquire(timeout=10), pool.acquire(timeout=10)]
+check(None not in both, "pooled cuda tensors came back to the pool")
+del both, pool, channel, sent
+
 del tt, cc, view
 print(("FAIL" if failures else "PASS") + f" python_cuda ({len(failures)} failures)")
 sys.exit(1 if failures else 0)

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs the CUDA GPU tests on a machine with an NVIDIA GPU: the C tests
-# (tests/gpu/cuda_memory.c, cuda_fence.c) as tests/gpu/build_static.sh
-# linked them into BUILD_DIR/gpu-bin, then the Python test with the package
-# tests/gpu/build_python_module.sh made.
+# (tests/gpu/cuda_memory.c, cuda_fence.c, cuda_channel.c) as
+# tests/gpu/build_static.sh linked them into BUILD_DIR/gpu-bin, then the
+# Python test with the package tests/gpu/build_python_module.sh made.
 #   tests/gpu/run_cuda.sh BUILD_DIR [PACKAGE_DIR]
 # Runs every one, each for at most 300 s (rc 124: it hung). Exit status: 0 all passed, 1 a failure, 77 all skipped
 # (no GPU).
@@ -12,7 +12,7 @@ build=${1:?usage: $0 BUILD_DIR [PACKAGE_DIR]}
 package=${2:-$build/gpu-python}
 failed=0
 passed=0
-for program in cuda_memory cuda_fence python_cuda; do
+for program in cuda_memory cuda_fence cuda_channel python_cuda; do
   echo "== $program"
   rc=0
   if [ $program = python_cuda ]; then

@@ -13,7 +13,9 @@
  *
  * That is version 1. In version 2 (the version both sides agree on in the
  * hello, see tb_forge_hello) every message ends with one more field,
- * a(qay) extensions: (tag, value) pairs that a reader skips.
+ * a(qay) extensions: (tag, value) pairs that a reader skips. In version 3
+ * the buffers are a(ityut): (fd index, id, memory kind as a tb_memory,
+ * CUDA device, bytes).
  *
  * A forged tensor message is the valid description of a 16x4 u8 tensor
  * over a 4096-byte memfd (fd 0, buffer id 7, read-write, nothing optional)

@@ -2,12 +2,14 @@
  * TENSORBUF_LIBCUDA points the loader at a library that does not exist, so
  * these run the same on a machine with a GPU: every CUDA call must refuse
  * with TB_ERR_UNSUPPORTED naming what is missing, and leave nothing behind. */
-#include "tb_test.h"
+#include "tb_forge.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MISSING "/nonexistent/libcuda-for-tensorbuf-tests.so.1"
@@ -183,6 +185,153 @@ static void alloc_options_version_1_still_allocates(void **state) {
   assert_int_equal(opts.device, 0);
 }
 
+/* ---- descriptions that name CUDA memory (wire version 3) ----------------
+ * The forged description's 16x4 u8 tensor over a 4096-byte memfd, as
+ * version 3 writes it: buffer entries (fd index, id, memory, device, bytes).
+ * A receiver without a driver checks such an entry, then refuses to import
+ * it: it must never take the fd for shared memory. */
+
+typedef struct wire_entry_case {
+  const char *entry; /* the buffer list, a(ityut) in GVariant text */
+  tb_status expected;
+  const char *says; /* in tb_last_error() */
+} wire_entry_case;
+
+static const wire_entry_case wire_entry_cases[] = {
+    /* Kinds this library imports, on a machine without a driver. */
+    {"[(0, 7, 4, 0, 4096)]", TB_ERR_UNSUPPORTED, "buffer 0 is cuda memory"},
+    {"[(0, 7, 5, 0, 4096)]", TB_ERR_UNSUPPORTED,
+     "buffer 0 is cuda_host memory"},
+    {"[(0, 7, 4, 3, 4096)]", TB_ERR_UNSUPPORTED, MISSING},
+    /* Kinds it does not import from a description. */
+    {"[(0, 7, 0, 0, 4096)]", TB_ERR_PROTOCOL, "memory kind 0"},
+    {"[(0, 7, 1, 0, 4096)]", TB_ERR_PROTOCOL, "memory kind 1"},
+    {"[(0, 7, 7, 0, 4096)]", TB_ERR_PROTOCOL, "memory kind 7"},
+    {"[(0, 7, 255, 0, 4096)]", TB_ERR_PROTOCOL, "memory kind 255"},
+    /* Devices: none for host memory, an int ordinal for CUDA. */
+    {"[(0, 7, 2, 1, 4096)]", TB_ERR_PROTOCOL, "shm memory on device 1"},
+    {"[(0, 7, 4, 2147483648, 4096)]", TB_ERR_PROTOCOL,
+     "device 2147483648, which is no CUDA device ordinal"},
+    {"[(0, 7, 5, 4294967295, 4096)]", TB_ERR_PROTOCOL,
+     "device 4294967295, which is no CUDA device ordinal"},
+    /* The fd is not what the entry says, or smaller. */
+    {"[(0, 7, 3, 0, 4096)]", TB_ERR_PROTOCOL, "said to be dma memory"},
+    {"[(0, 7, 2, 0, 4097)]", TB_ERR_OUT_OF_RANGE, "4097"},
+    /* Checked before anything is imported: a CUDA entry with a bad fd
+     * index is a protocol error, not a missing driver. */
+    {"[(1, 7, 4, 0, 4096)]", TB_ERR_PROTOCOL, "names fd 1"},
+    {"[(0, 7, 4, 0, 4096), (-1, 8, 4, 2147483648, 4096)]", TB_ERR_PROTOCOL,
+     "buffer 1"},
+};
+
+static GBytes *version_3_tensor(const char *entries) {
+  g_autofree char *buffers = g_strdup_printf("@a(ityut) %s", entries);
+  const tb_forge_edit edits[] = {{TB_FORGE_VERSION, "uint32 3"},
+                                 {TB_FORGE_BUFFERS, buffers},
+                                 {TB_FORGE_FIELDS, "@a(qay) []"}};
+  return tb_forge_tensor(edits, G_N_ELEMENTS(edits));
+}
+
+static void descriptions_naming_cuda_memory_are_checked_then_refused(
+    void **state) {
+  (void)state;
+  int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
+  /* The same description naming SHM imports: only the entry differs. */
+  g_autoptr(GBytes) shm = version_3_tensor("[(0, 7, 2, 0, 4096)]");
+  gsize length;
+  const uint8_t *bytes = g_bytes_get_data(shm, &length);
+  tb_tensor *tensor = NULL;
+  TB_ASSERT_OK(tb_tensor_import(&tensor, bytes, length, &memfd, 1));
+  assert_int_equal(tb_tensor_memory(tensor), TB_MEMORY_SHM);
+  assert_int_equal(tb_tensor_dim(tensor, 0), 16);
+  tb_tensor_unref(tensor);
+  for (size_t i = 0; i < G_N_ELEMENTS(wire_entry_cases); i++) {
+    const wire_entry_case *c = &wire_entry_cases[i];
+    print_message("buffers %s\n", c->entry);
+    g_autoptr(GBytes) forged = version_3_tensor(c->entry);
+    bytes = g_bytes_get_data(forged, &length);
+    tensor = TB_SENTINEL(tb_tensor);
+    TB_ASSERT_STATUS(tb_tensor_import(&tensor, bytes, length, &memfd, 1),
+                     c->expected);
+    assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+    if (strstr(tb_last_error(), c->says) == NULL)
+      fail_msg("\"%s\" does not say \"%s\"", tb_last_error(), c->says);
+  }
+  close(memfd);
+}
+
+/* Version 3's entries in a version-2 message, or version 2's in a version-3
+ * one, are not the message's type. */
+static void entries_must_be_their_versions(void **state) {
+  (void)state;
+  int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
+  const tb_forge_edit old_entries[] = {{TB_FORGE_VERSION, "uint32 3"},
+                                       {TB_FORGE_FIELDS, "@a(qay) []"}},
+                      new_entries[] = {
+                          {TB_FORGE_VERSION, "uint32 2"},
+                          {TB_FORGE_BUFFERS, "@a(ityut) [(0, 7, 2, 0, 4096)]"},
+                          {TB_FORGE_FIELDS, "@a(qay) []"}};
+  g_autoptr(GBytes) a = tb_forge_tensor(old_entries, 2);
+  g_autoptr(GBytes) b = tb_forge_tensor(new_entries, 3);
+  GBytes *forged[] = {a, b};
+  for (size_t i = 0; i < 2; i++) {
+    gsize length;
+    const uint8_t *bytes = g_bytes_get_data(forged[i], &length);
+    tb_tensor *tensor = TB_SENTINEL(tb_tensor);
+    TB_ASSERT_STATUS(tb_tensor_import(&tensor, bytes, length, &memfd, 1),
+                     TB_ERR_PROTOCOL);
+  }
+  close(memfd);
+}
+
+/* Host memory is exported as version 1, which every release reads (CUDA
+ * memory needs version 3: tests/gpu/cuda_channel.c). */
+static void host_memory_exports_as_version_1(void **state) {
+  (void)state;
+  const int64_t shape[] = {4};
+  tb_tensor *shm = tb_test_arange(TB_DTYPE_F32, 1, shape, TB_MEMORY_SHM);
+  uint8_t descriptor[512];
+  size_t length = 0, nfds = TB_DESCRIPTOR_MAX_FDS;
+  int fds[TB_DESCRIPTOR_MAX_FDS];
+  TB_ASSERT_OK(tb_tensor_export(descriptor, sizeof descriptor, &length, fds,
+                                &nfds, shm, 0));
+  assert_int_equal(nfds, 1);
+  assert_memory_equal(descriptor, "\x01\x00\x00\x00T", 5);
+  close(fds[0]);
+  tb_tensor_unref(shm);
+}
+
+/* Over a channel that speaks version 3: a peer's tensor in CUDA memory is
+ * refused by a receiver without a driver, its fd closed, and the channel
+ * goes on with the next message. */
+static void channel_refuses_cuda_memory_without_a_driver(void **state) {
+  (void)state;
+  int pair[2];
+  assert_int_equal(
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+  g_autoptr(GBytes) hello = tb_forge_hello(1, 3, NULL, 0);
+  tb_forge_send_bytes(pair[1], hello, NULL, 0);
+  tb_channel *channel = NULL;
+  TB_ASSERT_OK(tb_channel_from_fd(&channel, pair[0]));
+  close(pair[0]);
+  int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
+  g_autoptr(GBytes) cuda = version_3_tensor("[(0, 7, 4, 0, 4096)]");
+  g_autoptr(GBytes) shm = version_3_tensor("[(0, 8, 2, 0, 4096)]");
+  tb_forge_send_bytes(pair[1], cuda, &memfd, 1);
+  tb_forge_send_bytes(pair[1], shm, &memfd, 1);
+  close(memfd);
+  tb_tensor *tensor = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_channel_recv(&tensor, channel, 5000),
+                   TB_ERR_UNSUPPORTED);
+  assert_non_null(strstr(tb_last_error(), MISSING));
+  assert_ptr_equal(tensor, TB_SENTINEL(tb_tensor));
+  TB_ASSERT_OK(tb_channel_recv(&tensor, channel, 5000));
+  assert_int_equal(tb_tensor_memory(tensor), TB_MEMORY_SHM);
+  tb_tensor_unref(tensor);
+  tb_channel_unref(channel);
+  close(pair[1]);
+}
+
 int main(void) {
   setenv("TENSORBUF_LIBCUDA", MISSING, 1);
   const struct CMUnitTest tests[] = {
@@ -193,6 +342,10 @@ int main(void) {
       TB_TEST(copy_between_host_kinds_follows_strides),
       TB_TEST(copy_refuses_mismatches),
       TB_TEST(alloc_options_version_1_still_allocates),
+      TB_TEST(descriptions_naming_cuda_memory_are_checked_then_refused),
+      TB_TEST(entries_must_be_their_versions),
+      TB_TEST(host_memory_exports_as_version_1),
+      TB_TEST(channel_refuses_cuda_memory_without_a_driver),
   };
   return TB_RUN_TESTS(tests);
 }

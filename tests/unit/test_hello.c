@@ -248,10 +248,10 @@ static void a_timed_call_does_not_wait_behind_the_hello(void **state) {
 
 /* Peers written by hand: one of version 1 only, and a newer one (versions
  * 1 to 40) whose hello has extension records this release does not know.
- * Both sides speak the highest version in common (1, then 3), every
- * message carries it, and the extension list (version 2 on) is skipped
- * entry by entry, unknown tags and all. A message of another version is
- * refused. */
+ * And one of versions 1 to 2. Both sides speak the highest version in
+ * common (1, 3, then 2), every message carries it, and the extension list
+ * of versions 2 and 3 is skipped entry by entry, unknown tags and all. A
+ * message of another version is refused. */
 static void old_and_newer_peers_interoperate(void **state) {
   (void)state;
   static const uint8_t unknown[] = {0x34, 0x12, 3, 0, 'n', 'e',
@@ -259,11 +259,14 @@ static void old_and_newer_peers_interoperate(void **state) {
   g_autofree char *name = socket_name();
   tb_listener *listener = NULL;
   TB_ASSERT_OK(tb_listener_listen(&listener, name));
-  for (uint32_t version = 1; version <= 3; version += 2) {
+  static const uint32_t peer_max[] = {1, 40, 2};
+  for (size_t peer = 0; peer < G_N_ELEMENTS(peer_max); peer++) {
+    /* 3: the newest version this release speaks. */
+    uint32_t version = MIN(peer_max[peer], 3u);
     int raw = raw_dial(name);
     g_autoptr(GBytes) hello =
-        version == 3 ? tb_forge_hello(1, 40, unknown, sizeof unknown)
-                     : tb_forge_hello(1, 1, NULL, 0);
+        peer_max[peer] == 40 ? tb_forge_hello(1, 40, unknown, sizeof unknown)
+                             : tb_forge_hello(1, peer_max[peer], NULL, 0);
     tb_forge_send_bytes(raw, hello, NULL, 0);
     tb_channel *channel = NULL;
     TB_ASSERT_OK(tb_listener_accept(&channel, listener, PATIENCE_MS));
@@ -275,13 +278,18 @@ static void old_and_newer_peers_interoperate(void **state) {
     uint32_t low;
     memcpy(&low, ours + 8, sizeof low);
     assert_int_equal(GUINT32_FROM_LE(low), 1);
-    /* A tensor message as the peer writes it: version 3 with extension
-     * entries of tags nobody defined. */
+    /* A tensor message as the peer writes it: from version 2 on with
+     * extension entries of tags nobody defined, in version 3 with buffer
+     * entries that say their memory kind (SHM). */
+    g_autofree char *version_text = g_strdup_printf("uint32 %u", version);
     const tb_forge_edit edits[] = {
-        {TB_FORGE_VERSION, "uint32 3"},
+        {TB_FORGE_VERSION, version_text},
         {TB_FORGE_FIELDS,
-         "[(uint16 4660, [byte 1, 2, 3]), (uint16 7, @ay [])]"}};
-    g_autoptr(GBytes) valid = tb_forge_tensor(edits, version == 3 ? 2 : 0);
+         "[(uint16 4660, [byte 1, 2, 3]), (uint16 7, @ay [])]"},
+        {TB_FORGE_BUFFERS, "@a(ityut) [(0, 7, 2, 0, 4096)]"}};
+    g_autoptr(GBytes) valid = tb_forge_tensor(edits, version == 1   ? 0
+                                                     : version == 2 ? 2
+                                                                    : 3);
     int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
     tb_forge_send_bytes(raw, valid, &memfd, 1);
     tb_tensor *tensor = NULL;

@@ -145,8 +145,9 @@ class Channel(_Handle):
         return Credentials(*_core.tb_channel_peer_credentials(self._handle))
 
     def send(self, tensor, *, read_only=False):
-        """Sends an SHM (or DMA) tensor; read_only=True makes the receiver's
-        copy of the handle read-only."""
+        """Sends an SHM, DMA, CUDA or CUDA_HOST tensor (a CUDA tensor
+        arrives on the same device ordinal); read_only=True makes the
+        receiver's copy of the handle read-only."""
         _core.tb_channel_send(self._handle, tensor._handle,
                               _core.TB_SEND_READ_ONLY if read_only else 0)
 

@@ -254,11 +254,17 @@ TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */
  * made advisory. */
 #define TB_SEND_READ_ONLY 0x1u
 
-/* Sends `tensor` (SHM or DMA memory). Does not block on the peer beyond
- * the socket buffer.
+/* Sends `tensor` (SHM, DMA, CUDA or CUDA_HOST memory). Does not block on
+ * the peer beyond the socket buffer. CUDA memory goes as its CUDA
+ * shareable fd and arrives as CUDA memory on the same device ordinal (the
+ * receiver needs the CUDA driver and must see that device under that
+ * ordinal); CUDA_HOST memory arrives registered on that device, or as SHM
+ * at a peer whose protocol version is older than 3. A read-only share of
+ * CUDA memory cannot be enforced (see above).
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument, unknown flags),
  * TB_ERR_UNSUPPORTED (HEAP memory has no fd; a read-only share that cannot
- * be enforced, or a writable one after a read-only one: see above),
+ * be enforced, or a writable one after a read-only one: see above; CUDA
+ * memory to a peer that speaks a protocol version older than 3),
  * TB_ERR_OUT_OF_RANGE (the
  * description is over the 64 KiB a receiver accepts: a name that long; the
  * tensor's buffers alone are over the peer's limits),
@@ -273,10 +279,13 @@ TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
  * TB_ERR_CLOSED.
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_CLOSED,
  * TB_ERR_PROTOCOL (malformed message, including one whose kind cannot be
- * read; a message past this side's limits, after which the channel is
- * closed), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that do not fit the
- * fd), TB_ERR_SHAPE and TB_ERR_DTYPE (a description whose values
- * tb_tensor_import would refuse alike), TB_ERR_SYSTEM. */
+ * read, a memory kind this library does not import, or a CUDA device this
+ * machine does not have; a message past this side's limits, after which
+ * the channel is closed), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that
+ * do not fit the fd), TB_ERR_SHAPE and TB_ERR_DTYPE (a description whose
+ * values tb_tensor_import would refuse alike), TB_ERR_UNSUPPORTED (CUDA or
+ * CUDA_HOST memory without a CUDA driver; the message says what is
+ * missing), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_recv(tb_tensor **out, tb_channel *channel,
                                  int timeout_ms);
 
@@ -296,6 +305,10 @@ TB_API tb_status tb_channel_recv_fence(tb_fence **out, tb_channel *channel,
  * is in/out: in, the capacity of `fds` (TB_DESCRIPTOR_MAX_FDS always
  * suffices); out, the count written. The caller sends both and closes the
  * fds. flags: TB_SEND_READ_ONLY.
+ * The description is of protocol version 1, which every release reads,
+ * unless a buffer is CUDA or CUDA_HOST memory: then of version 3, which
+ * names each buffer's memory kind and CUDA device, so that tb_tensor_import
+ * maps the CUDA fd on that device (and registers CUDA_HOST memory there).
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument; `fds` NULL with *nfds >
  * 0), TB_ERR_OUT_OF_RANGE (capacity too small: *length says what is needed;
  * *nfds too small: *nfds is set to the count needed; or the description is
@@ -305,9 +318,11 @@ TB_API tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity,
                                   size_t *length, int *fds, size_t *nfds,
                                   const tb_tensor *tensor, uint32_t flags);
 /* The tensor a description and its fds describe (fds are dup'd; the caller
- * closes its own). Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_PROTOCOL,
- * TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE, TB_ERR_SHAPE, TB_ERR_DTYPE,
- * TB_ERR_SYSTEM. */
+ * closes its own). Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_PROTOCOL
+ * (including a memory kind this library does not import, or a CUDA device
+ * this machine does not have), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE,
+ * TB_ERR_SHAPE, TB_ERR_DTYPE, TB_ERR_UNSUPPORTED (CUDA or CUDA_HOST memory
+ * without a CUDA driver), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
                                   size_t length, const int *fds, size_t nfds);
 
