@@ -109,6 +109,9 @@ typedef struct MirrorEntry {
   uint64_t doomed;  /* the plan (by number) that forgets it */
 } MirrorEntry;
 
+/* Most dead buffers one message says to forget: 16 KiB of ids. */
+#define TB_MIRROR_MAX_DEAD 2048
+
 struct TbPeerMirror {
   gboolean acked;
   uint32_t max_buffers;
@@ -206,8 +209,11 @@ gboolean tb_peer_mirror_plan(TbPeerMirror *mirror, const uint64_t *ids,
   memcpy(plan->ids, ids, n * sizeof *ids);
   mirror->plans++;
   uint64_t count = g_hash_table_size(mirror->entries), total = mirror->bytes;
-  /* Buffers that have died: the peer can drop them. */
-  for (GList *l = mirror->lru.head; l != NULL; l = l->next) {
+  /* Buffers that have died: the peer can drop them (so many at most that
+   * the message stays far below the size a receiver accepts; the rest go
+   * with the next one). */
+  for (GList *l = mirror->lru.head;
+       l != NULL && plan->forget->len < TB_MIRROR_MAX_DEAD; l = l->next) {
     MirrorEntry *entry = l->data;
     if (!tb_buffer_alive(entry->id))
       doom(mirror, plan, entry, &count, &total);

@@ -150,6 +150,33 @@ static void dead_buffers_go_first_and_bytes_count(void **state) {
   tb_peer_mirror_free(mirror);
 }
 
+/* However many buffers died, one message forgets at most 2048 of them
+ * (its size stays far below what a receiver accepts); the next message
+ * forgets the rest. */
+static void dead_buffers_are_forgotten_in_batches(void **state) {
+  (void)state;
+  enum { SENT = 2100 };
+  TbPeerMirror *mirror = tb_peer_mirror_new(FALSE, 0, 0);
+  tb_buffer **sent = g_new(tb_buffer *, SENT);
+  for (int i = 0; i < SENT; i++) {
+    sent[i] = buffer_of(1);
+    send_one(mirror, sent[i], NULL, NULL, NULL);
+  }
+  for (int i = 0; i < SENT; i++)
+    tb_buffer_unref(sent[i]);
+  g_free(sent);
+  tb_buffer *live = buffer_of(1);
+  size_t nforgot;
+  uint64_t forgot[8];
+  send_one(mirror, live, NULL, forgot, &nforgot);
+  assert_int_equal(nforgot, 2048);
+  send_one(mirror, live, NULL, forgot, &nforgot);
+  assert_int_equal(nforgot, SENT - 2048);
+  assert_int_equal(tb_peer_mirror_count(mirror), 1);
+  tb_buffer_unref(live);
+  tb_peer_mirror_free(mirror);
+}
+
 /* A tensor alone over the peer's limits cannot be sent; nothing changes. */
 static void a_message_alone_over_the_limits_is_refused(void **state) {
   (void)state;
@@ -245,6 +272,7 @@ int main(void) {
       TB_TEST(with_acks_the_fd_goes_until_acknowledged),
       TB_TEST(the_least_recently_sent_is_forgotten),
       TB_TEST(dead_buffers_go_first_and_bytes_count),
+      TB_TEST(dead_buffers_are_forgotten_in_batches),
       TB_TEST(a_message_alone_over_the_limits_is_refused),
       TB_TEST(windows_decide_the_fd_and_the_bytes),
       TB_TEST(the_receivers_cache_keeps_its_limits),
