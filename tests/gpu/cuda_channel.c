@@ -15,7 +15,9 @@
  *   - tb_tensor_export of a CUDA tensor is a version-3 description naming
  *     CUDA memory of device 0; tb_tensor_import in the child maps it, and
  *     refuses it (TB_ERR_PROTOCOL) when the description names device 999 or
- *     an unknown memory kind.
+ *     an unknown memory kind;
+ *   - to a peer that speaks only versions 1 to 2 (played by hand), CUDA
+ *     memory is refused at the sender and CUDA_HOST goes as its memfd.
  * Exit status: 0 passed, 1 failed, 77 skipped (no driver or GPU; the reason
  * on stderr). */
 #include "tensorbuf/tensorbuf.h"
@@ -301,6 +303,50 @@ static void parent_export(int answers) {
   printf("PASS tb_tensor_export / tb_tensor_import of cuda memory\n");
 }
 
+/* A peer that speaks protocol versions 1 to 2 only, played by hand on a
+ * socket: CUDA memory cannot be described to it (refused at the sender,
+ * naming the version), CUDA_HOST memory goes as the memfd it is, in a
+ * version-2 message. */
+static void parent_older_peer(void) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+    return;
+  /* The hello (core/sharing/hello.h): "TBHL", 'H', versions 1 to 2. */
+  uint8_t hello[32] = {'T', 'B', 'H', 'L', 'H'};
+  const uint32_t versions[] = {1, 2};
+  memcpy(hello + 8, versions, sizeof versions);
+  CHECK(send(pair[1], hello, sizeof hello, 0) == sizeof hello, "hello");
+  tb_channel *channel = NULL;
+  OK(tb_channel_from_fd(&channel, pair[0]));
+  close(pair[0]);
+  tb_tensor *device = gpu_ramp_new(TB_MEMORY_CUDA);
+  tb_tensor *host = gpu_ramp_new(TB_MEMORY_CUDA_HOST);
+  CHECK(tb_channel_send(channel, device, 0) == TB_ERR_UNSUPPORTED &&
+            strstr(tb_last_error(), "version 2") != NULL,
+        "cuda memory to a version-2 peer is refused, naming the version");
+  OK(tb_channel_send(channel, host, 0));
+  uint8_t message[4096];
+  int fd = -1;
+  ssize_t got;
+  do /* its hello, then the tensor */
+    got = gpu_recv_fd(pair[1], message, sizeof message, &fd);
+  while (got >= 5 && memcmp(message, "TBHL", 4) == 0);
+  uint32_t version = 0;
+  if (got >= 5)
+    memcpy(&version, message, sizeof version);
+  CHECK(got >= 5 && version == 2 && message[4] == 'T' && fd >= 0,
+        "cuda_host memory goes to it as a version-2 tensor message with its "
+        "memfd (version %u)",
+        version);
+  if (fd >= 0)
+    close(fd);
+  tb_tensor_unref(device);
+  tb_tensor_unref(host);
+  tb_channel_unref(channel);
+  close(pair[1]);
+  printf("PASS a peer of version 2: cuda refused, cuda_host as a memfd\n");
+}
+
 int main(void) {
   tb_channel *ours = NULL, *theirs = NULL;
   int answers[2];
@@ -340,6 +386,7 @@ int main(void) {
   parent_cuda_host(ours, answers[0]);
   parent_pool(ours, answers[0]);
   parent_export(answers[0]);
+  parent_older_peer();
   tb_channel_unref(ours);
   int wstatus = 0;
   waitpid(pid, &wstatus, 0);
