@@ -623,14 +623,32 @@ end
 
 -- ---- channels ---------------------------------------------------------------------
 
--- tb.channel_pair() -> a, b: two connected channels in this process.
-tb.channel_pair = core.tb_channel_pair
-tb.channel_from_fd = core.tb_channel_from_fd
+-- Channel options (tb_channel_options' fields, each optional): max_buffers
+-- and max_mapped_bytes, what a channel keeps of the buffers its peer sent
+-- (defaults core.TB_CHANNEL_DEFAULT_MAX_BUFFERS and
+-- core.TB_CHANNEL_DEFAULT_MAX_MAPPED_BYTES); stated to the peer at connect.
+
+-- tb.channel_pair([opts]) -> a, b: two connected channels in this process.
+function tb.channel_pair(opts)
+  if opts == nil then
+    return core.tb_channel_pair()
+  end
+  return core.tb_channel_pair_with(opts)
+end
+
+-- tb.channel_from_fd(fd [, opts]): a channel over a connected socket (dup'd).
+function tb.channel_from_fd(fd, opts)
+  if opts == nil then
+    return core.tb_channel_from_fd(fd)
+  end
+  return core.tb_channel_from_fd_with(fd, opts)
+end
 
 -- tb.listen(path [, opts]): a listener; a path starting with "@" is abstract.
 -- opts (tb_listener_options' fields): mode (a path socket's file, default
 -- 0600), uids (those allowed to connect; default this process's euid alone),
--- flags (core.TB_LISTENER_ANY_UID: anyone), hello_timeout_ms.
+-- flags (core.TB_LISTENER_ANY_UID: anyone), hello_timeout_ms,
+-- channel_options (the accepted channels' options, as above).
 function tb.listen(path, opts)
   if opts == nil then
     return core.tb_listener_listen(path)
@@ -638,9 +656,14 @@ function tb.listen(path, opts)
   return core.tb_listener_listen_with(path, opts)
 end
 
--- tb.connect(path [, timeout]): a channel, or nil if nothing listened in time.
-function tb.connect(path, timeout)
-  return unless_timeout(core.tb_channel_connect, path, milliseconds(timeout))
+-- tb.connect(path [, timeout [, opts]]): a channel, or nil if nothing
+-- listened in time.
+function tb.connect(path, timeout, opts)
+  if opts == nil then
+    return unless_timeout(core.tb_channel_connect, path, milliseconds(timeout))
+  end
+  return unless_timeout(core.tb_channel_connect_with, path,
+                        milliseconds(timeout), opts)
 end
 
 local Listener = {fd = core.tb_listener_fd}
@@ -655,7 +678,19 @@ local Channel = {
   send_fence = core.tb_channel_send_fence,
   -- peer_credentials() -> pid, uid, gid of the peer (SO_PEERCRED at connect).
   peer_credentials = core.tb_channel_peer_credentials,
+  -- version() -> the protocol version agreed at connect.
+  version = core.tb_channel_version,
 }
+
+-- limits() -> {own = {max_buffers=, max_mapped_bytes=}, peer = {...}}: what
+-- each side said at connect it keeps of the other's buffers (the peer's 0:
+-- none stated).
+function Channel:limits()
+  local own_buffers, own_bytes, peer_buffers, peer_bytes =
+    core.tb_channel_limits(self)
+  return {own = {max_buffers = own_buffers, max_mapped_bytes = own_bytes},
+          peer = {max_buffers = peer_buffers, max_mapped_bytes = peer_bytes}}
+end
 
 -- send(tensor [, {read_only=true}]): hands the tensor's memory to the peer.
 function Channel:send(tensor, options)

@@ -342,14 +342,55 @@ static const tb_alloc_options *tb_lua_alloc_options(lua_State *L, int arg,
   return options;
 }
 
+/* Fills `options` from the table at `arg`, called `name` in messages
+ * (fields of tb_channel_options); nil gives NULL (the defaults). */
+static const tb_channel_options *
+tb_lua_channel_options(lua_State *L, int arg, const char *func,
+                       const char *name, tb_channel_options *options) {
+  arg = lua_absindex(L, arg);
+  if (lua_isnoneornil(L, arg))
+    return NULL;
+  if (!lua_istable(L, arg)) {
+    tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT,
+                       "%s: %s is a %s; expected a table or nil", func, name,
+                       luaL_typename(L, arg));
+    lua_error(L);
+  }
+  tb_channel_options_init(options, TB_CHANNEL_OPTIONS_VERSION);
+  for (lua_pushnil(L); lua_next(L, arg); lua_pop(L, 1)) {
+    const char *field =
+        lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    const char *what = lua_pushfstring(L, "%s.%s", name, field);
+    lua_insert(L, -2);
+    if (strcmp(field, "version") == 0)
+      options->version =
+          (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
+    else if (strcmp(field, "max_buffers") == 0)
+      options->max_buffers =
+          (uint32_t)tb_lua_check_integer(L, -1, func, what, 0, UINT32_MAX);
+    else if (strcmp(field, "max_mapped_bytes") == 0)
+      options->max_mapped_bytes =
+          (uint64_t)tb_lua_check_integer(L, -1, func, what, 0, LUA_MAXINTEGER);
+    else {
+      tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT, "%s: %s has no field %s",
+                         func, name, luaL_tolstring(L, -3, NULL));
+      lua_error(L);
+    }
+    lua_remove(L, -2);
+  }
+  return options;
+}
+
 /* Most uids a listener's options list here. */
 #define TB_LUA_MAX_UIDS 64
 
 /* Fills `options` from the table at `arg` (uids: a sequence of integers,
- * kept in `uids`); nil gives NULL (the defaults). */
+ * kept in `uids`; channel_options: a table, kept in `channel`); nil gives
+ * NULL (the defaults). */
 static const tb_listener_options *
 tb_lua_listener_options(lua_State *L, int arg, const char *func,
-                        tb_listener_options *options, uint32_t *uids) {
+                        tb_listener_options *options, uint32_t *uids,
+                        tb_channel_options *channel) {
   if (lua_isnoneornil(L, arg))
     return NULL;
   if (!lua_istable(L, arg)) {
@@ -392,6 +433,9 @@ tb_lua_listener_options(lua_State *L, int arg, const char *func,
       }
       options->uids = n > 0 ? uids : NULL;
       options->nuids = (size_t)n;
+    } else if (strcmp(field, "channel_options") == 0) {
+      options->channel_options =
+          tb_lua_channel_options(L, -1, func, what, channel);
     } else {
       tb_lua_push_errorf(L, TB_ERR_INVALID_ARGUMENT, "%s: opts has no field %s",
                          func, luaL_tolstring(L, -3, NULL));
@@ -516,6 +560,11 @@ TB_LUA_OUT_VALUE(double, scale_out, lua_pushnumber)
 TB_LUA_OUT_VALUE(int64_t, pid, lua_pushinteger)
 TB_LUA_OUT_VALUE(int64_t, uid, lua_pushinteger)
 TB_LUA_OUT_VALUE(int64_t, gid, lua_pushinteger)
+TB_LUA_OUT_VALUE(uint32_t, version, lua_pushinteger)
+TB_LUA_OUT_VALUE(uint32_t, own_max_buffers, lua_pushinteger)
+TB_LUA_OUT_VALUE(uint64_t, own_max_mapped_bytes, lua_pushinteger)
+TB_LUA_OUT_VALUE(uint32_t, peer_max_buffers, lua_pushinteger)
+TB_LUA_OUT_VALUE(uint64_t, peer_max_mapped_bytes, lua_pushinteger)
 
 /* tb_alloc_options_init(version) returns the defaults as a table. */
 %typemap(in, numinputs=0) tb_alloc_options *opts (tb_alloc_options options)
@@ -638,9 +687,17 @@ TB_LUA_PLANE_ARRAY(strides, TB_LUA_SLOT_STRIDES)
 %ignore tb_listener_options_init;
 %typemap(default) const tb_listener_options *opts %{ $1 = NULL; %}
 %typemap(in) const tb_listener_options *opts
-    (tb_listener_options options, uint32_t uids[TB_LUA_MAX_UIDS])
+    (tb_listener_options options, uint32_t uids[TB_LUA_MAX_UIDS],
+     tb_channel_options channel)
 %{ $1 = ($1_ltype)tb_lua_listener_options(L, $input, "$symname", &options,
-                                          uids); %}
+                                          uids, &channel); %}
+/* Channel options are tables too. */
+%ignore tb_channel_options;
+%ignore tb_channel_options_init;
+%typemap(default) const tb_channel_options *opts %{ $1 = NULL; %}
+%typemap(in) const tb_channel_options *opts (tb_channel_options options)
+%{ $1 = ($1_ltype)tb_lua_channel_options(L, $input, "$symname", "opts",
+                                         &options); %}
 
 %wrapper %{
 /* Wrapped copies whose destroy-notify has not run yet. */

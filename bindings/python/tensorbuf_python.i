@@ -40,8 +40,16 @@
  *   const tb_listener_options *opts
  *                            None or a dict with any of version, mode,
  *                            uids (a sequence of ints), flags,
- *                            hello_timeout_ms
+ *                            hello_timeout_ms, channel_options (a dict as
+ *                            below)
+ *   const tb_channel_options *opts
+ *                            None or a dict with any of version,
+ *                            max_buffers, max_mapped_bytes
  *   int64_t *pid, *uid, *gid returned ints (tb_channel_peer_credentials)
+ *   uint32_t *version, *own_max_buffers, *peer_max_buffers,
+ *   uint64_t *own_max_mapped_bytes, *peer_max_mapped_bytes
+ *                            returned ints (tb_channel_version,
+ *                            tb_channel_limits)
  *   (const uint8_t *descriptor, size_t length)
  *                            any C-contiguous buffer; read during the call
  *   (const int *fds, size_t nfds)
@@ -438,14 +446,59 @@ static PyObject *tb_py_alloc_options_dict(const tb_alloc_options *opts) {
 
 /* ---- listener options --------------------------------------------------- */
 
+/* Fills *opts from a dict called `name` in messages (defaults for missing
+ * keys); None gives NULL. */
+static int tb_py_channel_options_from(const tb_channel_options **out,
+                                      tb_channel_options *opts,
+                                      const char *name, PyObject *dict) {
+  *out = NULL;
+  if (dict == Py_None)
+    return 1;
+  if (!PyDict_Check(dict)) {
+    PyErr_Format(PyExc_TypeError, "%s must be a dict or None, not %.200s",
+                 name, Py_TYPE(dict)->tp_name);
+    return 0;
+  }
+  tb_channel_options_init(opts, TB_CHANNEL_OPTIONS_VERSION);
+  PyObject *key, *value;
+  Py_ssize_t position = 0;
+  while (PyDict_Next(dict, &position, &key, &value)) {
+    const char *field = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+    if (field == NULL) {
+      PyErr_Clear();
+      PyErr_Format(PyExc_TypeError, "%s keys must be field names", name);
+      return 0;
+    }
+    unsigned long long number = PyLong_AsUnsignedLongLong(value);
+    if (number == (unsigned long long)-1 && PyErr_Occurred())
+      return 0;
+    if (strcmp(field, "max_mapped_bytes") == 0)
+      opts->max_mapped_bytes = number;
+    else if (strcmp(field, "version") == 0 && number <= UINT32_MAX)
+      opts->version = (uint32_t)number;
+    else if (strcmp(field, "max_buffers") == 0 && number <= UINT32_MAX)
+      opts->max_buffers = (uint32_t)number;
+    else {
+      PyErr_Format(PyExc_TypeError, "%s has no field \"%s\" (or it does not "
+                   "fit)", name, field);
+      return 0;
+    }
+  }
+  *out = opts;
+  return 1;
+}
+
 /* Most uids a listener's options list here. */
 #define TB_PY_MAX_UIDS 64
 
 /* Fills *opts from a dict (defaults for missing keys; "uids" a sequence of
- * ints, kept in `uids`); None gives NULL. */
+ * ints, kept in `uids`; "channel_options" a dict, kept in `channel`); None
+ * gives NULL. */
 static int tb_py_listener_options_from(const tb_listener_options **out,
                                        tb_listener_options *opts,
-                                       uint32_t *uids, PyObject *dict) {
+                                       uint32_t *uids,
+                                       tb_channel_options *channel,
+                                       PyObject *dict) {
   *out = NULL;
   if (dict == Py_None)
     return 1;
@@ -489,6 +542,12 @@ static int tb_py_listener_options_from(const tb_listener_options **out,
       Py_DECREF(items);
       opts->uids = n > 0 ? uids : NULL;
       opts->nuids = (size_t)n;
+      continue;
+    }
+    if (strcmp(field, "channel_options") == 0) {
+      if (!tb_py_channel_options_from(&opts->channel_options, channel,
+                                      "opts[\"channel_options\"]", value))
+        return 0;
       continue;
     }
     long long number = PyLong_AsLongLong(value);
@@ -557,6 +616,11 @@ TB_PY_VALUE_OUT(int64_t, zero_point_out, PyLong_FromLongLong)
 TB_PY_VALUE_OUT(int64_t, pid, PyLong_FromLongLong)
 TB_PY_VALUE_OUT(int64_t, uid, PyLong_FromLongLong)
 TB_PY_VALUE_OUT(int64_t, gid, PyLong_FromLongLong)
+TB_PY_VALUE_OUT(uint32_t, version, PyLong_FromUnsignedLong)
+TB_PY_VALUE_OUT(uint32_t, own_max_buffers, PyLong_FromUnsignedLong)
+TB_PY_VALUE_OUT(uint64_t, own_max_mapped_bytes, PyLong_FromUnsignedLongLong)
+TB_PY_VALUE_OUT(uint32_t, peer_max_buffers, PyLong_FromUnsignedLong)
+TB_PY_VALUE_OUT(uint64_t, peer_max_mapped_bytes, PyLong_FromUnsignedLongLong)
 
 %define TB_PY_INT64_ARRAY(COUNT, ARRAY)
 %typemap(in) (size_t COUNT, const int64_t *ARRAY)
@@ -658,11 +722,20 @@ TB_PY_INT64_ARRAY(nindex, index)
 }
 
 %typemap(in) const tb_listener_options *opts
-    (tb_listener_options options, uint32_t uids[TB_PY_MAX_UIDS]) {
+    (tb_listener_options options, uint32_t uids[TB_PY_MAX_UIDS],
+     tb_channel_options channel) {
   if (!tb_py_listener_options_from((const tb_listener_options **)&$1,
-                                   &options, uids, $input))
+                                   &options, uids, &channel, $input))
     SWIG_fail;
 }
+%typemap(in) const tb_channel_options *opts (tb_channel_options options) {
+  if (!tb_py_channel_options_from((const tb_channel_options **)&$1, &options,
+                                  "opts", $input))
+    SWIG_fail;
+}
+%ignore tb_channel_options;
+%ignore tb_channel_options_init;
+%ignore TB_CHANNEL_OPTIONS_INIT;
 /* Options are dicts: the struct and its init are not wrapped. */
 %ignore tb_listener_options;
 %ignore tb_listener_options_init;

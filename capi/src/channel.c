@@ -7,15 +7,80 @@
 
 G_STATIC_ASSERT(TB_DESCRIPTOR_MAX_FDS == TB_WIRE_MAX_BUFFERS);
 
+/* The bodies of the calls that make channels with and without options,
+ * after their argument checks; errors name `function`, the caller's. */
+static tb_status make_pair(const char *function, tb_channel **out_a,
+                           tb_channel **out_b, const tb_channel_options *opts) {
+  GError *error = NULL;
+  tb_channel *a, *b;
+  if (!tb_channel_make_pair(&a, &b, opts, &error))
+    return tb_fail_with(function, error);
+  *out_a = a;
+  *out_b = b;
+  return TB_OK;
+}
+
+/* `error` is read after `channel` is made: pass it by address. */
+static tb_status made(const char *function, tb_channel **out,
+                      tb_channel *channel, GError **error) {
+  if (channel == NULL)
+    return tb_fail_with(function, *error);
+  *out = channel;
+  return TB_OK;
+}
+
+tb_status tb_channel_pair_with(tb_channel **out_a, tb_channel **out_b,
+                               const tb_channel_options *opts) {
+  TB_REQUIRE(out_a);
+  TB_REQUIRE(out_b);
+  return make_pair(__func__, out_a, out_b, opts);
+}
+
 tb_status tb_channel_pair(tb_channel **out_a, tb_channel **out_b) {
   TB_REQUIRE(out_a);
   TB_REQUIRE(out_b);
+  return make_pair(__func__, out_a, out_b, NULL);
+}
+
+tb_status tb_channel_options_init(tb_channel_options *opts, uint32_t version) {
+  TB_REQUIRE(opts);
+  tb_channel_options defaults = TB_CHANNEL_OPTIONS_INIT;
+  defaults.version = version;
+  return tb_options_init(__func__, opts, &defaults,
+                         tb_channel_options_size(version), version,
+                         TB_CHANNEL_OPTIONS_VERSION);
+}
+
+tb_status tb_channel_version(tb_channel *channel, uint32_t *version) {
+  TB_REQUIRE(channel);
   GError *error = NULL;
-  tb_channel *a, *b;
-  if (!tb_channel_make_pair(&a, &b, &error))
+  uint32_t agreed;
+  TbHello own, peer;
+  if (!tb_channel_agreed(channel, &agreed, &own, &peer, &error))
     return tb_fail_with(__func__, error);
-  *out_a = a;
-  *out_b = b;
+  if (version != NULL)
+    *version = agreed;
+  return TB_OK;
+}
+
+tb_status tb_channel_limits(tb_channel *channel, uint32_t *own_max_buffers,
+                            uint64_t *own_max_mapped_bytes,
+                            uint32_t *peer_max_buffers,
+                            uint64_t *peer_max_mapped_bytes) {
+  TB_REQUIRE(channel);
+  GError *error = NULL;
+  uint32_t agreed;
+  TbHello own, peer;
+  if (!tb_channel_agreed(channel, &agreed, &own, &peer, &error))
+    return tb_fail_with(__func__, error);
+  if (own_max_buffers != NULL)
+    *own_max_buffers = own.max_buffers;
+  if (own_max_mapped_bytes != NULL)
+    *own_max_mapped_bytes = own.max_bytes;
+  if (peer_max_buffers != NULL)
+    *peer_max_buffers = peer.max_buffers;
+  if (peer_max_mapped_bytes != NULL)
+    *peer_max_mapped_bytes = peer.max_bytes;
   return TB_OK;
 }
 
@@ -68,12 +133,32 @@ tb_status tb_listener_accept(tb_channel **out, tb_listener *listener,
   TB_RETURN_HANDLE(out, tb_listener_take(listener, timeout_ms, &error), error);
 }
 
+tb_status tb_channel_connect_with(tb_channel **out, const char *path,
+                                  int timeout_ms,
+                                  const tb_channel_options *opts) {
+  TB_REQUIRE(out);
+  TB_REQUIRE(path);
+  GError *error = NULL;
+  return made(__func__, out, tb_channel_dial(path, timeout_ms, opts, &error),
+              &error);
+}
+
 tb_status tb_channel_connect(tb_channel **out, const char *path,
                              int timeout_ms) {
   TB_REQUIRE(out);
   TB_REQUIRE(path);
   GError *error = NULL;
-  TB_RETURN_HANDLE(out, tb_channel_dial(path, timeout_ms, &error), error);
+  return made(__func__, out, tb_channel_dial(path, timeout_ms, NULL, &error),
+              &error);
+}
+
+tb_status tb_channel_from_fd_with(tb_channel **out, int fd,
+                                  const tb_channel_options *opts) {
+  TB_REQUIRE(out);
+  if (fd < 0)
+    return tb_fail(__func__, TB_ERR_INVALID_ARGUMENT, "fd is %d", fd);
+  GError *error = NULL;
+  return made(__func__, out, tb_channel_adopt_fd(fd, opts, &error), &error);
 }
 
 tb_status tb_channel_from_fd(tb_channel **out, int fd) {
@@ -81,7 +166,7 @@ tb_status tb_channel_from_fd(tb_channel **out, int fd) {
   if (fd < 0)
     return tb_fail(__func__, TB_ERR_INVALID_ARGUMENT, "fd is %d", fd);
   GError *error = NULL;
-  TB_RETURN_HANDLE(out, tb_channel_adopt_fd(fd, &error), error);
+  return made(__func__, out, tb_channel_adopt_fd(fd, NULL, &error), &error);
 }
 
 tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,

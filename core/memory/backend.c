@@ -124,10 +124,10 @@ int tb_memfd_create(const char *name, unsigned flags) {
 }
 
 void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
-                      int fd) {
+                      int fd, uint64_t offset) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   if (alignment <= page)
-    return mmap(NULL, length, prot, flags, fd, 0);
+    return mmap(NULL, length, prot, flags, fd, (off_t)offset);
 
   /* Reserve enough address space to find an aligned start, place the real
    * mapping there, and give back the slack on both sides. */
@@ -142,7 +142,8 @@ void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
     return MAP_FAILED;
   uint8_t *start = (uint8_t *)(((uintptr_t)base + alignment - 1) &
                                ~(uintptr_t)(alignment - 1));
-  void *mapped = mmap(start, length, prot, flags | MAP_FIXED, fd, 0);
+  void *mapped =
+      mmap(start, length, prot, flags | MAP_FIXED, fd, (off_t)offset);
   if (mapped == MAP_FAILED) {
     int saved = errno;
     munmap(base, reserve);

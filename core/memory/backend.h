@@ -28,7 +28,8 @@ typedef struct TbBackend {
   gboolean (*alloc)(tb_buffer *buffer, const TbAllocParams *params,
                     GError **error);
   /* Takes ownership of `fd` (already classified and size-checked) and maps
-   * buffer->size bytes of it. On failure the fd is left open for the caller. */
+   * buffer->size bytes of it from buffer->fd_offset. On failure the fd is
+   * left open for the caller. */
   gboolean (*import_fd)(tb_buffer *buffer, int fd, GError **error);
   /* Bracket CPU access (cache sync); NULL where the memory needs none. */
   gboolean (*begin_access)(tb_buffer *buffer, uint32_t map_flags,
@@ -69,10 +70,11 @@ gboolean tb_backend_usable(tb_memory memory);
 /* Why it has not (what was tried), or a generic reason. */
 const char *tb_backend_unusable_reason(tb_memory memory);
 
-/* mmap with an alignment beyond the page size (by over-reserving and
- * trimming). Returns MAP_FAILED with errno set on failure. */
+/* mmap of `fd` from `offset` (a whole number of pages) with an alignment
+ * beyond the page size (by over-reserving and trimming). Returns MAP_FAILED
+ * with errno set on failure. */
 void *tb_mmap_aligned(size_t length, uint64_t alignment, int prot, int flags,
-                      int fd);
+                      int fd, uint64_t offset);
 
 /* Whether `size` bytes can be mapped at all: a 64-bit size must never be
  * truncated on its way to mmap (32-bit builds with 64-bit file offsets).

@@ -144,7 +144,7 @@ static gboolean dma_map(tb_buffer *buffer, int fd, size_t length,
   int prot = PROT_READ;
   if (!(buffer->flags & TB_BUFFER_READ_ONLY))
     prot |= PROT_WRITE;
-  void *data = tb_mmap_aligned(length, alignment, prot, MAP_SHARED, fd);
+  void *data = tb_mmap_aligned(length, alignment, prot, MAP_SHARED, fd, 0);
   if (data == MAP_FAILED) {
     tb_set_system_error(error, TB_BACKEND_ERROR, errno,
                         "mmap of %zu bytes of dma-buf %d", length, fd);
@@ -220,7 +220,8 @@ static gboolean dma_import(tb_buffer *buffer, int fd, GError **error) {
     int prot = PROT_READ;
     if (!(buffer->flags & TB_BUFFER_READ_ONLY))
       prot |= PROT_WRITE;
-    void *data = mmap(NULL, (size_t)buffer->size, prot, MAP_SHARED, fd, 0);
+    void *data = mmap(NULL, (size_t)buffer->size, prot, MAP_SHARED, fd,
+                      (off_t)buffer->fd_offset);
     if (data == MAP_FAILED && errno == ENOMEM) {
       g_set_error(error, TB_BACKEND_ERROR, TB_ERR_NO_MEMORY,
                   "cannot map %" G_GUINT64_FORMAT " bytes of dma-buf %d",

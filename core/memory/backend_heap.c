@@ -73,7 +73,7 @@ static gboolean heap_alloc(tb_buffer *buffer, const TbAllocParams *params,
     return TRUE;
   }
   void *data = tb_mmap_aligned(mapping_size, alignment, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS, -1);
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (data == MAP_FAILED) {
     g_set_error(error, TB_BACKEND_ERROR, TB_ERR_NO_MEMORY,
                 "cannot map %zu bytes of heap memory: %s", size,

@@ -40,7 +40,8 @@ static gboolean memfd_map(tb_buffer *buffer, int fd, uint64_t alignment,
   if (!(buffer->flags & TB_BUFFER_READ_ONLY))
     prot |= PROT_WRITE;
   void *data =
-      tb_mmap_aligned((size_t)buffer->size, alignment, prot, MAP_SHARED, fd);
+      tb_mmap_aligned((size_t)buffer->size, alignment, prot, MAP_SHARED, fd,
+                      buffer->fd_offset);
   if (data == MAP_FAILED && errno == ENOMEM) {
     /* No address space for it: out of memory, as for the heap. */
     g_set_error(error, TB_BACKEND_ERROR, TB_ERR_NO_MEMORY,

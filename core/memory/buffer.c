@@ -383,7 +383,10 @@ static gboolean seal_memfd(int fd, uint64_t size, GError **error) {
   return TRUE;
 }
 
-tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
+/* A buffer over a dup of `fd` (which `info` describes) that maps `size`
+ * bytes of it from `offset`. */
+static tb_buffer *adopt_range(int fd, const TbFdInfo *info, uint64_t offset,
+                              uint64_t size, GError **error) {
   int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (own < 0) {
     tb_set_system_error(error, TB_BUFFER_ERROR, errno, "dup of fd %d", fd);
@@ -397,7 +400,8 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
     close(own);
     return NULL;
   }
-  tb_buffer *buffer = tb_buffer_prepare(info->size, info->backend, info->flags);
+  tb_buffer *buffer = tb_buffer_prepare(size, info->backend, info->flags);
+  buffer->fd_offset = offset;
   buffer->cuda_device = info->cuda_device;
   if (!info->backend->import_fd(buffer, own, error)) {
     close(own);
@@ -405,6 +409,27 @@ tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
     return NULL;
   }
   return tb_buffer_publish(buffer);
+}
+
+tb_buffer *tb_buffer_adopt_fd(int fd, const TbFdInfo *info, GError **error) {
+  return adopt_range(fd, info, 0, info->size, error);
+}
+
+tb_buffer *tb_buffer_import_window(int fd, uint64_t offset, uint64_t length,
+                                   uint64_t needed, GError **error) {
+  TbFdInfo info;
+  if (!tb_fd_inspect(fd, &info, error))
+    return NULL;
+  if (offset > info.size || needed > info.size) {
+    g_set_error(error, TB_BUFFER_ERROR, TB_ERR_OUT_OF_RANGE,
+                "fd %d holds %" G_GUINT64_FORMAT " bytes but %"
+                G_GUINT64_FORMAT " (and bytes from %" G_GUINT64_FORMAT
+                ") are needed",
+                fd, info.size, needed, offset);
+    return NULL;
+  }
+  return adopt_range(fd, &info, offset, MIN(length, info.size - offset),
+                     error);
 }
 
 tb_buffer *tb_buffer_import_accepting(int fd, uint64_t needed, uint32_t accept,
@@ -473,6 +498,10 @@ uint64_t tb_buffer_key(const tb_buffer *buffer) {
 
 int tb_buffer_fd(const tb_buffer *buffer) {
   return buffer != NULL ? buffer->fd : -1;
+}
+
+uint64_t tb_buffer_fd_offset(const tb_buffer *buffer) {
+  return buffer != NULL ? buffer->fd_offset : 0;
 }
 
 bool tb_buffer_read_only(const tb_buffer *buffer) {

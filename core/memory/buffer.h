@@ -22,6 +22,8 @@ struct tb_buffer {
   void *user_data;
   uint32_t cuda_device; /* CUDA kinds: the device ordinal */
   void *backend_data;   /* what the backend keeps beside the bytes */
+  uint64_t fd_offset;   /* where byte 0 lies in the fd's file: 0 but for an
+                           import of a window (tb_buffer_import_window) */
 };
 
 /* Bytes of tb_alloc_options that struct version `version` has (its last
@@ -70,6 +72,14 @@ tb_buffer *tb_buffer_import_accepting(int fd, uint64_t needed, uint32_t accept,
                                       GError **error);
 /* tb_buffer_import_accepting with nothing more accepted. */
 tb_buffer *tb_buffer_import(int fd, uint64_t needed, GError **error);
+/* Imports only bytes [offset, offset + length) of a memfd or dma-buf
+ * (dup'd), `offset` a whole number of pages: a buffer of those bytes (fewer
+ * where the file ends first), its fd_offset `offset`. So a receiver maps
+ * what a description uses, not the whole file a peer sent. Fails with
+ * TB_ERR_OUT_OF_RANGE if the file holds fewer than `needed` bytes or ends
+ * before `offset`. */
+tb_buffer *tb_buffer_import_window(int fd, uint64_t offset, uint64_t length,
+                                   uint64_t needed, GError **error);
 /* A read-only FILE buffer over the whole regular file at `path` or `fd`
  * (exactly one of them), or with TB_FILE_SEALED_COPY a sealed SHM copy. */
 tb_buffer *tb_buffer_open_file(const char *path, int fd, uint32_t flags,

@@ -1,9 +1,11 @@
 /* Channels: tensors, fences and releases over a Unix seqpacket socket.
  *
- * Sender state: the ids of buffers already sent (so a recycled buffer goes
- * without fd), and the leases of pooled tensors the peer still holds, by
- * token. Receiver state: the buffers received, by the sender's id (so a
- * recycled buffer is not mapped again).
+ * Sender state: a mirror of the buffers the peer holds (so a recycled
+ * buffer goes without fd, and the peer is told what to forget before it
+ * passes its limits: sharing/peer_cache.h), and the leases of pooled
+ * tensors the peer still holds, by token. Receiver state: the buffers
+ * received, by the sender's id (so a recycled buffer is not mapped again),
+ * bounded by the limits this side stated in its hello.
  *
  * Nothing is read ahead: the socket is the only queue. One thread at a time
  * reads it (the reader); it peeks at the next message's kind and takes it
@@ -16,6 +18,7 @@
 #include "sharing/channel.h"
 #include "sharing/hello.h"
 #include "sharing/layouts.h"
+#include "sharing/peer_cache.h"
 #include "sharing/ring.h"
 
 #include <errno.h>
@@ -53,12 +56,17 @@ struct tb_channel {
   uint64_t taken;               /* messages taken so far: the head changed */
   uint64_t releases_blocked_at; /* `taken` when a pool's serve found a
                                    message that is not a release at the head */
-  GHashTable *sent;   /* our buffer id -> GINT_TO_POINTER(1 rw, 2 ro) */
-  GHashTable *cache;  /* sender's buffer id -> tb_buffer */
-  GHashTable *leases; /* token -> TbLease held for the peer */
+  GMutex send_lock;             /* one send at a time: plans, sends, commits */
+  TbPeerMirror *mirror; /* what the peer holds (`lock`); from the hello */
+  TbPeerCache *cache;   /* what we hold of the peer's (`lock`) */
+  GPtrArray *acks_out;  /* ack messages a receive could not send at once
+                           (`lock`) */
+  GError *failure;      /* why the channel was closed on our side (`lock`) */
+  GHashTable *leases;   /* token -> TbLease held for the peer */
   uint64_t next_token;
   GPtrArray *pools;     /* pools that watch us (strong) */
   atomic_bool hung_up;  /* the peer has gone: nothing more will arrive */
+  atomic_bool failed;   /* `failure` is set */
   GArray *releases_out; /* TbPendingRelease a drop could not send at once
                            (`release_lock`) */
   GMutex release_lock;  /* releases_out, and pushes of releases into `rx` */
@@ -73,13 +81,13 @@ struct tb_channel {
   gint64 hello_deadline; /* monotonic, µs */
   GError *hello_error;   /* why the hello failed, for every later call */
   uint32_t version;      /* the protocol version both speak */
+  TbHello hello;         /* ours: the limits we keep */
   TbHello peer_hello;
   /* Version 3 (set with `greeted`): the rings, NULL before. */
   TbRing *tx;                  /* we push tensors and pop releases */
   TbRing *rx;                  /* we pop tensors and push releases */
-  GMutex put_lock;             /* one put at a time: ring order, `layout_ids` */
   GMutex serve_lock;           /* one popper of `tx`'s releases */
-  TbLayoutIds *layout_ids;     /* the peer's layouts (`put_lock`) */
+  TbLayoutIds *layout_ids;     /* the peer's layouts (`send_lock`) */
   TbLayoutCache *layout_cache; /* ours, filled by the ring's consumer */
   gboolean ring_reading;       /* (`lock`) a thread consumes `rx` */
   unsigned socket_owed; /* (`lock`) tensors the ring said are on the socket */
@@ -123,6 +131,8 @@ typedef struct TbPendingRelease {
 /* Releases waiting for room in the socket; past this a release is dropped
  * (a peer that reads nothing gets nothing back). */
 #define TB_CHANNEL_MAX_RELEASES 4096
+/* Acknowledgements likewise: one dropped costs the peer an fd sent again. */
+#define TB_CHANNEL_MAX_ACKS 1024
 
 /* A received pooled tensor: dropping it sends the release back. */
 typedef struct TbRemoteLease {
@@ -142,23 +152,33 @@ static void message_free(TbMessage *message) {
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TbMessage, message_free)
 
-static tb_channel *channel_wrap(int fd) {
+/* What this side states in its hello: every version it speaks, and the
+ * limits of its cache of the peer's buffers. */
+static TbHello hello_of(const tb_channel_options *opts) {
+  return (TbHello){.min_version = TB_WIRE_VERSION_MIN,
+                   .max_version = TB_WIRE_VERSION_MAX,
+                   .max_buffers = opts->max_buffers,
+                   .max_bytes = opts->max_mapped_bytes,
+                   .max_layouts = TB_LAYOUTS_DEFAULT_LIMIT};
+}
+
+static tb_channel *channel_wrap(int fd, const TbHello *hello) {
   tb_channel *channel = g_new0(tb_channel, 1);
   atomic_init(&channel->refs, 1);
   channel->fd = fd;
   g_mutex_init(&channel->lock);
   g_cond_init(&channel->changed);
+  g_mutex_init(&channel->send_lock);
   channel->releases_blocked_at = G_MAXUINT64;
-  channel->sent =
-      g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-  channel->cache = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
-                                         (GDestroyNotify)tb_buffer_unref);
+  channel->hello = *hello;
+  channel->cache = tb_peer_cache_new(hello->max_buffers, hello->max_bytes);
+  channel->acks_out =
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_variant_unref);
   channel->leases = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
                                           (GDestroyNotify)tb_lease_drop);
   channel->next_token = 1;
   channel->releases_out = g_array_new(FALSE, FALSE, sizeof(TbPendingRelease));
   g_mutex_init(&channel->release_lock);
-  g_mutex_init(&channel->put_lock);
   g_mutex_init(&channel->serve_lock);
   channel->pools =
       g_ptr_array_new_with_free_func((GDestroyNotify)tb_pool_unref);
@@ -211,8 +231,10 @@ void tb_channel_unref(tb_channel *channel) {
     tb_pool_unwatch(channel->pools->pdata[i], channel);
   g_hash_table_unref(channel->leases);
   g_ptr_array_unref(channel->pools);
-  g_hash_table_unref(channel->sent);
-  g_hash_table_unref(channel->cache);
+  tb_peer_mirror_free(channel->mirror);
+  tb_peer_cache_free(channel->cache);
+  g_ptr_array_unref(channel->acks_out);
+  g_clear_error(&channel->failure);
   g_array_unref(channel->releases_out);
   /* Closed (the peer's waiters wake at once) only where this process has
    * used the channel since its latest fork: a forked copy of this process
@@ -227,9 +249,9 @@ void tb_channel_unref(tb_channel *channel) {
   tb_layout_ids_free(channel->layout_ids);
   tb_layout_cache_free(channel->layout_cache);
   g_mutex_clear(&channel->release_lock);
-  g_mutex_clear(&channel->put_lock);
   g_mutex_clear(&channel->serve_lock);
   close(channel->fd);
+  g_mutex_clear(&channel->send_lock);
   g_mutex_clear(&channel->lock);
   g_cond_clear(&channel->changed);
   g_mutex_clear(&channel->hello_lock);
@@ -299,18 +321,13 @@ static gboolean wait_readable(int fd, int timeout_ms, const char *what,
   return TRUE;
 }
 
-/* What this side states in its hello. The cache limits are 0 (none) while
- * the receiver's caches have no bound. */
-static const TbHello our_hello = {.min_version = TB_WIRE_VERSION_MIN,
-                                  .max_version = TB_WIRE_VERSION_MAX,
-                                  .max_layouts = TB_LAYOUTS_DEFAULT_LIMIT};
-
 /* Sends our hello, with the memfd of the ring we will push into (version
  * 3): *tx gets it. An older peer closes the fd unread; then the ring is
  * dropped once the version is agreed. */
-static gboolean send_hello(int fd, TbRing **tx, GError **error) {
+static gboolean send_hello(int fd, const TbHello *hello, TbRing **tx,
+                           GError **error) {
   uint8_t bytes[TB_HELLO_WRITE_BYTES];
-  size_t length = tb_hello_write(&our_hello, bytes);
+  size_t length = tb_hello_write(hello, bytes);
   int ring_fd = -1;
   GError *ring_error = NULL;
   *tx = tb_ring_create(TB_CHANNEL_RING_CAPACITY, &ring_fd, &ring_error);
@@ -374,8 +391,9 @@ static gboolean attach_ring(int ring_fd, uint32_t version, TbRing **rx,
 /* The hello that recvmsg gave: `received` bytes of `bytes`, or errno `errnum`.
  */
 static gboolean read_hello_bytes(int msg_flags, ssize_t received, int errnum,
-                                 const uint8_t *bytes, TbHello *peer,
-                                 uint32_t *version, GError **error) {
+                                 const uint8_t *bytes, const TbHello *ours,
+                                 TbHello *peer, uint32_t *version,
+                                 GError **error) {
   if (received < 0 && errnum != ECONNRESET) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errnum, "reading the hello");
     return FALSE;
@@ -393,14 +411,15 @@ static gboolean read_hello_bytes(int msg_flags, ssize_t received, int errnum,
     return FALSE;
   }
   return tb_hello_parse(bytes, (size_t)received, peer, error) &&
-         tb_hello_agree(&our_hello, peer, version, error);
+         tb_hello_agree(ours, peer, version, error);
 }
 
 /* Reads the peer's hello by `deadline`, agrees on a version and, from
  * version 3, attaches the ring that came with it (*rx). Other fds are
  * closed. */
-static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
-                           uint32_t *version, TbRing **rx, GError **error) {
+static gboolean read_hello(int fd, gint64 deadline, const TbHello *ours,
+                           TbHello *peer, uint32_t *version, TbRing **rx,
+                           GError **error) {
   *rx = NULL;
   if (!wait_readable(fd, ms_until(deadline), "hello from the peer", error))
     return FALSE;
@@ -431,8 +450,8 @@ static gboolean read_hello(int fd, gint64 deadline, TbHello *peer,
         else
           close(stray);
       }
-  gboolean read = read_hello_bytes(msg.msg_flags, received, errnum, bytes, peer,
-                                   version, error);
+  gboolean read = read_hello_bytes(msg.msg_flags, received, errnum, bytes, ours,
+                                   peer, version, error);
   read = read && attach_ring(ring_fd, *version, rx, error);
   if (ring_fd >= 0)
     close(ring_fd);
@@ -450,18 +469,22 @@ static void set_doorbells(tb_channel *channel) {
                        g_variant_get_size(doorbell));
 }
 
-/* The hello is read: from version 3 on, the rings (tx is ours, rx the
- * peer's) carry the steady state; before, there are none. */
+/* The peer's hello is read: from now on the mirror of its cache follows
+ * the limits it stated, with acknowledgements from the version on that
+ * has them; from version 3 on, the rings (tx is ours, rx the peer's) carry
+ * the steady state. */
 static void set_greeted(tb_channel *channel, const TbHello *peer,
                         uint32_t version, TbRing *rx) {
   channel->peer_hello = *peer;
   channel->version = version;
+  channel->mirror = tb_peer_mirror_new(version >= TB_WIRE_VERSION_ACKS,
+                                       peer->max_buffers, peer->max_bytes);
   if (rx == NULL) {
     g_clear_pointer(&channel->tx, tb_ring_free);
   } else {
     channel->rx = rx;
     channel->layout_ids = tb_layout_ids_new(peer->max_layouts);
-    channel->layout_cache = tb_layout_cache_new(our_hello.max_layouts);
+    channel->layout_cache = tb_layout_cache_new(channel->hello.max_layouts);
     set_doorbells(channel);
     tb_ring_arm(channel->rx); /* the first record rings */
   }
@@ -470,35 +493,56 @@ static void set_greeted(tb_channel *channel, const TbHello *peer,
 
 /* Sends our hello and reads the peer's by `deadline`: the channel, or
  * NULL with `fd` closed. */
-static tb_channel *greet_now(int fd, gint64 deadline, GError **error) {
+static tb_channel *greet_now(int fd, const TbHello *hello, gint64 deadline,
+                             GError **error) {
   TbHello peer;
   uint32_t version;
   TbRing *tx = NULL, *rx = NULL;
-  if (!send_hello(fd, &tx, error) ||
-      !read_hello(fd, deadline, &peer, &version, &rx, error)) {
+  if (!send_hello(fd, hello, &tx, error) ||
+      !read_hello(fd, deadline, hello, &peer, &version, &rx, error)) {
     tb_ring_free(tx);
     close(fd);
     return NULL;
   }
-  tb_channel *channel = channel_wrap(fd);
+  tb_channel *channel = channel_wrap(fd, hello);
   channel->tx = tx;
   set_greeted(channel, &peer, version, rx);
   return channel;
 }
 
 /* Sends our hello; the peer's is read by the channel's first operation. */
-static tb_channel *greet_later(int fd, GError **error) {
+static tb_channel *greet_later(int fd, const TbHello *hello, GError **error) {
   TbRing *tx = NULL;
-  if (!send_hello(fd, &tx, error)) {
+  if (!send_hello(fd, hello, &tx, error)) {
     close(fd);
     return NULL;
   }
-  tb_channel *channel = channel_wrap(fd);
+  tb_channel *channel = channel_wrap(fd, hello);
   channel->tx = tx;
   channel->hello_deadline =
       g_get_monotonic_time() +
       (gint64)TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
   return channel;
+}
+
+/* FALSE with the error that closed the channel on our side. */
+static gboolean channel_failure(tb_channel *channel, GError **error) {
+  g_mutex_lock(&channel->lock);
+  if (error != NULL && *error == NULL)
+    *error = g_error_copy(channel->failure);
+  g_mutex_unlock(&channel->lock);
+  return FALSE;
+}
+
+/* Closes the channel on our side because of what the peer sent: every
+ * later call fails with `why`, and the peer sees the channel closed. */
+static void channel_fail(tb_channel *channel, const GError *why) {
+  g_mutex_lock(&channel->lock);
+  if (channel->failure == NULL)
+    channel->failure = g_error_copy(why);
+  g_mutex_unlock(&channel->lock);
+  atomic_store(&channel->failed, true);
+  shutdown(channel->fd, SHUT_RDWR);
 }
 
 /* Makes sure the peer's hello has been read, waiting up to timeout_ms
@@ -509,7 +553,7 @@ static tb_channel *greet_later(int fd, GError **error) {
 static gboolean await_hello(tb_channel *channel, int timeout_ms,
                             GError **error) {
   if (atomic_load(&channel->greeted))
-    return TRUE;
+    return !atomic_load(&channel->failed) || channel_failure(channel, error);
   gint64 deadline = channel->hello_deadline;
   if (timeout_ms >= 0)
     deadline = MIN(deadline, g_get_monotonic_time() +
@@ -533,7 +577,8 @@ static gboolean await_hello(tb_channel *channel, int timeout_ms,
     TbHello peer;
     uint32_t version;
     TbRing *rx = NULL;
-    greeted = read_hello(channel->fd, deadline, &peer, &version, &rx, &failure);
+    greeted = read_hello(channel->fd, deadline, &channel->hello, &peer,
+                         &version, &rx, &failure);
     g_mutex_lock(&channel->hello_lock);
     if (greeted)
       set_greeted(channel, &peer, version, rx);
@@ -549,7 +594,71 @@ static gboolean await_hello(tb_channel *channel, int timeout_ms,
   return greeted;
 }
 
-gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
+/* The end of each options struct version's last field (as
+ * tb_alloc_options_sizes). */
+#define TB_CHANNEL_OPTIONS_END(field)                                          \
+  (offsetof(tb_channel_options, field) +                                       \
+   sizeof(((tb_channel_options *)0)->field))
+static const size_t tb_channel_options_sizes[] = {
+    [1] = TB_CHANNEL_OPTIONS_END(max_mapped_bytes),
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(tb_channel_options_sizes) ==
+                TB_CHANNEL_OPTIONS_VERSION + 1);
+G_STATIC_ASSERT(TB_CHANNEL_OPTIONS_END(max_mapped_bytes) ==
+                sizeof(tb_channel_options));
+
+size_t tb_channel_options_size(uint32_t version) {
+  return version < G_N_ELEMENTS(tb_channel_options_sizes)
+             ? tb_channel_options_sizes[version]
+             : 0;
+}
+
+/* The most a channel may be told to keep: more buffers than a process may
+ * have fds (the kernel's ceiling on RLIMIT_NOFILE), more bytes than a
+ * process's address space (47 bits on x86-64), are no limit at all. */
+#define TB_CHANNEL_MAX_MAX_BUFFERS (1u << 20)
+#define TB_CHANNEL_MAX_MAX_MAPPED_BYTES (UINT64_C(1) << 47)
+
+gboolean tb_channel_options_read(tb_channel_options *out,
+                                 const tb_channel_options *opts,
+                                 const char *name, GError **error) {
+  static const tb_channel_options defaults = TB_CHANNEL_OPTIONS_INIT;
+  *out = defaults;
+  if (opts == NULL)
+    return TRUE;
+  size_t size = tb_channel_options_size(opts->version);
+  if (size == 0) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_VERSION,
+                "%s->version is %u; this library knows versions 1 to %u", name,
+                opts->version, TB_CHANNEL_OPTIONS_VERSION);
+    return FALSE;
+  }
+  memcpy(out, opts, size);
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  if (out->max_buffers == 0 || out->max_buffers > TB_CHANNEL_MAX_MAX_BUFFERS)
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "%s->max_buffers is %u; 1 to %u", name, out->max_buffers,
+                TB_CHANNEL_MAX_MAX_BUFFERS);
+  else if (out->max_mapped_bytes == 0 || out->max_mapped_bytes % page != 0 ||
+           out->max_mapped_bytes > TB_CHANNEL_MAX_MAX_MAPPED_BYTES)
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "%s->max_mapped_bytes is %" G_GUINT64_FORMAT
+                "; a whole number of %" G_GUINT64_FORMAT
+                "-byte pages, at least one and at most %" G_GUINT64_FORMAT,
+                name, out->max_mapped_bytes, page,
+                TB_CHANNEL_MAX_MAX_MAPPED_BYTES);
+  else
+    return TRUE;
+  return FALSE;
+}
+
+gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b,
+                              const tb_channel_options *caller_opts,
+                              GError **error) {
+  tb_channel_options opts;
+  if (!tb_channel_options_read(&opts, caller_opts, "opts", error))
+    return FALSE;
+  TbHello hello = hello_of(&opts);
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "socketpair");
@@ -557,13 +666,13 @@ gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
   }
   /* Both hellos are sent before either is read: nothing waits. */
   TbRing *tx = NULL, *rx = NULL;
-  if (!send_hello(fds[1], &tx, error)) {
+  if (!send_hello(fds[1], &hello, &tx, error)) {
     close(fds[0]);
     close(fds[1]);
     return FALSE;
   }
   gint64 now = g_get_monotonic_time();
-  *a = greet_now(fds[0], now, error);
+  *a = greet_now(fds[0], &hello, now, error);
   if (*a == NULL) {
     tb_ring_free(tx);
     close(fds[1]);
@@ -571,19 +680,24 @@ gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error) {
   }
   TbHello peer;
   uint32_t version;
-  if (!read_hello(fds[1], now, &peer, &version, &rx, error)) {
+  if (!read_hello(fds[1], now, &hello, &peer, &version, &rx, error)) {
     g_clear_pointer(a, tb_channel_unref);
     tb_ring_free(tx);
     close(fds[1]);
     return FALSE;
   }
-  *b = channel_wrap(fds[1]);
+  *b = channel_wrap(fds[1], &hello);
   (*b)->tx = tx;
   set_greeted(*b, &peer, version, rx);
   return TRUE;
 }
 
-tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
+tb_channel *tb_channel_adopt_fd(int fd, const tb_channel_options *caller_opts,
+                                GError **error) {
+  tb_channel_options opts;
+  if (!tb_channel_options_read(&opts, caller_opts, "opts", error))
+    return NULL;
+  TbHello hello = hello_of(&opts);
   int type = 0, domain = 0;
   socklen_t length = sizeof type;
   gboolean is_socket =
@@ -600,7 +714,7 @@ tb_channel *tb_channel_adopt_fd(int fd, GError **error) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "dup of fd %d", fd);
     return NULL;
   }
-  return greet_later(own, error);
+  return greet_later(own, &hello, error);
 }
 
 struct tb_listener {
@@ -608,6 +722,7 @@ struct tb_listener {
   char *path;   /* the file to remove, or NULL for abstract names */
   GArray *uids; /* uid_t allowed to connect; NULL: any */
   int hello_timeout_ms;
+  TbHello hello; /* of the channels it accepts */
 };
 
 static gboolean socket_address(const char *path, struct sockaddr_un *address,
@@ -634,9 +749,10 @@ static gboolean socket_address(const char *path, struct sockaddr_un *address,
 #define TB_LISTENER_OPTIONS_END(field)                                         \
   (offsetof(tb_listener_options, field) +                                      \
    sizeof(((tb_listener_options *)0)->field))
-#define TB_LISTENER_OPTIONS_LAST hello_timeout_ms
+#define TB_LISTENER_OPTIONS_LAST channel_options
 static const size_t tb_listener_options_sizes[] = {
     [1] = TB_LISTENER_OPTIONS_END(hello_timeout_ms),
+    [2] = TB_LISTENER_OPTIONS_END(channel_options),
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(tb_listener_options_sizes) ==
                 TB_LISTENER_OPTIONS_VERSION + 1);
@@ -652,14 +768,16 @@ size_t tb_listener_options_size(uint32_t version) {
              : 0;
 }
 
-/* The caller's options over the defaults, checked. */
+/* The caller's options over the defaults, checked; *channel gets the
+ * accepted channels' options. */
 static gboolean read_listener_options(tb_listener_options *out,
+                                      tb_channel_options *channel,
                                       const tb_listener_options *opts,
                                       GError **error) {
   static const tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
   *out = defaults;
   if (opts == NULL)
-    return TRUE;
+    return tb_channel_options_read(channel, NULL, NULL, error);
   size_t size = tb_listener_options_size(opts->version);
   if (size == 0) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_VERSION,
@@ -683,16 +801,18 @@ static gboolean read_listener_options(tb_listener_options *out,
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_INVALID_ARGUMENT, "%s", bad);
     return FALSE;
   }
-  return TRUE;
+  return tb_channel_options_read(channel, out->channel_options,
+                                 "opts->channel_options", error);
 }
 
 tb_listener *tb_listener_open(const char *path,
                               const tb_listener_options *caller_opts,
                               GError **error) {
   tb_listener_options opts;
+  tb_channel_options channel_opts;
   struct sockaddr_un address;
   socklen_t length;
-  if (!read_listener_options(&opts, caller_opts, error) ||
+  if (!read_listener_options(&opts, &channel_opts, caller_opts, error) ||
       !socket_address(path, &address, &length, error))
     return NULL;
   int fd = seqpacket_socket(error);
@@ -719,6 +839,7 @@ tb_listener *tb_listener_open(const char *path,
   listener->fd = fd;
   listener->path = path[0] == '@' ? NULL : g_strdup(path);
   listener->hello_timeout_ms = opts.hello_timeout_ms;
+  listener->hello = hello_of(&channel_opts);
   if (!(opts.flags & TB_LISTENER_ANY_UID)) {
     listener->uids = g_array_new(FALSE, FALSE, sizeof(uid_t));
     uid_t own = geteuid();
@@ -781,7 +902,7 @@ tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
     gint64 hello_deadline = MIN(
         deadline, g_get_monotonic_time() + (gint64)listener->hello_timeout_ms *
                                                G_TIME_SPAN_MILLISECOND);
-    return greet_now(fd, hello_deadline, error);
+    return greet_now(fd, &listener->hello, hello_deadline, error);
   }
 }
 
@@ -802,11 +923,16 @@ void tb_listener_free(tb_listener *listener) {
   tb_live_add(-1);
 }
 
-tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
+tb_channel *tb_channel_dial(const char *path, int timeout_ms,
+                            const tb_channel_options *caller_opts,
+                            GError **error) {
+  tb_channel_options opts;
   struct sockaddr_un address;
   socklen_t length;
-  if (!socket_address(path, &address, &length, error))
+  if (!tb_channel_options_read(&opts, caller_opts, "opts", error) ||
+      !socket_address(path, &address, &length, error))
     return NULL;
+  TbHello hello = hello_of(&opts);
   gint64 deadline =
       g_get_monotonic_time() + (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
   for (;;) {
@@ -814,7 +940,7 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
     if (fd < 0)
       return NULL;
     if (connect(fd, (struct sockaddr *)&address, length) == 0)
-      return greet_later(fd, error);
+      return greet_later(fd, &hello, error);
     int errnum = errno;
     close(fd);
     /* A listener that does not exist yet may be starting up: retry. */
@@ -831,6 +957,16 @@ tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error) {
     }
     g_usleep(2 * G_TIME_SPAN_MILLISECOND);
   }
+}
+
+gboolean tb_channel_agreed(tb_channel *channel, uint32_t *version, TbHello *own,
+                           TbHello *peer, GError **error) {
+  if (!await_hello(channel, -1, error))
+    return FALSE;
+  *version = channel->version;
+  *own = channel->hello;
+  *peer = channel->peer_hello;
+  return TRUE;
 }
 
 gboolean tb_channel_peer(const tb_channel *channel, int64_t *pid, int64_t *uid,
@@ -903,6 +1039,18 @@ static void note_hang_up(tb_channel *channel, GError **error) {
   drop_peer_leases(channel);
 }
 
+/* Whether this process has no fd free: then the kernel drops the fds of
+ * a message it delivers (MSG_CTRUNC), and the sender, not having our ack,
+ * sends them again with the buffers' next message. */
+static gboolean out_of_fds(int fd) {
+  int probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (probe >= 0) {
+    close(probe);
+    return FALSE;
+  }
+  return errno == EMFILE;
+}
+
 /* Reads the message at the head of the socket (the caller is the reader
  * and has peeked at it). Every fd that arrives is owned by the message (and
  * closed with it), whatever else is wrong with it. */
@@ -948,6 +1096,12 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
                 "the peer sent an empty message");
     return NULL;
   }
+  if ((msg.msg_flags & MSG_CTRUNC) && out_of_fds(channel->fd)) {
+    tb_set_system_error(error, TB_TENSOR_ERROR, EMFILE,
+                        "receiving a message's fds (the kernel dropped "
+                        "them: no fd is free)");
+    return NULL;
+  }
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "a message over %u bytes or %d fds was refused",
@@ -975,7 +1129,27 @@ static void give_back_lease(tb_channel *channel, uint64_t token);
 static unsigned pop_releases(tb_channel *channel);
 static void break_channel(tb_channel *channel);
 
+static void send_acks(tb_channel *channel, GVariant *ack);
+
+/* An ack: the peer imported buffers it now holds. A malformed one (from a
+ * hostile peer) is ignored: its buffers' fds go again. */
+static void handle_ack(tb_channel *channel, TbMessage *message) {
+  uint64_t serial;
+  TbWireAck acks[TB_WIRE_MAX_BUFFERS];
+  size_t n;
+  if (!tb_wire_ack_read(message->body, &serial, acks, &n))
+    return;
+  g_mutex_lock(&channel->lock);
+  for (size_t i = 0; i < n; i++)
+    tb_peer_mirror_ack(channel->mirror, serial, acks[i].id, acks[i].window);
+  g_mutex_unlock(&channel->lock);
+}
+
 static void handle_release(tb_channel *channel, TbMessage *message) {
+  if (message->kind == TB_WIRE_ACK) {
+    handle_ack(channel, message);
+    return;
+  }
   give_back_lease(channel, tb_wire_lease(message->body));
 }
 
@@ -1001,6 +1175,8 @@ static int peek_head(tb_channel *channel) {
   if (n < (ssize_t)sizeof header)
     return HEAD_UNREADABLE;
   switch (header[4]) {
+  case TB_WIRE_ACK:
+    return TB_WIRE_RELEASE; /* taken, and applied, as releases are */
   case TB_WIRE_TENSOR:
   case TB_WIRE_FENCE:
   case TB_WIRE_RELEASE:
@@ -1018,17 +1194,18 @@ static int wait_head(tb_channel *channel, gint64 deadline) {
 }
 
 /* Whether a message of this kind is taken by whichever reader finds it
- * at the head: releases (applied) and doorbells (dropped). */
+ * at the head: releases and acks (applied) and doorbells (dropped). */
 static gboolean is_housekeeping(int head) {
-  return head == TB_WIRE_RELEASE || head == TB_WIRE_DOORBELL;
+  return head == TB_WIRE_RELEASE || head == TB_WIRE_ACK ||
+         head == TB_WIRE_DOORBELL;
 }
 
-/* Takes the release or doorbell at the head; a release gives its lease
- * back. */
+/* Takes the release, ack or doorbell at the head; a release gives its
+ * lease back, an ack marks its buffers held. */
 static gboolean take_housekeeping(tb_channel *channel, GError **error) {
   g_autoptr(TbMessage) message = read_message(channel, error);
-  if (message != NULL && message->kind == TB_WIRE_RELEASE)
-    handle_release(channel, message);
+  if (message != NULL && message->kind != TB_WIRE_DOORBELL)
+    handle_release(channel, message); /* a release or an ack */
   return message != NULL;
 }
 
@@ -1197,6 +1374,21 @@ static gboolean wait_ring_release(tb_channel *channel, gint64 deadline) {
   return TRUE;
 }
 
+/* Serves a channel whose reader we are (if `ready`: something waits), then
+ * lets the next reader in. */
+static void serve_claimed(tb_channel *channel, gboolean ready) {
+  gboolean blocked = FALSE;
+  unsigned took = ready ? serve_one(channel, &blocked) : 0;
+  serve_ring_releases(channel, SERVE_NOW);
+  g_mutex_lock(&channel->lock);
+  channel->reading = FALSE;
+  channel->taken += took;
+  if (blocked)
+    channel->releases_blocked_at = channel->taken;
+  announce_change(channel);
+  g_mutex_unlock(&channel->lock);
+}
+
 gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
                                    gint64 deadline) {
   if (n == 1 && await_hello(channels[0], 0, NULL) && channels[0]->tx != NULL &&
@@ -1227,21 +1419,22 @@ gboolean tb_channel_serve_releases(tb_channel *const *channels, size_t n,
   if (count == 0)
     return FALSE;
   gboolean ready = poll_until(fds, count, deadline) > 0;
-  for (nfds_t i = 0; i < count; i++) {
-    tb_channel *channel = claimed[i];
-    gboolean blocked = FALSE;
-    unsigned took =
-        ready && fds[i].revents != 0 ? serve_one(channel, &blocked) : 0;
-    serve_ring_releases(channel, SERVE_NOW);
-    g_mutex_lock(&channel->lock);
-    channel->reading = FALSE;
-    channel->taken += took;
-    if (blocked)
-      channel->releases_blocked_at = channel->taken;
-    announce_change(channel);
-    g_mutex_unlock(&channel->lock);
-  }
+  for (nfds_t i = 0; i < count; i++)
+    serve_claimed(claimed[i], ready && fds[i].revents != 0);
   return TRUE;
+}
+
+/* A sender that waits for acks takes the releases and acks at the head
+ * of the channel, unless another thread reads it. Never waits. */
+static void take_acks(tb_channel *channel) {
+  g_mutex_lock(&channel->lock);
+  gboolean free_to_read =
+      !channel->reading && channel->taken != channel->releases_blocked_at;
+  if (free_to_read)
+    channel->reading = TRUE;
+  g_mutex_unlock(&channel->lock);
+  if (free_to_read)
+    serve_claimed(channel, TRUE);
 }
 
 /* ---- tensors ------------------------------------------------------------ */
@@ -1348,34 +1541,40 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
   return tb_wire_tensor(tb_wire_export_version(buffers, n), tensor, buffers,
-                        fd_index, n, read_only, 0, NULL, 0);
+                        fd_index, n, read_only, 0, NULL, 0, 0);
 }
 
-/* Ids of buffers sent earlier that have died, for the peer to forget. */
-static GArray *collect_dead(tb_channel *channel) {
-  GArray *dead = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-  GHashTableIter iter;
-  gpointer key;
-  g_hash_table_iter_init(&iter, channel->sent);
-  while (g_hash_table_iter_next(&iter, &key, NULL)) {
-    if (!tb_buffer_alive(*(uint64_t *)key)) {
-      g_array_append_val(dead, *(uint64_t *)key);
-      g_hash_table_iter_remove(&iter);
-    }
-  }
-  return dead;
+gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
+                               TbWireWindow window, gboolean read_only) {
+  g_mutex_lock(&channel->lock);
+  gboolean held = tb_peer_mirror_holds(channel->mirror, id, window, read_only);
+  g_mutex_unlock(&channel->lock);
+  return held;
 }
 
-/* What a sent-table entry says about a buffer the peer holds. */
-enum { SENT_NEVER = 0, SENT_WRITABLE = 1, SENT_READ_ONLY = 2 };
-
-/* Whether `buffer` must go with its fd (the caller holds `lock`): the
- * first time, and again when a share turns read-only (the peer's old
- * mapping could write). */
-static gboolean needs_fd(tb_channel *channel, tb_buffer *buffer,
-                         gboolean read_only) {
-  int state = GPOINTER_TO_INT(g_hash_table_lookup(channel->sent, &buffer->id));
-  return state == SENT_NEVER || (read_only && state == SENT_WRITABLE);
+/* Plans a tensor message's effect on the peer's cache (the caller holds
+ * `send_lock` until it commits or drops the plan): which buffers go with
+ * their fd, and what the peer forgets first. */
+static gboolean plan_buffers(tb_channel *channel, const tb_tensor *tensor,
+                             tb_buffer *const *buffers, size_t n,
+                             gboolean read_only, TbMirrorPlan *plan,
+                             GError **error) {
+  /* Acknowledgements that have come make their buffers go without fd. */
+  g_mutex_lock(&channel->lock);
+  gboolean awaiting = tb_peer_mirror_awaits_acks(channel->mirror);
+  g_mutex_unlock(&channel->lock);
+  if (awaiting)
+    take_acks(channel);
+  uint64_t ids[TB_WIRE_MAX_BUFFERS];
+  TbWireWindow windows[TB_WIRE_MAX_BUFFERS];
+  for (size_t i = 0; i < n; i++)
+    ids[i] = buffers[i]->id;
+  tb_wire_tensor_windows(channel->version, tensor, buffers, n, windows);
+  g_mutex_lock(&channel->lock);
+  gboolean planned = tb_peer_mirror_plan(channel->mirror, ids, windows, n,
+                                         read_only, plan, error);
+  g_mutex_unlock(&channel->lock);
+  return planned;
 }
 
 /* A lease number not in use (the caller holds `lock`): 1 to G_MAXUINT32,
@@ -1402,7 +1601,12 @@ static void ring_error_to_channel(GError *ring_error, GError **error) {
 static void break_channel(tb_channel *channel) {
   tb_ring_close(channel->tx);
   tb_ring_close(channel->rx);
-  shutdown(channel->fd, SHUT_RDWR);
+  GError *why = g_error_new_literal(
+      TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+      "the peer wrote invalid data into a ring, or a message a ring "
+      "announced never came: the channel is closed");
+  channel_fail(channel, why);
+  g_error_free(why);
 }
 
 /* A ring deadline (ns) for a channel deadline (µs, -1 none), cut to one
@@ -1440,22 +1644,25 @@ static gboolean push_tensor_record(tb_channel *channel,
   }
 }
 
-/* Sends `tensor` as a message on the socket with the fds of the buffers
- * marked in `with_fd`. With `layout` (version 3), the message says under
- * which id the peer caches its layout, and a ring record announces it
- * first, so that tensors keep their order. */
+/* Sends `tensor` as a message on the socket with the fds and forgets of
+ * `plan` (the caller holds `send_lock`). With `layout` (version 3), the
+ * message says under which id the peer caches its layout, and a ring
+ * record announces it first, so that tensors keep their order. */
 static gboolean put_message(tb_channel *channel, tb_tensor *tensor,
-                            tb_buffer *const *buffers, const gboolean *with_fd,
-                            size_t n, gboolean read_only, uint64_t token,
-                            GArray *forget, uint32_t layout, GError **error) {
+                            tb_buffer *const *buffers, size_t n,
+                            gboolean read_only, uint64_t token,
+                            const TbMirrorPlan *plan, uint32_t layout,
+                            GError **error) {
   int32_t fd_index[TB_WIRE_MAX_BUFFERS];
   int fds[TB_WIRE_MAX_BUFFERS];
   size_t nfds;
-  if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, &nfds, error))
+  if (!attach_fds(buffers, plan->with_fd, n, read_only, fd_index, fds, &nfds,
+                  error))
     return FALSE;
-  g_autoptr(GVariant) message = tb_wire_tensor(
-      channel->version, tensor, buffers, fd_index, n, read_only, token,
-      (const uint64_t *)(void *)forget->data, forget->len);
+  g_autoptr(GVariant) message =
+      tb_wire_tensor(channel->version, tensor, buffers, fd_index, n, read_only,
+                     token, (const uint64_t *)(void *)plan->forget->data,
+                     plan->forget->len, plan->serial);
   if (layout != 0) {
     uint32_t id = GUINT32_TO_LE(layout);
     message =
@@ -1480,15 +1687,16 @@ static gboolean put_message(tb_channel *channel, tb_tensor *tensor,
   return sent;
 }
 
-/* Version 3 (the caller holds `put_lock`): a tensor whose buffer and
- * layout the peer holds goes as one ring record; anything else as a
- * message, which gives its layout an id. */
+/* Version 3 (the caller holds `send_lock`): a tensor whose buffer the
+ * peer holds (`plan` sends no fd and forgets nothing) and whose layout it
+ * caches goes as one ring record; anything else as a message, which gives
+ * its layout an id. */
 static gboolean put_ring(tb_channel *channel, tb_tensor *tensor,
-                         tb_buffer *const *buffers, const gboolean *with_fd,
-                         size_t n, gboolean read_only, uint64_t token,
-                         GArray *forget, GError **error) {
+                         tb_buffer *const *buffers, size_t n,
+                         gboolean read_only, uint64_t token,
+                         const TbMirrorPlan *plan, GError **error) {
   uint32_t layout = tb_layout_ids_find(channel->layout_ids, tensor);
-  if (layout != 0 && n == 1 && !with_fd[0] && forget->len == 0) {
+  if (layout != 0 && n == 1 && !plan->with_fd[0] && plan->forget->len == 0) {
     const TbRingRecord record = {.token = buffers[0]->id,
                                  .generation = (uint32_t)token,
                                  .layout = layout,
@@ -1501,8 +1709,8 @@ static gboolean put_ring(tb_channel *channel, tb_tensor *tensor,
   }
   if (layout == 0)
     layout = tb_layout_ids_assign(channel->layout_ids, tensor);
-  if (put_message(channel, tensor, buffers, with_fd, n, read_only, token,
-                  forget, layout, error))
+  if (put_message(channel, tensor, buffers, n, read_only, token, plan, layout,
+                  error))
     return TRUE;
   tb_layout_ids_forget(channel->layout_ids, layout);
   return FALSE;
@@ -1517,38 +1725,33 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
   serve_ring_releases(channel, SERVE_NOW);
   gboolean read_only = (flags & TB_SEND_READ_ONLY) != 0;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
-  gboolean with_fd[TB_WIRE_MAX_BUFFERS];
   size_t n = tb_tensor_collect_buffers(tensor, buffers);
   if (!tb_wire_check_kinds(channel->version, buffers, n, error))
     return FALSE;
 
+  g_mutex_lock(&channel->send_lock);
+  g_auto(TbMirrorPlan) plan = {0};
+  if (!plan_buffers(channel, tensor, buffers, n, read_only, &plan, error)) {
+    g_mutex_unlock(&channel->send_lock);
+    return FALSE;
+  }
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < n; i++)
-    with_fd[i] = needs_fd(channel, buffers[i], read_only);
-  g_autoptr(GArray) forget = collect_dead(channel);
   uint64_t token = tensor->lease != NULL ? next_lease(channel) : 0;
   if (token != 0) /* held before sending: the release may come at once */
     g_hash_table_insert(channel->leases, id_key(token),
                         tb_lease_hold(tensor->lease));
   g_mutex_unlock(&channel->lock);
 
-  gboolean sent;
-  if (channel->tx != NULL) {
-    g_mutex_lock(&channel->put_lock);
-    sent = put_ring(channel, tensor, buffers, with_fd, n, read_only, token,
-                    forget, error);
-    g_mutex_unlock(&channel->put_lock);
-  } else {
-    sent = put_message(channel, tensor, buffers, with_fd, n, read_only, token,
-                       forget, 0, error);
-  }
+  gboolean sent = channel->tx != NULL
+                      ? put_ring(channel, tensor, buffers, n, read_only, token,
+                                 &plan, error)
+                      : put_message(channel, tensor, buffers, n, read_only,
+                                    token, &plan, 0, error);
 
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; sent && i < n; i++)
-    if (with_fd[i])
-      g_hash_table_insert(
-          channel->sent, id_key(buffers[i]->id),
-          GINT_TO_POINTER(read_only ? SENT_READ_ONLY : SENT_WRITABLE));
+  if (sent)
+    tb_peer_mirror_commit(channel->mirror, &plan);
+  g_mutex_unlock(&channel->send_lock);
   if (!sent && token != 0)
     g_hash_table_remove(channel->leases, &token);
   tb_pool *pool = tensor->lease != NULL ? tensor->lease->pool : NULL;
@@ -1562,17 +1765,25 @@ gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
   return sent;
 }
 
-static tb_buffer *cache_lookup(void *data, uint64_t sender_id, GError **error) {
+static tb_buffer *cache_lookup(void *data, uint64_t sender_id,
+                               TbWireWindow window, gboolean with_fd,
+                               gboolean read_only, GError **error) {
   tb_channel *channel = data;
   g_mutex_lock(&channel->lock);
-  tb_buffer *buffer =
-      tb_buffer_ref(g_hash_table_lookup(channel->cache, &sender_id));
+  tb_buffer *buffer = tb_peer_cache_lookup(channel->cache, sender_id);
   g_mutex_unlock(&channel->lock);
-  if (buffer == NULL)
+  gboolean held = buffer != NULL;
+  /* An fd for more than we map of it, or for a writable mapping we hold in
+   * a read-only share: mapped again. */
+  if (buffer != NULL &&
+      (!tb_wire_window_covers(tb_wire_window_of(buffer), window) ||
+       (with_fd && read_only && !(buffer->flags & TB_BUFFER_READ_ONLY))))
+    g_clear_pointer(&buffer, tb_buffer_unref);
+  if (buffer == NULL && !with_fd)
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "message refers to buffer %" G_GUINT64_FORMAT
-                ", which was never sent with its fd",
-                sender_id);
+                "message refers to %s of buffer %" G_GUINT64_FORMAT
+                " than it sent with its fd",
+                held ? "more" : "bytes", sender_id);
   return buffer;
 }
 
@@ -1611,6 +1822,7 @@ static void queue_release(tb_channel *channel,
 /* Hands over the releases that found no room before, as far as there is
  * room now. Every operation of the channel begins with it. */
 static void flush_releases(tb_channel *channel) {
+  send_acks(channel, NULL);
   g_mutex_lock(&channel->release_lock);
   guint done = 0;
   while (done < channel->releases_out->len &&
@@ -1699,9 +1911,76 @@ static void forget_buffers(tb_channel *channel, GVariant *message) {
   size_t n;
   const uint64_t *ids = tb_wire_forget(message, &n);
   g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < n; i++)
-    g_hash_table_remove(channel->cache, &ids[i]);
+  tb_peer_cache_forget(channel->cache, ids, n);
   g_mutex_unlock(&channel->lock);
+}
+
+/* Sends an ack without waiting; FALSE if the socket has no room. */
+static gboolean try_ack(tb_channel *channel, GVariant *ack) {
+  gboolean would_block = FALSE;
+  /* send_message sinks what it is given: a held ack gains a reference,
+   * which it drops. */
+  send_message(channel, ack, NULL, 0, MSG_DONTWAIT, &would_block, NULL);
+  return !would_block;
+}
+
+/* Sends the acks that found no room before, as far as there is room now,
+ * then `ack` (NULL: none); what finds no room waits for the next call,
+ * up to TB_CHANNEL_MAX_ACKS (more are dropped: the peer sends those
+ * buffers' fds again). Takes `ack`. */
+static void send_acks(tb_channel *channel, GVariant *ack) {
+  g_mutex_lock(&channel->lock);
+  if (ack == NULL && channel->acks_out->len == 0) {
+    g_mutex_unlock(&channel->lock);
+    return;
+  }
+  GPtrArray *pending = channel->acks_out;
+  channel->acks_out =
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_variant_unref);
+  g_mutex_unlock(&channel->lock);
+  if (ack != NULL)
+    g_ptr_array_add(pending, g_variant_ref_sink(ack));
+  guint sent = 0;
+  while (sent < pending->len && try_ack(channel, pending->pdata[sent]))
+    sent++;
+  g_mutex_lock(&channel->lock);
+  for (guint i = sent; i < pending->len; i++)
+    if (channel->acks_out->len < TB_CHANNEL_MAX_ACKS)
+      g_ptr_array_add(channel->acks_out, g_variant_ref(pending->pdata[i]));
+  g_mutex_unlock(&channel->lock);
+  g_ptr_array_unref(pending);
+}
+
+/* Caches the buffers that came with their fds, if that keeps within our
+ * limits (else closes the channel: the peer ignored them), and
+ * acknowledges them from version 3 on. Takes the references. */
+static gboolean cache_imported(tb_channel *channel, GVariant *body,
+                               TbWireImported *imported, size_t nimported,
+                               GError **error) {
+  uint64_t ids[TB_WIRE_MAX_BUFFERS], bytes[TB_WIRE_MAX_BUFFERS];
+  TbWireAck acks[TB_WIRE_MAX_BUFFERS];
+  for (size_t i = 0; i < nimported; i++) {
+    ids[i] = imported[i].sender_id;
+    acks[i] = (TbWireAck){ids[i], tb_wire_window_of(imported[i].buffer)};
+    bytes[i] = acks[i].window.length;
+  }
+  GError *refused = NULL;
+  g_mutex_lock(&channel->lock);
+  gboolean admitted =
+      tb_peer_cache_admit(channel->cache, ids, bytes, nimported, &refused);
+  for (size_t i = 0; admitted && i < nimported; i++)
+    tb_peer_cache_insert(channel->cache, ids[i], imported[i].buffer, bytes[i]);
+  g_mutex_unlock(&channel->lock);
+  if (!admitted) {
+    tb_wire_imported_clear(imported, &nimported);
+    channel_fail(channel, refused);
+    g_propagate_error(error, refused);
+    return FALSE;
+  }
+  uint64_t serial = tb_wire_import_serial(body);
+  if (serial != 0 && nimported > 0)
+    send_acks(channel, tb_wire_ack(channel->version, serial, acks, nimported));
+  return TRUE;
 }
 
 /* The tensor a tensor message describes: the buffers that came with fds go
@@ -1711,20 +1990,16 @@ static tb_tensor *tensor_from_message(tb_channel *channel, TbMessage *message,
   forget_buffers(channel, message->body);
   TbWireImported imported[TB_WIRE_MAX_BUFFERS];
   size_t nimported = 0;
-  tb_tensor *tensor =
+  g_autoptr(tb_tensor) tensor =
       tb_wire_parse_tensor(message->body, message->fds, message->nfds,
                            cache_lookup, channel, imported, &nimported, error);
-  if (tensor == NULL)
+  if (tensor == NULL ||
+      !cache_imported(channel, message->body, imported, nimported, error))
     return NULL;
-  g_mutex_lock(&channel->lock);
-  for (size_t i = 0; i < nimported; i++) /* the cache takes the reference */
-    g_hash_table_replace(channel->cache, id_key(imported[i].sender_id),
-                         imported[i].buffer);
-  g_mutex_unlock(&channel->lock);
   uint64_t token = tb_wire_lease(message->body);
   if (token != 0)
     lend_remote(channel, tensor, token, 0);
-  return tensor;
+  return g_steal_pointer(&tensor);
 }
 
 /* A tensor message made into its tensor; from version 3, its layout is
@@ -1751,9 +2026,16 @@ static gpointer finish_tensor(tb_channel *channel, TbMessage *message,
 static tb_tensor *tensor_from_record(tb_channel *channel,
                                      const TbRingRecord *record,
                                      GError **error) {
-  tb_buffer *buffer = cache_lookup(channel, record->token, error);
-  if (buffer == NULL)
+  g_mutex_lock(&channel->lock);
+  tb_buffer *buffer = tb_peer_cache_lookup(channel->cache, record->token);
+  g_mutex_unlock(&channel->lock);
+  if (buffer == NULL) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "a ring record names buffer %" G_GUINT64_FORMAT
+                ", which this side does not hold",
+                record->token);
     return NULL;
+  }
   tb_tensor *tensor = tb_layout_cache_build(channel->layout_cache,
                                             record->layout, buffer, error);
   tb_buffer_unref(buffer); /* the tensor holds its own */

@@ -3,12 +3,27 @@
 #define TB_CHANNEL_INTERNAL_H
 
 #include "sharing/descriptor.h"
+#include "sharing/hello.h"
 #include "sharing/fence.h"
 #include "sharing/pool.h"
 
-gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b, GError **error);
-tb_channel *tb_channel_adopt_fd(int fd, GError **error);
-tb_channel *tb_channel_dial(const char *path, int timeout_ms, GError **error);
+/* `opts` may be NULL (the defaults) here and below. */
+gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b,
+                              const tb_channel_options *opts, GError **error);
+tb_channel *tb_channel_adopt_fd(int fd, const tb_channel_options *opts,
+                                GError **error);
+tb_channel *tb_channel_dial(const char *path, int timeout_ms,
+                            const tb_channel_options *opts, GError **error);
+/* Bytes of a tb_channel_options of `version`; 0 for a version unknown. */
+size_t tb_channel_options_size(uint32_t version);
+/* The caller's options (`name` in messages; NULL: none) over the defaults,
+ * checked. */
+gboolean tb_channel_options_read(tb_channel_options *out,
+                                 const tb_channel_options *opts,
+                                 const char *name, GError **error);
+/* What the hello agreed (see tensorbuf/channel.h), once it has been read. */
+gboolean tb_channel_agreed(tb_channel *channel, uint32_t *version,
+                           TbHello *own, TbHello *peer, GError **error);
 /* `opts` may be NULL (the defaults). */
 tb_listener *tb_listener_open(const char *path, const tb_listener_options *opts,
                               GError **error);
@@ -21,6 +36,11 @@ tb_channel *tb_listener_take(tb_listener *listener, int timeout_ms,
                              GError **error);
 gboolean tb_channel_put(tb_channel *channel, tb_tensor *tensor, uint32_t flags,
                         GError **error);
+/* Whether the peer holds our buffer `id` mapped over `window` (for a
+ * read-only share: read-only), so that a message may name it without its
+ * fd. Once the hello has been read. */
+gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
+                               TbWireWindow window, gboolean read_only);
 tb_tensor *tb_channel_take(tb_channel *channel, int timeout_ms, GError **error);
 gboolean tb_channel_put_fence(tb_channel *channel, tb_fence *fence,
                               GError **error);

@@ -6,6 +6,7 @@
 #include "memory/cuda_driver.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* The messages' fields. Changing one changes the protocol: add a version
  * (descriptor.h says how). The tensor message's buffer entries are
@@ -18,9 +19,10 @@
 #define TB_WIRE_FENCE_FIELDS "uy"
 #define TB_WIRE_RELEASE_FIELDS "uyt"
 #define TB_WIRE_DOORBELL_FIELDS "uy"
+#define TB_WIRE_ACK_FIELDS "uyta(ttt)" /* version 3 on */
 /* Version 2 appends an extension list to every message: (q tag, ay value)
- * pairs that a reader skips when it does not know the tag (none is defined
- * yet). So a field can be added without a new version. */
+ * pairs that a reader skips when it does not know the tag (descriptor.h
+ * lists the tags). So a field can be added without a new version. */
 #define TB_WIRE_EXTENSIONS "a(qay)"
 #define TB_WIRE_VERSION_EXTENSIONS 2u
 
@@ -50,12 +52,28 @@ static void set_header(GVariant **fields, uint32_t version, TbWireKind kind) {
   fields[1] = g_variant_new_byte((guchar)kind);
 }
 
-/* The message of `n` fields, with the extension list its version has (an
- * empty one: nothing is defined yet). `fields` has room for n + 1. */
-static GVariant *message_of(uint32_t version, GVariant **fields, size_t n) {
+/* The message of `n` fields, with the extension list its version has:
+ * `extension` (NULL: none) is its only record. `fields` has room for
+ * n + 1. */
+static GVariant *message_with(uint32_t version, GVariant **fields, size_t n,
+                              GVariant *extension) {
   if (version >= TB_WIRE_VERSION_EXTENSIONS)
-    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), NULL, 0);
+    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), &extension,
+                                      extension != NULL);
   return g_variant_new_tuple(fields, n);
+}
+
+static GVariant *message_of(uint32_t version, GVariant **fields, size_t n) {
+  return message_with(version, fields, n, NULL);
+}
+
+/* An extension record holding a u64, little-endian. */
+static GVariant *u64_extension(uint16_t tag, uint64_t value) {
+  uint64_t le = GUINT64_TO_LE(value);
+  GVariant *record[] = {
+      g_variant_new_uint16(tag),
+      g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, &le, sizeof le, 1)};
+  return g_variant_new_tuple(record, 2);
 }
 
 static GVariant *int64_array(const int64_t *values, size_t count) {
@@ -83,6 +101,141 @@ size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
   return n;
 }
 
+/* ---- windows: what a receiver maps of each buffer ------------------------ */
+
+/* A description's layout as it travels: offsets from the start of the
+ * buffers' files; planes name their buffer by its index in the message. */
+typedef struct TbWireLayout {
+  tb_dtype dtype;
+  uint64_t offset;
+  size_t ndim;
+  int64_t shape[TB_MAX_DIMS], strides[TB_MAX_DIMS];
+  gboolean image;
+  tb_pixel_format format;
+  uint32_t width, height;
+  size_t nplanes;
+  uint32_t plane_buffer[TB_IMAGE_MAX_PLANES];
+  uint64_t plane_offset[TB_IMAGE_MAX_PLANES];
+  uint64_t plane_stride[TB_IMAGE_MAX_PLANES];
+} TbWireLayout;
+
+static uint64_t page_size(void) { return (uint64_t)sysconf(_SC_PAGESIZE); }
+
+gboolean tb_wire_window_covers(TbWireWindow outer, TbWireWindow inner) {
+  /* Subtractions only: a peer's window may be anything. */
+  return inner.length == 0 ||
+         (inner.offset >= outer.offset && inner.length <= outer.length &&
+          inner.offset - outer.offset <= outer.length - inner.length);
+}
+
+static gboolean is_cuda_memory(tb_memory memory) {
+  return memory == TB_MEMORY_CUDA || memory == TB_MEMORY_CUDA_HOST;
+}
+
+/* The window of a whole buffer of `size` bytes: how CUDA and CUDA_HOST
+ * memory is imported (the driver maps all of it). */
+static TbWireWindow whole_window(uint64_t size) {
+  uint64_t page = page_size();
+  return (TbWireWindow){0, size > G_MAXUINT64 - page
+                               ? G_MAXUINT64 / page * page
+                               : (size + page - 1) / page * page};
+}
+
+TbWireWindow tb_wire_window_of(const tb_buffer *buffer) {
+  TbWireWindow window = whole_window(buffer->size);
+  window.offset = buffer->fd_offset;
+  return window;
+}
+
+/* Widens buffer `b`'s byte range [lo[b], hi[b]) (empty while lo > hi) to
+ * [start, end). */
+static void reach(uint64_t *lo, uint64_t *hi, uint32_t b, uint64_t start,
+                  uint64_t end) {
+  lo[b] = MIN(lo[b], start);
+  hi[b] = MAX(hi[b], end);
+}
+
+/* The pages of each of `nbuffers` buffers that `layout` reaches. FALSE for
+ * image planes that an image refuses (with its error). */
+static gboolean layout_windows(const TbWireLayout *layout, size_t nbuffers,
+                               TbWireWindow *windows, GError **error) {
+  uint64_t lo[TB_WIRE_MAX_BUFFERS], hi[TB_WIRE_MAX_BUFFERS];
+  for (size_t b = 0; b < nbuffers; b++) {
+    lo[b] = G_MAXUINT64;
+    hi[b] = 0;
+  }
+  /* The elements' bytes. A shape or extent the tensor refuses (its own
+   * checks say why, with their status) reaches nothing. */
+  gboolean empty = FALSE, bad = layout->offset > (uint64_t)INT64_MAX;
+  for (size_t i = 0; i < layout->ndim; i++) {
+    empty |= layout->shape[i] == 0;
+    bad |= layout->shape[i] < 0;
+  }
+  int64_t first = 0, last = 0;
+  if (!empty && !bad)
+    bad = !tb_layout_extent(tb_dtype_size(layout->dtype), layout->ndim,
+                            layout->shape, layout->strides, &first, &last) ||
+          (first < 0 && (uint64_t)-first > layout->offset) ||
+          last > INT64_MAX - (int64_t)layout->offset;
+  if (!bad)
+    reach(lo, hi, 0, layout->offset + first, layout->offset + last);
+  for (size_t p = 0; layout->image && p < layout->nplanes; p++) {
+    uint64_t end;
+    if (layout->plane_buffer[p] >= nbuffers) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                  "image plane %zu names buffer %u of %zu", p,
+                  layout->plane_buffer[p], nbuffers);
+      return FALSE;
+    }
+    if (!tb_image_plane_end(layout->format, layout->dtype, layout->width,
+                            layout->height, p, layout->plane_offset[p],
+                            layout->plane_stride[p], &end, error))
+      return FALSE;
+    reach(lo, hi, layout->plane_buffer[p], layout->plane_offset[p], end);
+  }
+  uint64_t page = page_size();
+  for (size_t b = 0; b < nbuffers; b++) {
+    uint64_t start = lo[b] <= hi[b] ? lo[b] / page * page : 0;
+    uint64_t end = lo[b] <= hi[b] ? (hi[b] + page - 1) / page * page : 0;
+    windows[b] = (TbWireWindow){start, end - start};
+  }
+  return TRUE;
+}
+
+void tb_wire_tensor_windows(uint32_t version, const tb_tensor *t,
+                            tb_buffer *const *buffers, size_t nbuffers,
+                            TbWireWindow *windows) {
+  TbWireLayout layout = {.dtype = t->dtype,
+                         .offset = t->offset + t->buffer->fd_offset,
+                         .ndim = t->ndim,
+                         .image = t->image != NULL};
+  memcpy(layout.shape, t->shape, t->ndim * sizeof *t->shape);
+  memcpy(layout.strides, t->strides, t->ndim * sizeof *t->strides);
+  if (t->image != NULL) {
+    layout.format = t->image->format;
+    layout.width = t->image->width;
+    layout.height = t->image->height;
+    layout.nplanes = t->image->nplanes;
+    for (size_t p = 0; p < t->image->nplanes; p++) {
+      const TbImagePlane *plane = &t->image->planes[p];
+      uint32_t index = 0;
+      while (index < nbuffers && buffers[index] != plane->buffer)
+        index++;
+      layout.plane_buffer[p] = index;
+      layout.plane_offset[p] = plane->offset + plane->buffer->fd_offset;
+      layout.plane_stride[p] = plane->stride;
+    }
+  }
+  /* A tensor's own layout is one its buffers hold: nothing to refuse. */
+  gboolean valid = layout_windows(&layout, nbuffers, windows, NULL);
+  g_assert(valid);
+  /* As the receiver maps them: a buffer entry that says it is CUDA or
+   * CUDA_HOST memory, whole. */
+  for (size_t i = 0; i < nbuffers && version >= TB_WIRE_VERSION_KINDS; i++)
+    if (is_cuda_memory(tb_buffer_memory(buffers[i])))
+      windows[i] = whole_window(buffers[i]->size);
+}
+
 static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
                              size_t nbuffers) {
   GVariant *planes[TB_IMAGE_MAX_PLANES];
@@ -90,9 +243,11 @@ static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
     uint32_t index = 0;
     while (index < nbuffers && buffers[index] != image->planes[p].buffer)
       index++;
-    GVariant *plane[] = {g_variant_new_uint32(index),
-                         g_variant_new_uint64(image->planes[p].offset),
-                         g_variant_new_uint64(image->planes[p].stride)};
+    GVariant *plane[] = {
+        g_variant_new_uint32(index),
+        g_variant_new_uint64(image->planes[p].offset +
+                             image->planes[p].buffer->fd_offset),
+        g_variant_new_uint64(image->planes[p].stride)};
     planes[p] = g_variant_new_tuple(plane, 3);
   }
   GVariant *fields[] = {
@@ -100,10 +255,6 @@ static GVariant *image_field(const TbImage *image, tb_buffer *const *buffers,
       g_variant_new_uint32(image->height),
       g_variant_new_array(G_VARIANT_TYPE("(utt)"), planes, image->nplanes)};
   return g_variant_new_tuple(fields, G_N_ELEMENTS(fields));
-}
-
-static gboolean is_cuda_memory(tb_memory memory) {
-  return memory == TB_MEMORY_CUDA || memory == TB_MEMORY_CUDA_HOST;
 }
 
 uint32_t tb_wire_export_version(tb_buffer *const *buffers, size_t nbuffers) {
@@ -138,14 +289,15 @@ static GVariant *buffer_entry(uint32_t version, const tb_buffer *buffer,
       g_variant_new_int32(fd_index), g_variant_new_uint64(buffer->id),
       g_variant_new_byte((guchar)memory),
       g_variant_new_uint32(is_cuda_memory(memory) ? buffer->cuda_device : 0),
-      g_variant_new_uint64(buffer->size)};
+      g_variant_new_uint64(buffer->fd_offset + buffer->size)};
   return g_variant_new_tuple(fields, G_N_ELEMENTS(fields));
 }
 
 GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
-                         const uint64_t *forget, size_t nforget) {
+                         const uint64_t *forget, size_t nforget,
+                         uint64_t import_serial) {
   GVariant *fields[FIELD_COUNT + 1];
   set_header(fields, version, TB_WIRE_TENSOR);
   GVariant *entries[TB_WIRE_MAX_BUFFERS];
@@ -156,7 +308,7 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
                                                      : TB_WIRE_ENTRY_KINDS),
       entries, nbuffers);
   fields[FIELD_DTYPE] = g_variant_new_uint32(t->dtype);
-  fields[FIELD_OFFSET] = g_variant_new_uint64(t->offset);
+  fields[FIELD_OFFSET] = g_variant_new_uint64(t->offset + t->buffer->fd_offset);
   fields[FIELD_SHAPE] = int64_array(t->shape, t->ndim);
   fields[FIELD_STRIDES] = int64_array(t->strides, t->ndim);
   fields[FIELD_READ_ONLY] = g_variant_new_boolean(read_only);
@@ -180,7 +332,11 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
   fields[FIELD_LEASE] = g_variant_new_uint64(lease);
   fields[FIELD_FORGET] = g_variant_new_fixed_array(
       G_VARIANT_TYPE_UINT64, forget, nforget, sizeof *forget);
-  return message_of(version, fields, FIELD_COUNT);
+  return message_with(
+      version, fields, FIELD_COUNT,
+      version >= TB_WIRE_VERSION_ACKS && import_serial != 0
+          ? u64_extension(TB_WIRE_TAG_IMPORT_SERIAL, import_serial)
+          : NULL);
 }
 
 GVariant *tb_wire_fence(uint32_t version) {
@@ -253,6 +409,39 @@ GVariant *tb_wire_release(uint32_t version, uint64_t lease) {
   return message_of(version, fields, 3);
 }
 
+GVariant *tb_wire_ack(uint32_t version, uint64_t serial, const TbWireAck *acks,
+                      size_t n) {
+  GVariant *entries[TB_WIRE_MAX_BUFFERS];
+  g_assert(n <= TB_WIRE_MAX_BUFFERS && version >= TB_WIRE_VERSION_ACKS);
+  for (size_t i = 0; i < n; i++) {
+    GVariant *entry[] = {g_variant_new_uint64(acks[i].id),
+                         g_variant_new_uint64(acks[i].window.offset),
+                         g_variant_new_uint64(acks[i].window.length)};
+    entries[i] = g_variant_new_tuple(entry, 3);
+  }
+  GVariant *fields[5];
+  set_header(fields, version, TB_WIRE_ACK);
+  fields[2] = g_variant_new_uint64(serial);
+  fields[3] = g_variant_new_array(G_VARIANT_TYPE("(ttt)"), entries, n);
+  return message_of(version, fields, 4);
+}
+
+gboolean tb_wire_ack_read(GVariant *message, uint64_t *serial,
+                          TbWireAck acks[TB_WIRE_MAX_BUFFERS], size_t *n) {
+  g_autoptr(GVariant) serial_value = g_variant_get_child_value(message, 2);
+  g_autoptr(GVariant) list = g_variant_get_child_value(message, 3);
+  gsize count;
+  const TbWireAck *entries =
+      g_variant_get_fixed_array(list, &count, sizeof *entries);
+  if (count > TB_WIRE_MAX_BUFFERS)
+    return FALSE;
+  G_STATIC_ASSERT(sizeof(TbWireAck) == 24); /* (ttt) in normal form */
+  memcpy(acks, entries, count * sizeof *entries);
+  *serial = g_variant_get_uint64(serial_value);
+  *n = count;
+  return TRUE;
+}
+
 gboolean tb_wire_check_size(GVariant *message, GError **error) {
   gsize size = g_variant_get_size(message);
   if (size <= TB_WIRE_MAX_BYTES)
@@ -300,8 +489,11 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
                                TB_WIRE_FENCE_FIELDS, TB_WIRE_FENCE_FIELDS),
                            *const release_types[] = TB_WIRE_TYPES(
                                TB_WIRE_RELEASE_FIELDS, TB_WIRE_RELEASE_FIELDS),
-                           *const doorbell_types[] = TB_WIRE_TYPES(
-                               TB_WIRE_DOORBELL_FIELDS, TB_WIRE_DOORBELL_FIELDS);
+                           *const ack_types[] = TB_WIRE_TYPES(
+                               TB_WIRE_ACK_FIELDS, TB_WIRE_ACK_FIELDS),
+                           *const doorbell_types[] =
+                               TB_WIRE_TYPES(TB_WIRE_DOORBELL_FIELDS,
+                                             TB_WIRE_DOORBELL_FIELDS);
 #undef TB_WIRE_TYPES
   G_STATIC_ASSERT(G_N_ELEMENTS(tensor_types) == TB_WIRE_VERSION_MAX);
   size_t at = version - 1;
@@ -325,6 +517,12 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
     }
     type = doorbell_types[at];
     break;
+  case TB_WIRE_ACK:
+    if (version >= TB_WIRE_VERSION_ACKS) {
+      type = ack_types[at];
+      break;
+    }
+    G_GNUC_FALLTHROUGH;
   default:
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "message kind 0x%02x is not one this library knows", bytes[4]);
@@ -359,6 +557,30 @@ const uint64_t *tb_wire_forget(GVariant *message, size_t *count) {
   const uint64_t *ids = g_variant_get_fixed_array(forget, &n, sizeof *ids);
   *count = n;
   return ids;
+}
+
+uint64_t tb_wire_import_serial(GVariant *message) {
+  g_autoptr(GVariant) kind = g_variant_get_child_value(message, 1);
+  g_autoptr(GVariant) version = g_variant_get_child_value(message, 0);
+  if (g_variant_get_uint32(version) < TB_WIRE_VERSION_ACKS ||
+      g_variant_get_byte(kind) != TB_WIRE_TENSOR)
+    return 0;
+  g_autoptr(GVariant) extensions =
+      g_variant_get_child_value(message, FIELD_COUNT);
+  for (gsize i = 0; i < g_variant_n_children(extensions); i++) {
+    g_autoptr(GVariant) record = g_variant_get_child_value(extensions, i);
+    g_autoptr(GVariant) tag = g_variant_get_child_value(record, 0);
+    g_autoptr(GVariant) value = g_variant_get_child_value(record, 1);
+    gsize length;
+    const uint8_t *bytes = g_variant_get_fixed_array(value, &length, 1);
+    if (g_variant_get_uint16(tag) == TB_WIRE_TAG_IMPORT_SERIAL &&
+        length == sizeof(uint64_t)) {
+      uint64_t serial;
+      memcpy(&serial, bytes, sizeof serial);
+      return GUINT64_FROM_LE(serial);
+    }
+  }
+  return 0;
 }
 
 void tb_wire_imported_clear(TbWireImported *imported, size_t *nimported) {
@@ -493,22 +715,26 @@ static tb_buffer *import_cuda(int fd, const WireEntry *entry, size_t i,
                                error);
 }
 
-/* Imports buffer `i`'s fd as the kind its entry says. */
-static tb_buffer *import_entry(int fd, const WireEntry *entry, size_t i,
-                               GError **error) {
+/* Imports buffer `i`'s fd as the kind its entry says: of host memory only
+ * `window`. */
+static tb_buffer *import_entry(int fd, const WireEntry *entry,
+                               TbWireWindow window, size_t i, GError **error) {
   if (is_cuda_memory(entry->memory))
     return import_cuda(fd, entry, i, error);
   /* Sizes are checked against what the description needs later. */
-  g_autoptr(tb_buffer) buffer = tb_buffer_import(fd, entry->bytes, error);
+  g_autoptr(tb_buffer) buffer = tb_buffer_import_window(
+      fd, window.offset, window.length, entry->bytes, error);
   if (buffer == NULL || !check_kind(buffer, entry, i, error))
     return NULL;
   return g_steal_pointer(&buffer);
 }
 
-/* Resolves the message's buffers: each named fd exactly once, the rest from
- * the cache. Entries and indices are all checked before any fd is
- * imported. */
-static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
+/* Resolves the message's buffers: each named fd exactly once (imported,
+ * unless the cache has the buffer already), the rest from the cache; each
+ * maps the window of it that `layout` uses. Indices and windows are all
+ * checked before any fd is imported. */
+static gboolean resolve_buffers(GVariant *message, const TbWireLayout *layout,
+                                const int *fds, size_t nfds,
                                 TbWireBufferLookup lookup, void *cache,
                                 tb_buffer **buffers, size_t *nbuffers,
                                 TbWireImported *imported, size_t *nimported,
@@ -554,17 +780,34 @@ static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
                 "%zu fds came with the message but it names %zu", nfds, nused);
     return FALSE;
   }
+  TbWireWindow windows[TB_WIRE_MAX_BUFFERS];
+  if (!layout_windows(layout, n, windows, error))
+    return FALSE;
+  for (size_t i = 0; i < n; i++) /* device memory is mapped whole */
+    if (is_cuda_memory(entries[i].memory))
+      windows[i] = whole_window(entries[i].bytes);
+  g_autoptr(GVariant) read_only = field(message, FIELD_READ_ONLY);
   *nimported = 0;
   for (*nbuffers = 0; *nbuffers < n; (*nbuffers)++) {
     size_t i = *nbuffers;
     const WireEntry *entry = &entries[i];
     if (entry->fd_index >= 0) {
-      buffers[i] = import_entry(fds[entry->fd_index], entry, i, error);
+      gboolean cached =
+          lookup != NULL &&
+          (buffers[i] = lookup(cache, entry->id, windows[i], TRUE,
+                               g_variant_get_boolean(read_only), NULL)) != NULL;
+      if (cached && !check_kind(buffers[i], entry, i, NULL)) {
+        g_clear_pointer(&buffers[i], tb_buffer_unref);
+        cached = FALSE;
+      }
+      if (!cached)
+        buffers[i] =
+            import_entry(fds[entry->fd_index], entry, windows[i], i, error);
       if (buffers[i] != NULL)
         imported[(*nimported)++] =
-            (TbWireImported){entry->id, tb_buffer_ref(buffers[i])};
+            (TbWireImported){entry->id, tb_buffer_ref(buffers[i]), cached};
     } else if (lookup != NULL) {
-      buffers[i] = lookup(cache, entry->id, error);
+      buffers[i] = lookup(cache, entry->id, windows[i], FALSE, FALSE, error);
       if (buffers[i] != NULL && !check_kind(buffers[i], entry, i, error))
         g_clear_pointer(&buffers[i], tb_buffer_unref);
     } else {
@@ -579,42 +822,68 @@ static gboolean resolve_buffers(GVariant *message, const int *fds, size_t nfds,
   return TRUE;
 }
 
-/* The image field, if any, made into the tensor: its layout follows from
- * the planes and must agree with the description's. */
-static tb_tensor *parse_image(GVariant *image, tb_buffer **buffers,
-                              size_t nbuffers, tb_dtype dtype, GError **error) {
+/* Reads the image field into `layout` (layout_windows checks the buffers
+ * its planes name). */
+static gboolean read_image(GVariant *image, TbWireLayout *layout,
+                           GError **error) {
   g_autoptr(GVariant) format = g_variant_get_child_value(image, 0);
   g_autoptr(GVariant) width = g_variant_get_child_value(image, 1);
   g_autoptr(GVariant) height = g_variant_get_child_value(image, 2);
   g_autoptr(GVariant) planes = g_variant_get_child_value(image, 3);
   size_t nplanes = g_variant_n_children(planes);
-  tb_buffer *plane_buffers[TB_IMAGE_MAX_PLANES];
-  uint64_t offsets[TB_IMAGE_MAX_PLANES], strides[TB_IMAGE_MAX_PLANES];
   if (nplanes > TB_IMAGE_MAX_PLANES) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "the image has %zu planes; at most %d", nplanes,
                 TB_IMAGE_MAX_PLANES);
-    return NULL;
+    return FALSE;
   }
+  layout->image = TRUE;
+  layout->format = (tb_pixel_format)g_variant_get_uint32(format);
+  layout->width = g_variant_get_uint32(width);
+  layout->height = g_variant_get_uint32(height);
+  layout->nplanes = nplanes;
   for (size_t p = 0; p < nplanes; p++) {
     g_autoptr(GVariant) plane = g_variant_get_child_value(planes, p);
     g_autoptr(GVariant) index = g_variant_get_child_value(plane, 0);
     g_autoptr(GVariant) offset = g_variant_get_child_value(plane, 1);
     g_autoptr(GVariant) stride = g_variant_get_child_value(plane, 2);
-    uint32_t i = g_variant_get_uint32(index);
-    if (i >= nbuffers) {
-      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                  "image plane %zu names buffer %u of %zu", p, i, nbuffers);
-      return NULL;
-    }
-    plane_buffers[p] = buffers[i];
-    offsets[p] = g_variant_get_uint64(offset);
-    strides[p] = g_variant_get_uint64(stride);
+    layout->plane_buffer[p] = g_variant_get_uint32(index);
+    layout->plane_offset[p] = g_variant_get_uint64(offset);
+    layout->plane_stride[p] = g_variant_get_uint64(stride);
   }
-  return tb_image_from_buffers(
-      g_variant_get_uint32(width), g_variant_get_uint32(height),
-      (tb_pixel_format)g_variant_get_uint32(format), dtype, nplanes,
-      plane_buffers, offsets, strides, error);
+  return TRUE;
+}
+
+/* An offset in a buffer's file as an offset in the buffer (which maps a
+ * window of it); FALSE with TB_ERR_OUT_OF_RANGE before the window. */
+static gboolean in_buffer(const tb_buffer *buffer, uint64_t file_offset,
+                          uint64_t *offset, GError **error) {
+  if (file_offset < buffer->fd_offset) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
+                "byte %" G_GUINT64_FORMAT
+                " of a buffer mapped from byte %" G_GUINT64_FORMAT,
+                file_offset, buffer->fd_offset);
+    return FALSE;
+  }
+  *offset = file_offset - buffer->fd_offset;
+  return TRUE;
+}
+
+/* The image the layout describes, over the buffers: its tensor layout
+ * follows from the planes. */
+static tb_tensor *build_image(const TbWireLayout *layout, tb_buffer **buffers,
+                              GError **error) {
+  tb_buffer *plane_buffers[TB_IMAGE_MAX_PLANES];
+  uint64_t offsets[TB_IMAGE_MAX_PLANES];
+  for (size_t p = 0; p < layout->nplanes; p++) {
+    plane_buffers[p] = buffers[layout->plane_buffer[p]];
+    if (!in_buffer(plane_buffers[p], layout->plane_offset[p], &offsets[p],
+                   error))
+      return NULL;
+  }
+  return tb_image_from_buffers(layout->width, layout->height, layout->format,
+                               layout->dtype, layout->nplanes, plane_buffers,
+                               offsets, layout->plane_stride, error);
 }
 
 static gboolean same_layout(const tb_tensor *t, uint64_t offset, size_t ndim,
@@ -652,32 +921,41 @@ tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
                                 TbWireBufferLookup lookup, void *cache,
                                 TbWireImported *imported, size_t *nimported,
                                 GError **error) {
-  int64_t shape[TB_MAX_DIMS], strides[TB_MAX_DIMS];
-  size_t ndim, nstrides;
+  TbWireLayout layout = {0};
+  size_t nstrides;
   *nimported = 0;
-  if (!read_dims(message, FIELD_SHAPE, "shape", shape, &ndim, error) ||
-      !read_dims(message, FIELD_STRIDES, "strides", strides, &nstrides, error))
+  if (!read_dims(message, FIELD_SHAPE, "shape", layout.shape, &layout.ndim,
+                 error) ||
+      !read_dims(message, FIELD_STRIDES, "strides", layout.strides, &nstrides,
+                 error))
     return NULL;
-  if (nstrides != ndim) {
+  if (nstrides != layout.ndim) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "the description has %zu dims but %zu strides", ndim, nstrides);
+                "the description has %zu dims but %zu strides", layout.ndim,
+                nstrides);
     return NULL;
   }
-  tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
-  size_t nbuffers = 0;
-  gboolean resolved =
-      resolve_buffers(message, fds, nfds, lookup, cache, buffers, &nbuffers,
-                      imported, nimported, error);
-  g_autoptr(tb_tensor) tensor = NULL;
   g_autoptr(GVariant) dtype_value = field(message, FIELD_DTYPE);
   g_autoptr(GVariant) offset_value = field(message, FIELD_OFFSET);
   g_autoptr(GVariant) image_maybe = field(message, FIELD_IMAGE);
   g_autoptr(GVariant) image = g_variant_get_maybe(image_maybe);
-  tb_dtype dtype = (tb_dtype)g_variant_get_uint32(dtype_value);
-  uint64_t offset = g_variant_get_uint64(offset_value);
+  layout.dtype = (tb_dtype)g_variant_get_uint32(dtype_value);
+  layout.offset = g_variant_get_uint64(offset_value);
+  if (image != NULL && !read_image(image, &layout, error))
+    return NULL;
+  tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
+  size_t nbuffers = 0;
+  gboolean resolved =
+      resolve_buffers(message, &layout, fds, nfds, lookup, cache, buffers,
+                      &nbuffers, imported, nimported, error);
+  g_autoptr(tb_tensor) tensor = NULL;
+  uint64_t offset = 0;
+  if (resolved)
+    resolved = in_buffer(buffers[0], layout.offset, &offset, error);
   if (resolved && image != NULL) {
-    tensor = parse_image(image, buffers, nbuffers, dtype, error);
-    if (tensor != NULL && !same_layout(tensor, offset, ndim, shape, strides)) {
+    tensor = build_image(&layout, buffers, error);
+    if (tensor != NULL && !same_layout(tensor, offset, layout.ndim,
+                                       layout.shape, layout.strides)) {
       g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                   "the description's shape and strides are not its image's");
       g_clear_pointer(&tensor, tb_tensor_unref);
@@ -685,13 +963,13 @@ tb_tensor *tb_wire_parse_tensor(GVariant *message, const int *fds, size_t nfds,
   } else if (resolved) {
     /* tb_tensor_view checks dtype, dims and that every element the strides
      * reach lies inside the buffer. */
-    tensor =
-        tb_tensor_view(buffers[0], offset, dtype, ndim, shape, strides, error);
+    tensor = tb_tensor_view(buffers[0], offset, layout.dtype, layout.ndim,
+                            layout.shape, layout.strides, error);
   }
   g_autoptr(GVariant) read_only = field(message, FIELD_READ_ONLY);
   for (size_t i = 0; i < *nimported && tensor != NULL; i++)
-    if (g_variant_get_boolean(read_only)) /* just imported: ours alone */
-      imported[i].buffer->flags |= TB_BUFFER_READ_ONLY;
+    if (g_variant_get_boolean(read_only) && !imported[i].cached)
+      imported[i].buffer->flags |= TB_BUFFER_READ_ONLY; /* ours alone */
   for (size_t i = 0; i < nbuffers; i++)
     tb_buffer_unref(buffers[i]); /* the tensor holds what it needs */
   if (tensor == NULL || !parse_quantization(message, tensor, error)) {

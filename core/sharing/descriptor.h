@@ -26,18 +26,28 @@
  *      added later goes there (with its tag documented here), not into the
  *      tuple, and needs no new version; a peer that does not know it
  *      ignores it. Tags:
- *        1  u32 (little-endian) on a tensor message: the layout id under
+ *        1  TB_WIRE_TAG_IMPORT_SERIAL (version 3, below).
+ *        2  u32 (little-endian) on a tensor message: the layout id under
  *           which the receiver caches this message's layout (version 3).
  *   3  - a buffer entry says its memory kind and where it lies:
  *      (i fd index, t id, y memory, u device, t bytes). `memory` is a
  *      tb_memory value: SHM, DMA or FILE (the fd must be of that kind;
  *      device 0), CUDA (a CUDA shareable fd, mapped on CUDA device
  *      `device`) or CUDA_HOST (a memfd, registered with CUDA device
- *      `device`); `bytes` is the buffer's size, which the fd must hold (a
- *      CUDA fd does not tell its size: the receiver maps that many). Not an
+ *      `device`); `bytes` is where the buffer ends in its file (its
+ *      size, plus its fd offset for a window a receiver mapped), which the
+ *      fd must hold (a CUDA fd does not tell its size: the receiver maps
+ *      that many). Not an
  *      extension, which an older reader would skip and then import a CUDA
  *      fd as shared memory; a reader refuses a kind it does not know.
  *      Entries that name a cached buffer must name its kind.
+ *      - imports are acknowledged (sharing/peer_cache.h): a tensor message
+ *      that carries fds has extension TB_WIRE_TAG_IMPORT_SERIAL, and the
+ *      receiver answers each one it imported with an ack message
+ *      (u version, y 'A', t serial, a(ttt) (buffer id, offset and length
+ *      of the window it maps, in pages), a(qay) extensions). A sender
+ *      sends a buffer's fd until its import is acknowledged; with versions
+ *      1 and 2 it sends the fd once.
  *      - the steady state goes through a shared-memory ring per direction
  *      (sharing/ring.h), whose memfd each side sends with its hello: a
  *      tensor whose buffer and layout the peer holds is one ring record
@@ -51,10 +61,19 @@
 #define TB_WIRE_VERSION_MAX 3u
 /* The first version whose buffer entries say their memory kind. */
 #define TB_WIRE_VERSION_KINDS 3u
+/* The first version with acknowledgements. */
+#define TB_WIRE_VERSION_ACKS 3u
 /* The first version with rings and layout ids. */
 #define TB_WIRE_VERSION_RING 3u
-/* Extension tags of tensor messages (version 2 on). */
-#define TB_WIRE_TAG_LAYOUT_ID 1u
+/* Extension tags (descriptor.h's version list says which messages have
+ * them). TB_WIRE_TAG_IMPORT_SERIAL: u64 little-endian, the serial a tensor
+ * message's acknowledgement names. TB_WIRE_TAG_LAYOUT_ID: u32
+ * little-endian, the layout id a tensor message's layout is cached under. */
+#define TB_WIRE_TAG_IMPORT_SERIAL 1u
+#define TB_WIRE_TAG_LAYOUT_ID 2u
+/* In every version, offsets in descriptions count from the start of the
+ * buffer's file (a receiver maps only the pages a description uses of it:
+ * TbWireWindow). */
 /* The version of descriptions made for the caller's own transport
  * (tb_tensor_export), which has no hello: the oldest that can say every
  * buffer's kind. That is TB_WIRE_VERSION_MIN, which every release reads,
@@ -70,6 +89,7 @@ typedef enum TbWireKind {
   TB_WIRE_TENSOR = 'T',
   TB_WIRE_FENCE = 'F',
   TB_WIRE_RELEASE = 'R',
+  TB_WIRE_ACK = 'A',      /* version 3 on */
   TB_WIRE_DOORBELL = 'D', /* version 3: a ring has records */
 } TbWireKind;
 
@@ -81,11 +101,14 @@ size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
 /* A tensor message: `fd_index[i]` is the position of buffers[i]'s fd among
  * the message's fds, or -1 when the receiver has it cached. `lease` is 0 or
  * the token the receiver sends back in a release; `forget` lists buffer ids
- * the receiver may drop from its cache. Floating. */
+ * the receiver drops from its cache before it reads the buffers;
+ * `import_serial` (version 3 on; 0: none) is what its acknowledgement
+ * names. Floating. */
 GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
-                         const uint64_t *forget, size_t nforget);
+                         const uint64_t *forget, size_t nforget,
+                         uint64_t import_serial);
 /* Refuses buffers that a message of `version` cannot describe: CUDA memory
  * before TB_WIRE_VERSION_KINDS (a CUDA_HOST buffer then goes as the memfd
  * it is, and arrives as SHM). TB_ERR_UNSUPPORTED naming the version. */
@@ -104,6 +127,40 @@ GVariant *tb_wire_add_extension(GVariant *message, uint16_t tag,
 gboolean tb_wire_find_extension(GVariant *message, uint16_t tag, void *value,
                                 size_t size);
 
+/* A range of a buffer's file, in whole pages: what a receiver maps of a
+ * buffer (and counts against its limits), so that a small tensor in a huge
+ * file costs a page, not the file. */
+typedef struct TbWireWindow {
+  uint64_t offset; /* bytes from the file's start */
+  uint64_t length; /* 0: nothing mapped */
+} TbWireWindow;
+
+/* Whether `outer` holds every byte of `inner`. */
+gboolean tb_wire_window_covers(TbWireWindow outer, TbWireWindow inner);
+/* The window a buffer maps: its bytes in its file, rounded up to pages. */
+TbWireWindow tb_wire_window_of(const tb_buffer *buffer);
+/* The windows a tensor message of `version` for `tensor` (its buffers as
+ * tb_tensor_collect_buffers gives them) makes its receiver map: the pages
+ * its elements and image planes reach in each buffer (CUDA and CUDA_HOST
+ * memory whole, from the version on whose entries say so). */
+void tb_wire_tensor_windows(uint32_t version, const tb_tensor *tensor,
+                            tb_buffer *const *buffers, size_t nbuffers,
+                            TbWireWindow *windows);
+
+/* One buffer an ack message says was imported. */
+typedef struct TbWireAck {
+  uint64_t id;         /* the sender's buffer id */
+  TbWireWindow window; /* what the receiver holds mapped of it */
+} TbWireAck;
+
+/* An ack message (version 3 on) for the tensor message of `serial`. */
+GVariant *tb_wire_ack(uint32_t version, uint64_t serial, const TbWireAck *acks,
+                      size_t n);
+/* An opened ack message's serial and entries (at most TB_WIRE_MAX_BUFFERS,
+ * as many as a tensor message names; FALSE for more). */
+gboolean tb_wire_ack_read(GVariant *message, uint64_t *serial,
+                          TbWireAck acks[TB_WIRE_MAX_BUFFERS], size_t *n);
+
 /* Refuses a message larger than a receiver accepts. */
 gboolean tb_wire_check_size(GVariant *message, GError **error);
 
@@ -118,20 +175,29 @@ GVariant *tb_wire_open(const uint8_t *bytes, size_t length, uint32_t expected,
 uint64_t tb_wire_lease(GVariant *message); /* tensor or release message */
 /* The ids a tensor message says to forget (a borrowed array). */
 const uint64_t *tb_wire_forget(GVariant *message, size_t *count);
+/* A tensor message's TB_WIRE_TAG_IMPORT_SERIAL, or 0 without one. */
+uint64_t tb_wire_import_serial(GVariant *message);
 
-/* Finds a cached buffer by the sender's id (a new reference), or fails. */
+/* Finds a cached buffer by the sender's id (a new reference) that maps
+ * `window`. For a buffer that came with its fd (`with_fd`) NULL, without
+ * an error, means that the fd is to be imported: nothing usable is cached
+ * (for a read-only message, nothing read-only). For one without, NULL
+ * comes with an error. */
 typedef tb_buffer *(*TbWireBufferLookup)(void *cache, uint64_t sender_id,
-                                         GError **error);
+                                         TbWireWindow window, gboolean with_fd,
+                                         gboolean read_only, GError **error);
 
 /* A buffer that arrived with its fd, for the receiver to cache. */
 typedef struct TbWireImported {
   uint64_t sender_id;
   tb_buffer *buffer; /* a reference of the caller's: the tensor need not
                         use every buffer the message lists */
+  gboolean cached;   /* the fd was closed: the lookup had the buffer */
 } TbWireImported;
 
 /* Builds the tensor a tensor message describes. `fds` are borrowed (each is
- * imported by dup); every one must be named by exactly one buffer. On
+ * imported by dup, mapping only the window the description needs); every
+ * one must be named by exactly one buffer. On
  * success `imported` (room for TB_WIRE_MAX_BUFFERS) lists the buffers that
  * came with fds, each with a reference that the caller drops with
  * tb_wire_imported_clear; on failure it is empty. `lookup` may be NULL:

@@ -1,6 +1,8 @@
 /* Layout ids (see layouts.h). */
 #include "sharing/layouts.h"
 
+#include "memory/buffer.h"
+
 #include <string.h>
 
 /* ---- the sender's ids ---------------------------------------------------- */
@@ -9,7 +11,8 @@
  * the image, which gets no id. */
 static GByteArray *layout_key(const tb_tensor *t) {
   GByteArray *key = g_byte_array_sized_new(64 + 16 * (guint)t->ndim);
-  uint64_t head[] = {t->dtype, t->offset, t->ndim};
+  /* The offset in the buffer's file, as the message says it. */
+  uint64_t head[] = {t->dtype, t->offset + t->buffer->fd_offset, t->ndim};
   g_byte_array_append(key, (const guint8 *)head, sizeof head);
   g_byte_array_append(key, (const guint8 *)t->shape,
                       (guint)(t->ndim * sizeof *t->shape));
@@ -118,7 +121,7 @@ void tb_layout_ids_forget(TbLayoutIds *ids, uint32_t id) {
 typedef struct CachedLayout {
   gboolean present;
   tb_dtype dtype;
-  uint64_t offset;
+  uint64_t offset; /* in the buffer's file (tb_buffer.fd_offset) */
   size_t ndim;
   int64_t shape[TB_MAX_DIMS];
   int64_t strides[TB_MAX_DIMS];
@@ -180,7 +183,7 @@ gboolean tb_layout_cache_store(TbLayoutCache *cache, uint32_t id,
   layout_clear(layout);
   layout->present = TRUE;
   layout->dtype = tensor->dtype;
-  layout->offset = tensor->offset;
+  layout->offset = tensor->offset + tensor->buffer->fd_offset;
   layout->ndim = tensor->ndim;
   memcpy(layout->shape, tensor->shape, tensor->ndim * sizeof *tensor->shape);
   memcpy(layout->strides, tensor->strides,
@@ -209,11 +212,19 @@ tb_tensor *tb_layout_cache_build(const TbLayoutCache *cache, uint32_t id,
   }
   const CachedLayout *layout = &cache->entries[id - 1];
   GError *wrong = NULL;
-  /* Checks that the layout lies inside this buffer, which need not be the
-   * one it came with. */
-  g_autoptr(tb_tensor) tensor =
-      tb_tensor_view(buffer, layout->offset, layout->dtype, layout->ndim,
-                     layout->shape, layout->strides, &wrong);
+  /* Checks that the layout lies inside what this side maps of the buffer,
+   * which need not be the one the layout came with. */
+  g_autoptr(tb_tensor) tensor = NULL;
+  if (layout->offset < buffer->fd_offset)
+    g_set_error(&wrong, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
+                "it begins at byte %" G_GUINT64_FORMAT
+                " of the file, before the %" G_GUINT64_FORMAT
+                " this side maps from",
+                layout->offset, buffer->fd_offset);
+  else
+    tensor = tb_tensor_view(buffer, layout->offset - buffer->fd_offset,
+                            layout->dtype, layout->ndim, layout->shape,
+                            layout->strides, &wrong);
   const TbQuantization *q = &layout->quantization;
   if (tensor != NULL && q->count > 0)
     tb_tensor_quantize(tensor, q->axis, q->count, q->scales, q->zero_points,

@@ -965,6 +965,23 @@ uint64_t tb_image_plane_buffer_id(const tb_tensor *t, size_t plane) {
 
 /* ---- an image over buffers already at hand (a channel's receiver) -------- */
 
+gboolean tb_image_plane_end(tb_pixel_format format, tb_dtype dtype,
+                            uint32_t width, uint32_t height, size_t index,
+                            uint64_t offset, uint64_t stride, uint64_t *end,
+                            GError **error) {
+  const TbFormatInfo *info = check_format(format, error);
+  if (info != NULL && index >= info->nplanes) {
+    g_set_error(error, TB_IMAGE_ERROR, TB_ERR_INVALID_ARGUMENT,
+                "plane %zu of a %s image, which has %u planes", index,
+                info->name, info->nplanes);
+    return FALSE;
+  }
+  return info != NULL && check_size(width, height, error) &&
+         check_dtype(info, dtype, error) &&
+         check_plane(info, index, width, height, tb_dtype_size(dtype), offset,
+                     stride, end, error);
+}
+
 tb_tensor *tb_image_from_buffers(uint32_t width, uint32_t height,
                                  tb_pixel_format format, tb_dtype dtype,
                                  size_t nplanes, tb_buffer *const *buffers,

@@ -50,6 +50,14 @@ gboolean tb_image_apply_format(tb_tensor *tensor, tb_pixel_format format,
                                GError **error);
 tb_tensor *tb_image_plane_view(const tb_tensor *image, size_t plane,
                                GError **error);
+/* Where plane `index` of a `format` image of width x height `dtype`
+ * samples, at `offset` with rows `stride` bytes apart, ends: the bytes of
+ * its buffer it needs (what a channel's receiver maps). FALSE, with the
+ * error tb_image_from_buffers would give, for geometry it refuses. */
+gboolean tb_image_plane_end(tb_pixel_format format, tb_dtype dtype,
+                            uint32_t width, uint32_t height, size_t index,
+                            uint64_t offset, uint64_t stride, uint64_t *end,
+                            GError **error);
 /* An image over planes in buffers already mapped (what a channel's
  * receiver holds): each plane is checked to fit in its buffer. */
 tb_tensor *tb_image_from_buffers(uint32_t width, uint32_t height,

@@ -189,9 +189,31 @@ static void greet(int raw) {
     abort();
 }
 
+/* Acknowledges, as a receiver would, the import of the buffers of the
+ * tensor message in seed `name`, on a raw socket. */
+static void acknowledge(int raw, const char *name) {
+  g_autofree char *path = g_build_filename(directory, name, NULL);
+  g_autofree char *seed = NULL;
+  gsize length = 0;
+  if (!g_file_get_contents(path, &seed, &length, NULL))
+    abort();
+  TbWireKind kind;
+  g_autoptr(GVariant) message =
+      tb_wire_open((const uint8_t *)seed + 1, length - 1, 0, &kind, NULL);
+  g_autoptr(GVariant) buffers = g_variant_get_child_value(message, 2);
+  g_autoptr(GVariant) first = g_variant_get_child_value(buffers, 0);
+  g_autoptr(GVariant) id = g_variant_get_child_value(first, 1);
+  const TbWireAck ack = {g_variant_get_uint64(id), {0, 4096}};
+  g_autoptr(GVariant) reply = g_variant_ref_sink(
+      tb_wire_ack(TB_WIRE_VERSION_MAX, tb_wire_import_serial(message), &ack, 1));
+  if (send(raw, g_variant_get_data(reply), g_variant_get_size(reply),
+           MSG_NOSIGNAL) != (ssize_t)g_variant_get_size(reply))
+    abort();
+}
+
 /* What channels put on the socket: a pooled tensor (with its lease and the
- * ids to forget), the same buffer again (no fd), a fence, and the release a
- * receiver sends back. */
+ * ids to forget), the same buffer again once the receiver acknowledged it
+ * (no fd), a fence, and the ack and release a receiver sends back. */
 static void channel_seeds(void) {
   int sender_pair[2], receiver_pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sender_pair) != 0 ||
@@ -212,6 +234,7 @@ static void channel_seeds(void) {
   check(tb_pool_acquire(&frame, pool, 0), "tb_pool_acquire");
   check(tb_channel_send(sender, frame, 0), "tb_channel_send");
   capture(sender_pair[1], "channel-pooled", 0x01);
+  acknowledge(sender_pair[1], "channel-pooled");
   check(tb_channel_send(sender, frame, 0), "tb_channel_send");
   capture(sender_pair[1], "channel-cached", 0x00);
   tb_tensor_unref(frame);
@@ -259,6 +282,7 @@ static void channel_seeds(void) {
   tb_tensor *received = NULL;
   check(tb_channel_recv(&received, receiver, 1000), "tb_channel_recv");
   tb_tensor_unref(received);
+  capture(receiver_pair[0], "channel-ack", 0x00);
   capture(receiver_pair[0], "channel-release", 0x00);
 
   tb_tensor_unref(bytes);

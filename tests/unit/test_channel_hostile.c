@@ -263,7 +263,9 @@ static void releases_for_nothing_are_ignored(void **state) {
  * layout never uses. The receiver caches every buffer that came with an
  * fd; the cache used to keep a pointer borrowed from the tensor, which had
  * already dropped the unused buffer (a use after free on the next message
- * that refers to it). The cache now holds a reference of its own. */
+ * that refers to it). The cache now holds a reference of its own, of what
+ * the message used of each buffer: none of the unused one, so a later
+ * tensor in it is refused, and one in the used buffer is read. */
 static void an_unused_buffer_stays_valid_in_the_cache(void **state) {
   (void)state;
   hostile h = hostile_open();
@@ -273,8 +275,15 @@ static void an_unused_buffer_stays_valid_in_the_cache(void **state) {
   tb_tensor *tensor = NULL;
   TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));
   tb_tensor_unref(tensor);
-  /* Now a tensor over buffer 8, named by id only: the cached one. */
-  const tb_forge_edit cached = {TB_FORGE_BUFFERS, "@a(it) [(-1, 8)]"};
+  /* Now a tensor over buffer 8, named by id only: none of it is mapped. */
+  const tb_forge_edit unused = {TB_FORGE_BUFFERS, "@a(it) [(-1, 8)]"};
+  g_autoptr(GBytes) in_unused = tb_forge_tensor(&unused, 1);
+  tb_forge_send_bytes(h.raw, in_unused, NULL, 0);
+  tensor = TB_SENTINEL(tb_tensor);
+  TB_ASSERT_STATUS(tb_channel_recv(&tensor, h.channel, PATIENCE_MS),
+                   TB_ERR_PROTOCOL);
+  /* And over buffer 7, the cached one. */
+  const tb_forge_edit cached = {TB_FORGE_BUFFERS, "@a(it) [(-1, 7)]"};
   g_autoptr(GBytes) by_id = tb_forge_tensor(&cached, 1);
   tb_forge_send_bytes(h.raw, by_id, NULL, 0);
   TB_ASSERT_OK(tb_channel_recv(&tensor, h.channel, PATIENCE_MS));

@@ -104,14 +104,24 @@ static void order_holds_across_socket_and_ring(void **state) {
   set_first_element(y, 77);
   const int64_t square[] = {4, 4};
   TB_ASSERT_OK(tb_tensor_reshape(&x4, x, 2, square));
-  /* x: message; x: record; y: message (new buffer); x4: message (new
-   * layout); y, x, x4: records. */
-  tb_tensor *order[] = {x, x, y, x4, y, x, x4};
+  tb_tensor *z = shm_u8(16);
+  set_first_element(z, 99);
+  /* x's buffer goes once and is acknowledged (its layouts cached): then
+   * x and x4 are records, y and z (new buffers, not yet acknowledged while
+   * nothing is received) messages, sent all at once. */
+  tb_tensor *warm[] = {x, x4};
+  for (size_t i = 0; i < G_N_ELEMENTS(warm); i++) {
+    tb_tensor *received = NULL;
+    TB_ASSERT_OK(tb_channel_send(a, warm[i], 0));
+    TB_ASSERT_OK(tb_channel_recv(&received, b, PATIENCE_MS));
+    tb_tensor_unref(received);
+  }
+  tb_tensor *order[] = {x, y, x4, z, x, y, x4, z, x};
   for (size_t i = 0; i < G_N_ELEMENTS(order); i++)
     TB_ASSERT_OK(tb_channel_send(a, order[i], 0));
   TbChannelStats sender = stats_of(a);
-  assert_int_equal(sender.socket_sent, 3);
-  assert_int_equal(sender.ring_sent, 4);
+  assert_int_equal(sender.socket_sent, 2 + 4);
+  assert_int_equal(sender.ring_sent, 5);
   for (size_t i = 0; i < G_N_ELEMENTS(order); i++) {
     tb_tensor *received = NULL;
     TB_ASSERT_OK(tb_channel_recv(&received, b, PATIENCE_MS));
@@ -122,6 +132,7 @@ static void order_holds_across_socket_and_ring(void **state) {
   TB_ASSERT_STATUS(tb_channel_recv(&none, b, 0), TB_ERR_TIMEOUT);
   tb_tensor_unref(x);
   tb_tensor_unref(y);
+  tb_tensor_unref(z);
   tb_tensor_unref(x4);
   tb_channel_unref(a);
   tb_channel_unref(b);
@@ -143,22 +154,26 @@ static void layout_ids_stay_within_the_peers_limit(void **state) {
     TB_ASSERT_OK(tb_tensor_from_buffer(&views[i], buffer, i, TB_DTYPE_U8, 1,
                                        shape, NULL));
   }
-  /* Every layout once (65 messages), then the newest again (a record) and
-   * the oldest, whose id went to the 65th (a message). */
-  for (size_t i = 0; i < G_N_ELEMENTS(views); i++)
+  /* Every layout once (65 messages, each received: the buffer's import
+   * is acknowledged), then the newest again (a record) and the oldest,
+   * whose id went to the 65th (a message). */
+  for (size_t i = 0; i < G_N_ELEMENTS(views); i++) {
+    tb_tensor *received = NULL;
     TB_ASSERT_OK(tb_channel_send(a, views[i], 0));
+    TB_ASSERT_OK(tb_channel_recv(&received, b, PATIENCE_MS));
+    tb_forge_assert_same_tensor(received, views[i]);
+    tb_tensor_unref(received);
+  }
   TB_ASSERT_OK(tb_channel_send(a, views[TB_LAYOUTS_DEFAULT_LIMIT], 0));
   TB_ASSERT_OK(tb_channel_send(a, views[0], 0));
   TbChannelStats sender = stats_of(a);
   assert_int_equal(sender.socket_sent, TB_LAYOUTS_DEFAULT_LIMIT + 2);
   assert_int_equal(sender.ring_sent, 1);
-  for (size_t i = 0; i < G_N_ELEMENTS(views) + 2; i++) {
-    size_t expected = i < G_N_ELEMENTS(views)    ? i
-                      : i == G_N_ELEMENTS(views) ? TB_LAYOUTS_DEFAULT_LIMIT
-                                                 : 0;
+  const size_t last[] = {TB_LAYOUTS_DEFAULT_LIMIT, 0};
+  for (size_t i = 0; i < G_N_ELEMENTS(last); i++) {
     tb_tensor *received = NULL;
     TB_ASSERT_OK(tb_channel_recv(&received, b, PATIENCE_MS));
-    tb_forge_assert_same_tensor(received, views[expected]);
+    tb_forge_assert_same_tensor(received, views[last[i]]);
     tb_tensor_unref(received);
   }
   for (size_t i = 0; i < G_N_ELEMENTS(views); i++)
@@ -624,16 +639,21 @@ static void threads_share_one_ring(void **state) {
 
 /* The child sends records and messages and dies without closing anything
  * (its rings are never closed): everything it sent comes out in order
- * before TB_ERR_CLOSED. */
+ * before TB_ERR_CLOSED. Its buffers go first and are acknowledged, so
+ * that what follows is mostly records. */
 static void die_with_records_queued(tb_peer_end *end, void *arg) {
   (void)arg;
-  tb_tensor *x = shm_u8(16), *y = shm_u8(16);
+  tb_tensor *x = shm_u8(16), *y = shm_u8(16), *z = shm_u8(16);
   int64_t index[] = {0};
   TB_PEER_ASSERT_OK(tb_tensor_set_i64(y, 1, index, 55));
-  tb_tensor *order[] = {x, x, x, y, x, y};
+  TB_PEER_ASSERT_OK(tb_tensor_set_i64(z, 1, index, 66));
+  TB_PEER_ASSERT_OK(tb_channel_send(end->channel, x, 0));
+  TB_PEER_ASSERT_OK(tb_channel_send(end->channel, y, 0));
+  tb_peer_expect_step(end, 1); /* received: acknowledged */
+  tb_tensor *order[] = {x, y, z, x, y};
   for (size_t i = 0; i < G_N_ELEMENTS(order); i++)
     TB_PEER_ASSERT_OK(tb_channel_send(end->channel, order[i], 0));
-  tb_peer_send_step(end, 1);
+  tb_peer_send_step(end, 2);
   _exit(0);
 }
 
@@ -642,17 +662,20 @@ static void death_delivers_queued_records_before_closed(void **state) {
   tb_peer_end end;
   pid_t child = tb_peer_start(&end, TB_PEER_CHANNEL, die_with_records_queued,
                               TB_PEER_CHANNEL, NULL);
-  tb_peer_expect_step(&end, 1);
-  tb_peer_join(child);
-  const int64_t expected[] = {0, 0, 0, 55, 0, 55};
+  const int64_t expected[] = {0, 55, 0, 55, 66, 0, 55};
   for (size_t i = 0; i < G_N_ELEMENTS(expected); i++) {
+    if (i == 2) {
+      tb_peer_send_step(&end, 1);
+      tb_peer_expect_step(&end, 2);
+      tb_peer_join(child);
+    }
     tb_tensor *tensor = NULL;
     TB_ASSERT_OK(tb_channel_recv(&tensor, end.channel, PATIENCE_MS));
     assert_int_equal(first_element(tensor), expected[i]);
     tb_tensor_unref(tensor);
   }
   TbChannelStats stats = stats_of(end.channel);
-  assert_int_equal(stats.ring_received, 4);
+  assert_int_equal(stats.ring_received, 4); /* all but z, new */
   tb_tensor *none = NULL;
   TB_ASSERT_STATUS(tb_channel_recv(&none, end.channel, PATIENCE_MS),
                    TB_ERR_CLOSED);

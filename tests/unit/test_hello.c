@@ -439,7 +439,7 @@ static void listener_options_errors(void **state) {
   tb_listener_options opts;
   tb_listener *listener = TB_SENTINEL(tb_listener);
   TB_ASSERT_STATUS(tb_listener_options_init(&opts, 0), TB_ERR_VERSION);
-  TB_ASSERT_STATUS(tb_listener_options_init(&opts, 2), TB_ERR_VERSION);
+  TB_ASSERT_STATUS(tb_listener_options_init(&opts, 3), TB_ERR_VERSION);
   TB_ASSERT_STATUS(tb_listener_options_init(NULL, 1), TB_ERR_INVALID_ARGUMENT);
   const uint32_t uid = 0;
   const struct {
@@ -449,7 +449,7 @@ static void listener_options_errors(void **state) {
     int32_t hello_timeout_ms;
     tb_status expected;
   } bad[] = {
-      {2, 0600, 0, NULL, 0, 1000, TB_ERR_VERSION},
+      {3, 0600, 0, NULL, 0, 1000, TB_ERR_VERSION},
       {1, 01777, 0, NULL, 0, 1000, TB_ERR_INVALID_ARGUMENT},
       {1, 0600, 0x2, NULL, 0, 1000, TB_ERR_INVALID_ARGUMENT},
       {1, 0600, 0, NULL, 1, 1000, TB_ERR_INVALID_ARGUMENT},
@@ -457,7 +457,7 @@ static void listener_options_errors(void **state) {
       {1, 0600, 0, NULL, 0, 0, TB_ERR_INVALID_ARGUMENT},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-    TB_ASSERT_OK(tb_listener_options_init(&opts, 1));
+    TB_ASSERT_OK(tb_listener_options_init(&opts, TB_LISTENER_OPTIONS_VERSION));
     opts.version = bad[i].version;
     opts.mode = bad[i].mode;
     opts.flags = bad[i].flags;

@@ -631,6 +631,41 @@ test_shm("peer credentials and allowed uids", function()
          path .. "-bad", {mode = 4095})
 end)
 
+test_shm("limits stated and kept", function()
+  local a, b = tb.channel_pair{max_buffers = 2, max_mapped_bytes = 1 << 20}
+  eq(a:version(), 3, "version")
+  local limits = a:limits()
+  eq(limits.own.max_buffers, 2, "own buffers")
+  eq(limits.own.max_mapped_bytes, 1 << 20, "own bytes")
+  eq(limits.peer.max_buffers, 2, "peer buffers")
+  -- The sender keeps within the receiver's 2 buffers.
+  local sent, received = {}, {}
+  for i = 1, 5 do
+    sent[i] = tb.tensor{dtype = "u8", shape = {4}, memory = "shm"}
+    sent[i]:set({1}, i)
+    a:send(sent[i])
+    received[i] = b:recv(5)
+  end
+  for i = 1, 5 do
+    eq(received[i]:get({1}), i, "tensor " .. i)
+  end
+  local default = tb.channel_pair()
+  eq(default:limits().own.max_buffers, core.TB_CHANNEL_DEFAULT_MAX_BUFFERS, "default")
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_channel_pair_with: ", tb.channel_pair,
+         {max_buffers = 0})
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_channel_pair_with: ", tb.channel_pair,
+         {max_mapped_bytes = 4095})
+  raises("TB_ERR_INVALID_ARGUMENT", "tb_channel_pair_with: ", tb.channel_pair,
+         {max_buffers = -1})
+  local path = string.format("@tensorbuf-lua-limits-%d-%d", os.time(), math.random(1 << 30))
+  local listener = tb.listen(path, {channel_options = {max_buffers = 7}})
+  local client = tb.connect(path, 1, {max_mapped_bytes = 1 << 16})
+  local server = listener:accept(1)
+  eq(server:limits().own.max_buffers, 7, "accepted: the listener's options")
+  eq(server:limits().peer.max_mapped_bytes, 1 << 16, "accepted: the peer's")
+  eq(client:limits().peer.max_buffers, 7, "dialed: the listener's")
+end)
+
 test_shm("descriptors for a transport of one's own", function()
   local t = tb.tensor{dtype = "u8", shape = {2}, memory = "shm"}
   t:write("hi")

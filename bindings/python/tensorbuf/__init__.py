@@ -20,7 +20,8 @@ from . import safetensors
 from . import tensorbuf_core as core
 from .image import PIXEL_FORMATS, image, import_image
 from .interop import from_dlpack, from_numpy
-from .sharing import Channel, Credentials, Fence, Listener, Pool, export_tensor, import_tensor
+from .sharing import (Channel, Credentials, Fence, Limits, Listener, Pool, export_tensor,
+                      import_tensor)
 from .tensor import DTYPES, MEMORY_KINDS, Buffer, Map, Tensor
 
 Error = core.Error
@@ -69,6 +70,7 @@ __all__ = [
     "DTYPES",
     "Error",
     "Fence",
+    "Limits",
     "Listener",
     "MEMORY_KINDS",
     "Map",

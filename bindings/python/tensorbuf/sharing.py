@@ -17,6 +17,21 @@ __all__ = ["Channel", "Credentials", "Fence", "Listener", "Pool", "export_tensor
 Credentials = namedtuple("Credentials", "pid uid gid")
 Credentials.__doc__ = "A channel peer's process, user and group ids."
 
+Limits = namedtuple("Limits", "max_buffers max_mapped_bytes")
+Limits.__doc__ = ("What one side of a channel keeps of the buffers its peer "
+                  "sent: at most max_buffers buffers and max_mapped_bytes "
+                  "bytes mapped (0 from a peer that states none).")
+
+
+def _channel_options(max_buffers, max_mapped_bytes):
+    """The channel options dict of the arguments given (None: default)."""
+    opts = {}
+    if max_buffers is not None:
+        opts["max_buffers"] = max_buffers
+    if max_mapped_bytes is not None:
+        opts["max_mapped_bytes"] = max_mapped_bytes
+    return opts
+
 
 def _timeout(seconds, per_second, most):
     """A C timeout in units of 1/per_second (None: -1, no limit), rounded up
@@ -113,25 +128,46 @@ class Channel(_Handle):
 
     ``Channel.pair()`` gives two connected ends; ``Channel.connect(path)``
     reaches a ``Listener``; ``Channel.from_fd(fd)`` takes a connected
-    seqpacket socket (dup'd)."""
+    seqpacket socket (dup'd).
+
+    Each takes ``max_buffers`` and ``max_mapped_bytes``: how much of the
+    buffers its peer sends the channel keeps (default 1024 buffers, 8 GiB),
+    stated to the peer at connect; a peer's sender keeps within them."""
 
     __slots__ = ()
 
     @classmethod
-    def pair(cls):
-        a, b = _core.tb_channel_pair()
+    def pair(cls, *, max_buffers=None, max_mapped_bytes=None):
+        a, b = _core.tb_channel_pair_with(
+            _channel_options(max_buffers, max_mapped_bytes))
         return cls._wrap_handle(a), cls._wrap_handle(b)
 
     @classmethod
-    def connect(cls, path, timeout=None):
+    def connect(cls, path, timeout=None, *, max_buffers=None,
+                max_mapped_bytes=None):
         """Connects, retrying while the listener does not exist yet; None if
         ``timeout`` passes."""
-        handle = _until_timeout(_core.tb_channel_connect, path, _milliseconds(timeout))
+        handle = _until_timeout(_core.tb_channel_connect_with, path,
+                                _milliseconds(timeout),
+                                _channel_options(max_buffers, max_mapped_bytes))
         return None if handle is None else cls._wrap_handle(handle)
 
     @classmethod
-    def from_fd(cls, fd):
-        return cls._wrap_handle(_core.tb_channel_from_fd(fd))
+    def from_fd(cls, fd, *, max_buffers=None, max_mapped_bytes=None):
+        return cls._wrap_handle(_core.tb_channel_from_fd_with(
+            fd, _channel_options(max_buffers, max_mapped_bytes)))
+
+    @property
+    def version(self):
+        """The protocol version both sides agreed at connect."""
+        return _core.tb_channel_version(self._handle)
+
+    @property
+    def limits(self):
+        """(own, peer): the Limits each side stated at connect."""
+        own_buffers, own_bytes, peer_buffers, peer_bytes = \
+            _core.tb_channel_limits(self._handle)
+        return Limits(own_buffers, own_bytes), Limits(peer_buffers, peer_bytes)
 
     @property
     def fd(self):
@@ -177,13 +213,15 @@ class Listener(_Handle):
     Only ``uids`` may connect (default: this process's effective uid alone;
     ``any_uid=True``: everyone); a path socket's file gets ``mode`` (default
     0o600); ``hello_timeout`` (seconds) bounds how long ``accept`` waits for
-    a connected peer's hello."""
+    a connected peer's hello; accepted channels keep ``max_buffers`` and
+    ``max_mapped_bytes`` of their peers' buffers (as ``Channel``)."""
 
     __slots__ = ()
 
     def __init__(self, path, *, mode=None, uids=None, any_uid=False,
-                 hello_timeout=None):
-        opts = {}
+                 hello_timeout=None, max_buffers=None, max_mapped_bytes=None):
+        opts = {"channel_options": _channel_options(max_buffers,
+                                                    max_mapped_bytes)}
         if mode is not None:
             opts["mode"] = mode
         if uids is not None:

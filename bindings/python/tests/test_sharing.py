@@ -119,6 +119,35 @@ def test_peer_credentials_and_allowed_uids():
         tensorbuf.Listener(path + "-bad", mode=0o7777)
 
 
+def test_limits_stated_and_kept():
+    a, b = tensorbuf.Channel.pair(max_buffers=2, max_mapped_bytes=1 << 20)
+    assert a.version == 3
+    own, peer = a.limits
+    assert own == (2, 1 << 20) and peer == tensorbuf.Limits(2, 1 << 20)
+    # The sender keeps within the receiver's 2 buffers: it makes the
+    # receiver forget the oldest, which live on in their tensors.
+    sent = [tensorbuf.Tensor((4,), "u8", memory="shm") for _ in range(5)]
+    received = []
+    for i, tensor in enumerate(sent):
+        tensor[0] = i
+        a.send(tensor)
+        received.append(b.recv(timeout=5))
+    assert [int(t[0]) for t in received] == list(range(5))
+    default, _ = tensorbuf.Channel.pair()
+    assert default.limits[0] == (1024, 8 << 30)
+    path = f"@tensorbuf-python-limits-{os.getpid()}"
+    listener = tensorbuf.Listener(path, max_buffers=7)
+    client = tensorbuf.Channel.connect(path, timeout=5, max_mapped_bytes=1 << 16)
+    server = listener.accept(timeout=5)
+    assert server.limits == ((7, 8 << 30), (1024, 1 << 16))
+    with pytest.raises(tensorbuf.InvalidArgumentError, match="max_buffers"):
+        tensorbuf.Channel.pair(max_buffers=0)
+    with pytest.raises(tensorbuf.InvalidArgumentError, match="max_mapped_bytes"):
+        tensorbuf.Channel.pair(max_mapped_bytes=4095)
+    with pytest.raises(TypeError):
+        tensorbuf.Channel.pair(max_buffers=1 << 40)
+
+
 CHILD = r"""
 import sys, tensorbuf
 channel = tensorbuf.Channel.connect(sys.argv[1], timeout=10)

@@ -55,6 +55,11 @@ TB_API bool tb_buffer_read_only(const tb_buffer *buffer);
  * tb_tensor_export_fd does). -1 for memory without an fd or a NULL buffer.
  * Thread-safe. */
 TB_API int tb_buffer_fd(const tb_buffer *buffer);
+/* Where the buffer's byte 0 lies in its fd's file: 0, except for a buffer
+ * received over a channel, which maps only the pages of the file its
+ * tensors use. Whoever maps the fd (or passes it on) adds it to offsets in
+ * the buffer. 0 for NULL. Thread-safe. */
+TB_API uint64_t tb_buffer_fd_offset(const tb_buffer *buffer);
 
 /* A key for caches of per-memory objects (an EGLImage, an engine binding)
  * that is the same for every buffer over the same underlying file: two

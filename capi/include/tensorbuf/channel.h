@@ -67,7 +67,24 @@
  *
  * Channels are refcounted: tensors received from a channel with a pool
  * behind it hold a reference, so that dropping them can send the release
- * back. */
+ * back.
+ *
+ * Limits: a receiver keeps the buffers it received (mapped, with their
+ * fds) so that the next tensor in the same buffer costs no fd and no
+ * mapping. Each side states in its hello how many buffers and how many
+ * mapped bytes (each buffer counted as its mapping, rounded up to whole
+ * pages) it keeps: tb_channel_options, by default
+ * TB_CHANNEL_DEFAULT_MAX_BUFFERS and TB_CHANNEL_DEFAULT_MAX_MAPPED_BYTES.
+ * The sender keeps within the peer's limits: before a tensor that would
+ * take the peer past them, it tells the peer to forget the buffers it sent
+ * least recently (they stay mapped while a received tensor uses them). A
+ * tensor that is alone over the peer's limits is refused by tb_channel_send
+ * with TB_ERR_OUT_OF_RANGE. A peer that sends past this side's limits is
+ * refused with TB_ERR_PROTOCOL, and the channel is closed: every later call
+ * fails with the same error. From protocol version 3 on (tb_channel_version)
+ * the receiver acknowledges each buffer it imported, and the sender sends a
+ * buffer's fd again until it has: a receive that failed (out of fds, say)
+ * costs that receive only, and the next send of the buffer goes through. */
 #ifndef TENSORBUF_CHANNEL_H
 #define TENSORBUF_CHANNEL_H
 
@@ -85,6 +102,41 @@ typedef struct tb_listener tb_listener;
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL out), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_pair(tb_channel **out_a, tb_channel **out_b);
 
+#define TB_CHANNEL_OPTIONS_VERSION 1
+/* How many buffers, and how many bytes of them mapped, a channel keeps of
+ * what its peer sent, by default. */
+#define TB_CHANNEL_DEFAULT_MAX_BUFFERS 1024u
+#define TB_CHANNEL_DEFAULT_MAX_MAPPED_BYTES (UINT64_C(8) << 30) /* 8 GiB */
+
+/* Options of a channel: what it keeps of the buffers its peer sent (see
+ * "Limits" above), stated to the peer in the hello. The struct only ever
+ * grows at its end; `version` says which fields the caller knows about. */
+typedef struct tb_channel_options {
+  uint32_t version;          /* TB_CHANNEL_OPTIONS_VERSION */
+  uint32_t max_buffers;      /* 1 or more; TB_CHANNEL_DEFAULT_MAX_BUFFERS */
+  uint64_t max_mapped_bytes; /* a whole number of pages, at least one;
+                                TB_CHANNEL_DEFAULT_MAX_MAPPED_BYTES */
+} tb_channel_options;
+
+#define TB_CHANNEL_OPTIONS_INIT                                                \
+  {                                                                            \
+    TB_CHANNEL_OPTIONS_VERSION, TB_CHANNEL_DEFAULT_MAX_BUFFERS,                \
+        TB_CHANNEL_DEFAULT_MAX_MAPPED_BYTES                                    \
+  }
+
+/* Fills *opts with the defaults of the given struct version (only the
+ * fields that version has) and sets opts->version.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL opts), TB_ERR_VERSION. */
+TB_API tb_status tb_channel_options_init(tb_channel_options *opts,
+                                         uint32_t version);
+
+/* tb_channel_pair with options for both channels (NULL: the defaults).
+ * Errors: as tb_channel_pair; TB_ERR_VERSION (opts->version unknown);
+ * TB_ERR_INVALID_ARGUMENT (max_buffers 0, max_mapped_bytes 0 or not a
+ * whole number of pages). */
+TB_API tb_status tb_channel_pair_with(tb_channel **out_a, tb_channel **out_b,
+                                      const tb_channel_options *opts);
+
 /* Listens on a Unix socket path with the default options (see
  * tb_listener_options); a path starting with '@' is an abstract name (no
  * file). A file the listener created is removed when it is freed.
@@ -92,7 +144,7 @@ TB_API tb_status tb_channel_pair(tb_channel **out_a, tb_channel **out_b);
  * (e.g. EADDRINUSE). */
 TB_API tb_status tb_listener_listen(tb_listener **out, const char *path);
 
-#define TB_LISTENER_OPTIONS_VERSION 1
+#define TB_LISTENER_OPTIONS_VERSION 2
 /* How long tb_listener_accept waits, by default, for a connected peer's
  * hello, and a dialed or adopted channel for its peer's. */
 #define TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS 5000
@@ -113,12 +165,15 @@ typedef struct tb_listener_options {
   size_t nuids;
   uint32_t flags;           /* TB_LISTENER_ANY_UID */
   int32_t hello_timeout_ms; /* default TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS */
+  /* Version 2: options of the channels it accepts (copied when it listens;
+   * NULL, the default: the defaults). */
+  const tb_channel_options *channel_options;
 } tb_listener_options;
 
 #define TB_LISTENER_OPTIONS_INIT                                               \
   {                                                                            \
     TB_LISTENER_OPTIONS_VERSION, 0600, NULL, 0, 0,                             \
-        TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS                                   \
+        TB_LISTENER_DEFAULT_HELLO_TIMEOUT_MS, NULL                             \
   }
 
 /* Fills *opts with the defaults of the given struct version (only the
@@ -130,7 +185,9 @@ TB_API tb_status tb_listener_options_init(tb_listener_options *opts,
 /* tb_listener_listen with options (NULL: the defaults).
  * Errors: as tb_listener_listen; TB_ERR_VERSION (opts->version unknown);
  * TB_ERR_INVALID_ARGUMENT (mode bits beyond 0777, unknown flags, NULL uids
- * with nuids > 0, uids with TB_LISTENER_ANY_UID, hello_timeout_ms <= 0). */
+ * with nuids > 0, uids with TB_LISTENER_ANY_UID, hello_timeout_ms <= 0;
+ * channel_options as tb_channel_pair_with refuses them, and
+ * TB_ERR_VERSION for their version). */
 TB_API tb_status tb_listener_listen_with(tb_listener **out, const char *path,
                                          const tb_listener_options *opts);
 
@@ -153,10 +210,19 @@ TB_API void tb_listener_free(tb_listener *listener); /* NULL is a no-op */
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_connect(tb_channel **out, const char *path,
                                     int timeout_ms);
+/* tb_channel_connect with options (NULL: the defaults). Errors: as
+ * tb_channel_connect; those of tb_channel_pair_with for opts. */
+TB_API tb_status tb_channel_connect_with(tb_channel **out, const char *path,
+                                         int timeout_ms,
+                                         const tb_channel_options *opts);
 /* A channel over a connected seqpacket Unix socket (dup'd: the caller keeps
  * its own fd). Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_BAD_FD (not a
  * seqpacket Unix socket), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_from_fd(tb_channel **out, int fd);
+/* tb_channel_from_fd with options (NULL: the defaults). Errors: as
+ * tb_channel_from_fd; those of tb_channel_pair_with for opts. */
+TB_API tb_status tb_channel_from_fd_with(tb_channel **out, int fd,
+                                         const tb_channel_options *opts);
 /* The socket, for an event loop. It is readable exactly when the channel
  * has something to do: a message waits that tb_channel_recv or
  * tb_channel_recv_fence (by its kind) would return, a release waits that
@@ -177,6 +243,21 @@ TB_API int tb_channel_fd(const tb_channel *channel);
 TB_API tb_status tb_channel_peer_credentials(const tb_channel *channel,
                                              int64_t *pid, int64_t *uid,
                                              int64_t *gid);
+
+/* What the hello at connect agreed: the protocol version both sides speak,
+ * and the limits each side stated (see "Limits" above): this side's
+ * (own_*) and the peer's (peer_*; 0 from a peer that states none, which
+ * older versions may). Waits for the peer's hello as a send does. Any
+ * out-parameter may be NULL. Thread-safe.
+ * Errors: TB_ERR_INVALID_ARGUMENT (NULL channel); a failed hello's
+ * (TB_ERR_TIMEOUT, TB_ERR_PROTOCOL, TB_ERR_CLOSED). */
+TB_API tb_status tb_channel_version(tb_channel *channel,
+                                    uint32_t *version);
+TB_API tb_status tb_channel_limits(tb_channel *channel,
+                                   uint32_t *own_max_buffers,
+                                   uint64_t *own_max_mapped_bytes,
+                                   uint32_t *peer_max_buffers,
+                                   uint64_t *peer_max_mapped_bytes);
 
 TB_API tb_channel *tb_channel_ref(tb_channel *channel); /* NULL-safe */
 TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */
@@ -207,7 +288,9 @@ TB_API void tb_channel_unref(tb_channel *channel);      /* NULL: no-op */
  * be enforced, or a writable one after a read-only one: see above; CUDA
  * memory to a peer that speaks a protocol version older than 3),
  * TB_ERR_OUT_OF_RANGE (the
- * description is over the 64 KiB a receiver accepts: a name that long),
+ * description is over the 64 KiB a receiver accepts: a name that long; the
+ * tensor's buffers alone are over the peer's limits),
+ * TB_ERR_PROTOCOL (this channel refused a message from the peer before),
  * TB_ERR_CLOSED (peer gone), TB_ERR_SYSTEM. */
 TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
                                  uint32_t flags);
@@ -221,7 +304,8 @@ TB_API tb_status tb_channel_send(tb_channel *channel, tb_tensor *tensor,
  * Errors: TB_ERR_INVALID_ARGUMENT, TB_ERR_TIMEOUT, TB_ERR_CLOSED,
  * TB_ERR_PROTOCOL (malformed message, including one whose kind cannot be
  * read, a memory kind this library does not import, or a CUDA device this
- * machine does not have), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that
+ * machine does not have; a message past this side's limits, after which
+ * the channel is closed), TB_ERR_BAD_FD, TB_ERR_OUT_OF_RANGE (sizes that
  * do not fit the fd), TB_ERR_SHAPE and TB_ERR_DTYPE (a description whose
  * values tb_tensor_import would refuse alike), TB_ERR_UNSUPPORTED (CUDA or
  * CUDA_HOST memory without a CUDA driver; the message says what is

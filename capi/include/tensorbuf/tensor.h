@@ -61,7 +61,9 @@ TB_API tb_status tb_tensor_import_fd(tb_tensor **out, int fd, tb_dtype dtype,
                                      uint64_t byte_offset);
 
 /* A new fd (close-on-exec) for the tensor's buffer; the caller closes it.
- * Pass it with tb_tensor_offset(), dtype and shape to tb_tensor_import_fd.
+ * Pass it with tb_tensor_offset() plus tb_buffer_fd_offset() of the
+ * tensor's buffer (not 0 for a received tensor, whose buffer maps part of
+ * the file), dtype and shape to tb_tensor_import_fd.
  * Errors: TB_ERR_INVALID_ARGUMENT (NULL argument), TB_ERR_UNSUPPORTED (HEAP
  * memory has no fd), TB_ERR_SYSTEM. */
 TB_API tb_status tb_tensor_export_fd(int *out_fd, const tb_tensor *tensor);

@@ -459,6 +459,29 @@ const tb_alloc_options *arg_opts(Step *s, const char *name,
   return storage;
 }
 
+const tb_channel_options *arg_channel_opts(Step *s, const char *name,
+                                           tb_channel_options *storage) {
+  JsonNode *node = arg_node(s, name);
+  if (node == NULL || JSON_NODE_HOLDS_NULL(node))
+    return NULL;
+  if (!JSON_NODE_HOLDS_OBJECT(node)) {
+    step_fail(s, "%s is not an object", name);
+    return NULL;
+  }
+  tb_channel_options defaults = TB_CHANNEL_OPTIONS_INIT;
+  *storage = defaults;
+  JsonObject *outer = s->args;
+  s->args = json_node_get_object(node);
+  if (arg_node(s, "version") != NULL)
+    storage->version = (uint32_t)arg_u64(s, "version");
+  if (arg_node(s, "max_buffers") != NULL)
+    storage->max_buffers = (uint32_t)arg_u64(s, "max_buffers");
+  if (arg_node(s, "max_mapped_bytes") != NULL)
+    storage->max_mapped_bytes = arg_u64(s, "max_mapped_bytes");
+  s->args = outer;
+  return storage;
+}
+
 const tb_listener_options *arg_listener_opts(Step *s, const char *name,
                                              tb_listener_options *storage) {
   JsonNode *node = arg_node(s, name);
@@ -488,6 +511,11 @@ const tb_listener_options *arg_listener_opts(Step *s, const char *name,
     storage->flags = (uint32_t)arg_u64(s, "flags");
   if (arg_node(s, "hello_timeout_ms") != NULL)
     storage->hello_timeout_ms = (int32_t)arg_i64(s, "hello_timeout_ms");
+  if (arg_node(s, "channel_options") != NULL) {
+    tb_channel_options *channel = scratch_alloc(s, sizeof *channel);
+    storage->channel_options =
+        arg_channel_opts(s, "channel_options", channel);
+  }
   s->args = outer;
   return storage;
 }

@@ -786,10 +786,9 @@ static Value handle_value(HandleType type, void *handle) {
                  .owned = true};
 }
 
-static void call_channel_pair(Step *s) {
-  tb_channel *a = SENTINEL_PTR, *b = SENTINEL_PTR;
-  tb_status status = tb_channel_pair(out_wanted(s, "out_a") ? &a : NULL,
-                                     out_wanted(s, "out_b") ? &b : NULL);
+/* The end of a call that makes a pair of channels. */
+static void finish_pair(Step *s, tb_status status, tb_channel *a,
+                        tb_channel *b) {
   finish_status(s, status);
   if (status != TB_OK) {
     if (a != SENTINEL_PTR || b != SENTINEL_PTR)
@@ -798,6 +797,81 @@ static void call_channel_pair(Step *s) {
   }
   result_member(s, "out_a", handle_value(HANDLE_CHANNEL, a));
   result_member(s, "out_b", handle_value(HANDLE_CHANNEL, b));
+}
+
+static void call_channel_pair(Step *s) {
+  tb_channel *a = SENTINEL_PTR, *b = SENTINEL_PTR;
+  tb_status status = tb_channel_pair(out_wanted(s, "out_a") ? &a : NULL,
+                                     out_wanted(s, "out_b") ? &b : NULL);
+  finish_pair(s, status, a, b);
+}
+
+static void call_channel_pair_with(Step *s) {
+  tb_channel_options storage;
+  const tb_channel_options *opts = arg_channel_opts(s, "opts", &storage);
+  if (s->error != NULL)
+    return;
+  tb_channel *a = SENTINEL_PTR, *b = SENTINEL_PTR;
+  tb_status status = tb_channel_pair_with(out_wanted(s, "out_a") ? &a : NULL,
+                                          out_wanted(s, "out_b") ? &b : NULL,
+                                          opts);
+  finish_pair(s, status, a, b);
+}
+
+static void call_channel_connect_with(Step *s) {
+  const char *path = arg_string(s, "path");
+  int timeout_ms = (int)arg_i64(s, "timeout_ms");
+  tb_channel_options storage;
+  const tb_channel_options *opts = arg_channel_opts(s, "opts", &storage);
+  if (s->error != NULL)
+    return;
+  tb_channel *out = SENTINEL_PTR;
+  tb_status status = tb_channel_connect_with(out_wanted(s, "out") ? &out : NULL,
+                                             path, timeout_ms, opts);
+  finish_handle(s, status, HANDLE_CHANNEL, out);
+}
+
+static void call_channel_version(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  if (s->error != NULL)
+    return;
+  uint32_t version = SENTINEL_INT;
+  tb_status status = tb_channel_version(channel, &version);
+  finish_status(s, status);
+  if (status == TB_OK)
+    result_i64(s, version);
+  else if (version != (uint32_t)SENTINEL_INT)
+    step_fail(s, "the failed call wrote an out-parameter");
+}
+
+static void call_channel_limits(Step *s) {
+  tb_channel *channel = arg_handle(s, "channel", HANDLE_CHANNEL);
+  if (s->error != NULL)
+    return;
+  uint32_t own_buffers = SENTINEL_INT, peer_buffers = SENTINEL_INT;
+  uint64_t own_bytes = SENTINEL_INT, peer_bytes = SENTINEL_INT;
+  tb_status status = tb_channel_limits(channel, &own_buffers, &own_bytes,
+                                       &peer_buffers, &peer_bytes);
+  finish_status(s, status);
+  if (status != TB_OK) {
+    if (own_buffers != (uint32_t)SENTINEL_INT ||
+        own_bytes != (uint64_t)SENTINEL_INT)
+      step_fail(s, "the failed call wrote an out-parameter");
+    return;
+  }
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "own_max_buffers");
+  json_builder_add_int_value(b, own_buffers);
+  json_builder_set_member_name(b, "own_max_mapped_bytes");
+  json_builder_add_int_value(b, (int64_t)own_bytes);
+  json_builder_set_member_name(b, "peer_max_buffers");
+  json_builder_add_int_value(b, peer_buffers);
+  json_builder_set_member_name(b, "peer_max_mapped_bytes");
+  json_builder_add_int_value(b, (int64_t)peer_bytes);
+  json_builder_end_object(b);
+  result_json(s, json_builder_get_root(b));
+  g_object_unref(b);
 }
 
 static void call_listener_listen_with(Step *s) {
@@ -1442,6 +1516,10 @@ static const Call calls[] = {
     CALL(image_plane),
     CALL(image_export_plane_fd),
     CALL(channel_pair),
+    CALL(channel_pair_with),
+    CALL(channel_connect_with),
+    CALL(channel_version),
+    CALL(channel_limits),
     CALL(channel_peer_credentials),
     CALL(listener_listen),
     CALL(listener_listen_with),

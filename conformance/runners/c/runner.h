@@ -130,6 +130,10 @@ int arg_fd(Step *s, const char *name);
 /* NULL when omitted or null, else `storage` filled from the object. */
 const tb_alloc_options *arg_opts(Step *s, const char *name,
                                  tb_alloc_options *storage);
+/* A channel options object (fields of tb_channel_options), or NULL for
+ * null or a missing argument. */
+const tb_channel_options *arg_channel_opts(Step *s, const char *name,
+                                           tb_channel_options *storage);
 /* A listener options object (fields of tb_listener_options; "uids" an
  * array), or NULL for null / omitted. */
 const tb_listener_options *arg_listener_opts(Step *s, const char *name,

@@ -50,6 +50,8 @@ typedef enum Kind {
   K_DROP_HANDLE,
   K_OUT_HANDLE, /* out-parameters (to K_OUT_FDS): the step's result */
   K_OUT_I64,
+  K_OUT_U32,
+  K_OUT_U64,
   K_OUT_F64,
   K_OUT_FD,
   K_OUT_DTYPE,
@@ -70,6 +72,7 @@ typedef enum Kind {
   K_CAPACITY,      /* the size of the out array `of`; defaults to 65536 */
   K_OPTS,          /* const tb_alloc_options *, from an object */
   K_LISTENER_OPTS, /* const tb_listener_options *, from an object */
+  K_CHANNEL_OPTS,  /* const tb_channel_options *, from an object */
   K_MAP_FLAGS,
   K_BUFFER_FLAGS,
   K_SEND_FLAGS,
@@ -229,8 +232,17 @@ static const char *const signature_table[] = {
     "status image_plane(out_tensor out, tensor image, size plane)",
     "status image_export_plane_fd(out_fd out_fd, tensor image, size plane)",
     "status channel_pair(out_channel out_a, out_channel out_b)",
+    "status channel_pair_with(out_channel out_a, out_channel out_b, "
+    "channel_opts opts)",
+    "status channel_connect_with(out_channel out, string path, "
+    "int timeout_ms, channel_opts opts)",
+    "status channel_version(channel channel, out_u32 version)",
+    "status channel_limits(channel channel, out_u32 own_max_buffers, "
+    "out_u64 own_max_mapped_bytes, out_u32 peer_max_buffers, "
+    "out_u64 peer_max_mapped_bytes)",
     "status listener_listen(out_listener out, string path)",
     "status listener_options_init(address opts, u32 version)",
+    "status channel_options_init(address opts, u32 version)",
     "status listener_listen_with(out_listener out, string path, "
     "listener_opts opts)",
     "status channel_peer_credentials(channel channel, out_i64 pid, "
@@ -302,6 +314,8 @@ static const char *const kind_names[] = {
     [K_LAYOUT] = "layout",
     [K_STRING] = "string",
     [K_OUT_I64] = "out_i64",
+    [K_OUT_U32] = "out_u32",
+    [K_OUT_U64] = "out_u64",
     [K_OUT_F64] = "out_f64",
     [K_OUT_FD] = "out_fd",
     [K_OUT_DTYPE] = "out_dtype",
@@ -321,6 +335,7 @@ static const char *const kind_names[] = {
     [K_CAPACITY] = "capacity",
     [K_OPTS] = "opts",
     [K_LISTENER_OPTS] = "listener_opts",
+    [K_CHANNEL_OPTS] = "channel_opts",
     [K_MAP_FLAGS] = "map_flags",
     [K_BUFFER_FLAGS] = "buffer_flags",
     [K_SEND_FLAGS] = "send_flags",
@@ -419,8 +434,9 @@ static ffi_type *opts_fields[] = {&ffi_type_uint32, &ffi_type_uint32,
 static ffi_type opts_type = {0, 0, FFI_TYPE_STRUCT, opts_fields};
 static size_t opts_offsets[OPT_COUNT];
 
-/* tb_listener_options: {uint32 version, uint32 mode, const uint32_t *uids,
- * size_t nuids, uint32 flags, int32 hello_timeout_ms}, laid out by libffi. */
+/* tb_listener_options (version 2): {uint32 version, uint32 mode,
+ * const uint32_t *uids, size_t nuids, uint32 flags, int32 hello_timeout_ms,
+ * const tb_channel_options *channel_options}, laid out by libffi. */
 enum {
   LOPT_VERSION,
   LOPT_MODE,
@@ -428,18 +444,24 @@ enum {
   LOPT_NUIDS,
   LOPT_FLAGS,
   LOPT_HELLO_TIMEOUT,
+  LOPT_CHANNEL_OPTIONS,
   LOPT_COUNT
 };
-static ffi_type *listener_opts_fields[] = {&ffi_type_uint32,
-                                           &ffi_type_uint32,
-                                           &ffi_type_pointer,
-                                           &ffi_type_uint64,
-                                           &ffi_type_uint32,
-                                           &ffi_type_sint32,
-                                           NULL};
+static ffi_type *listener_opts_fields[] = {
+    &ffi_type_uint32, &ffi_type_uint32, &ffi_type_pointer, &ffi_type_uint64,
+    &ffi_type_uint32, &ffi_type_sint32, &ffi_type_pointer, NULL};
 static ffi_type listener_opts_type = {0, 0, FFI_TYPE_STRUCT,
                                       listener_opts_fields};
 static size_t listener_opts_offsets[LOPT_COUNT];
+
+/* tb_channel_options: {uint32 version, uint32 max_buffers,
+ * uint64 max_mapped_bytes}, laid out by libffi. */
+enum { COPT_VERSION, COPT_MAX_BUFFERS, COPT_MAX_MAPPED_BYTES, COPT_COUNT };
+static ffi_type *channel_opts_fields[] = {&ffi_type_uint32, &ffi_type_uint32,
+                                          &ffi_type_uint64, NULL};
+static ffi_type channel_opts_type = {0, 0, FFI_TYPE_STRUCT,
+                                     channel_opts_fields};
+static size_t channel_opts_offsets[COPT_COUNT];
 
 /* ---- calling through libffi ---------------------------------------------- */
 
@@ -814,6 +836,26 @@ static bool is_out(Kind kind) {
   return kind >= K_OUT_HANDLE && kind <= K_OUT_NEEDED;
 }
 
+/* A tb_channel_options from an object: the defaults, then its fields. */
+static void *channel_opts(Step *s, Call *c, JsonNode *n) {
+  uint8_t *opts = keep(c, g_malloc0(channel_opts_type.size));
+  uint32_t version = 1;
+  void *out = opts;
+  helper("channel_options_init", &out, &version); /* the defaults */
+  JsonObject *o = json_node_get_object(n);
+  JsonNode *f;
+  if ((f = json_object_get_member(o, "version")) != NULL)
+    *(uint32_t *)(opts + channel_opts_offsets[COPT_VERSION]) =
+        (uint32_t)to_integer(s, f, "opts.version");
+  if ((f = json_object_get_member(o, "max_buffers")) != NULL)
+    *(uint32_t *)(opts + channel_opts_offsets[COPT_MAX_BUFFERS]) =
+        (uint32_t)to_integer(s, f, "opts.max_buffers");
+  if ((f = json_object_get_member(o, "max_mapped_bytes")) != NULL)
+    *(uint64_t *)(opts + channel_opts_offsets[COPT_MAX_MAPPED_BYTES]) =
+        (uint64_t)to_integer(s, f, "opts.max_mapped_bytes");
+  return opts;
+}
+
 /* Fills one argument that does not depend on another. */
 static void decode(Step *s, Call *c, int i) {
   const Param *p = &c->sig->params[i];
@@ -953,12 +995,15 @@ static void decode(Step *s, Call *c, int i) {
     slot->ptr = opts;
     break;
   }
+  case K_CHANNEL_OPTS:
+    slot->ptr = given ? channel_opts(s, c, n) : NULL;
+    break;
   case K_LISTENER_OPTS: {
     slot->ptr = NULL;
     if (!given)
       break;
     uint8_t *opts = keep(c, g_malloc0(listener_opts_type.size));
-    uint32_t version = 1;
+    uint32_t version = 2;
     void *out = opts;
     helper("listener_options_init", &out, &version); /* the defaults */
     JsonObject *o = json_node_get_object(n);
@@ -985,6 +1030,10 @@ static void decode(Step *s, Call *c, int i) {
       *(uint32_t **)(opts + listener_opts_offsets[LOPT_UIDS]) = uids;
       *(uint64_t *)(opts + listener_opts_offsets[LOPT_NUIDS]) = n_uids;
     }
+    if ((f = json_object_get_member(o, "channel_options")) != NULL &&
+        !JSON_NODE_HOLDS_NULL(f))
+      *(void **)(opts + listener_opts_offsets[LOPT_CHANNEL_OPTIONS]) =
+          channel_opts(s, c, f);
     slot->ptr = opts;
     break;
   }
@@ -1102,6 +1151,10 @@ static JsonNode *encode(Call *c, Kind kind, char handle, int i,
   case K_I64:
   case K_OUT_I64:
     return int_node(slot->i64);
+  case K_OUT_U32:
+    return int_node(slot->u32);
+  case K_OUT_U64:
+    return u64_node(slot->u64);
   case K_U64:
     return u64_node(slot->u64);
   case K_SIZE: /* returned: widened to ffi_arg */
@@ -1778,7 +1831,9 @@ int main(int argc, char **argv) {
   if (ffi_get_struct_offsets(FFI_DEFAULT_ABI, &opts_type, opts_offsets) !=
           FFI_OK ||
       ffi_get_struct_offsets(FFI_DEFAULT_ABI, &listener_opts_type,
-                             listener_opts_offsets) != FFI_OK)
+                             listener_opts_offsets) != FFI_OK ||
+      ffi_get_struct_offsets(FFI_DEFAULT_ABI, &channel_opts_type,
+                             channel_opts_offsets) != FFI_OK)
     return 2;
   ffi_cif destroy_cif;
   ffi_type *destroy_args[] = {&ffi_type_pointer};

@@ -336,6 +336,25 @@ function Args:opts(name)
   }
 end
 
+-- tb_channel_options as the binding's table.
+function Args:channel_opts(name)
+  local value = self:raw(name)
+  if value == nil then
+    return nil
+  end
+  if type(value) ~= "table" then
+    case_error("%s is not an object", name)
+  end
+  local fields = new_args(value, self.case)
+  local opts = {}
+  for _, field in ipairs {"version", "max_buffers", "max_mapped_bytes"} do
+    if fields:has(field) then
+      opts[field] = fields:integer(field)
+    end
+  end
+  return opts
+end
+
 -- tb_listener_options as the binding's table (uids a sequence).
 function Args:listener_opts(name)
   local value = self:raw(name)
@@ -358,6 +377,7 @@ function Args:listener_opts(name)
       opts.uids[i] = math.tointeger(uid) or case_error("a uid is not an integer")
     end
   end
+  opts.channel_options = fields:channel_opts("channel_options")
   return opts
 end
 
@@ -751,6 +771,26 @@ calls.channel_pair = function(a)
   local out_a, out_b = tb.channel_pair()
   return members {out_a = handle(out_a), out_b = handle(out_b)}
 end
+calls.channel_pair_with = function(a)
+  a:no_null_out("out_a", "out_b")
+  local out_a, out_b = tb.channel_pair(a:channel_opts("opts") or {})
+  return members {out_a = handle(out_a), out_b = handle(out_b)}
+end
+calls.channel_connect_with = function(a)
+  a:no_null_out("out")
+  return handle(core.tb_channel_connect_with(a:string("path"), a:integer("timeout_ms"),
+                                             a:channel_opts("opts")))
+end
+calls.channel_version = function(a)
+  a:no_null_out("version")
+  return value(core.tb_channel_version(a:handle("channel")))
+end
+calls.channel_limits = function(a)
+  local own_buffers, own_bytes, peer_buffers, peer_bytes =
+    core.tb_channel_limits(a:handle("channel"))
+  return value {own_max_buffers = own_buffers, own_max_mapped_bytes = own_bytes,
+                peer_max_buffers = peer_buffers, peer_max_mapped_bytes = peer_bytes}
+end
 calls.listener_listen = function(a)
   a:no_null_out("out")
   return handle(tb.listen(a:string("path")))
@@ -957,7 +997,8 @@ for name in pairs {
   pixel_format_from_fourcc = 1, image_new = 1, image_new_with_layout = 1,
   image_import = 1, image_set_format = 1,
   image_plane = 1, image_export_plane_fd = 1, channel_pair = 1, listener_listen = 1,
-  listener_listen_with = 1, channel_peer_credentials = 1,
+  listener_listen_with = 1, channel_peer_credentials = 1, channel_pair_with = 1,
+  channel_connect_with = 1, channel_version = 1, channel_limits = 1,
   listener_accept = 1, channel_connect = 1, channel_from_fd = 1, channel_send = 1,
   channel_recv = 1, channel_send_fence = 1, channel_recv_fence = 1, tensor_export = 1,
   tensor_import = 1, fence_new = 1, fence_import_fd = 1, fence_export_fd = 1,

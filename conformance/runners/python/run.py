@@ -290,6 +290,17 @@ class Args:
             opts["flags"] = fields.flags("flags", ALLOC_FLAGS)
         return opts
 
+    def channel_opts(self, name):
+        v = self.args.get(name)
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise CaseError(f"{name} is not an object")
+        fields = Args(v, self.case)
+        return {field: fields.integer(field)
+                for field in ("version", "max_buffers", "max_mapped_bytes")
+                if fields.has(field)}
+
     def listener_opts(self, name):
         v = self.args.get(name)
         if v is None:
@@ -302,6 +313,8 @@ class Args:
                 if fields.has(field)}
         if "uids" in v:
             opts["uids"] = [int(uid) for uid in v["uids"]]
+        if "channel_options" in v:
+            opts["channel_options"] = fields.channel_opts("channel_options")
         return opts
 
 
@@ -412,6 +425,19 @@ def _image_import(a, case):
 def _channel_pair(a, case):
     out_a, out_b = core.tb_channel_pair()
     return members(out_a=handle(out_a), out_b=handle(out_b))
+
+
+def _channel_pair_with(a, case):
+    out_a, out_b = core.tb_channel_pair_with(a.channel_opts("opts"))
+    return members(out_a=handle(out_a), out_b=handle(out_b))
+
+
+def _channel_limits(a, case):
+    own_buffers, own_bytes, peer_buffers, peer_bytes = core.tb_channel_limits(
+        a.handle("channel"))
+    return value({"own_max_buffers": own_buffers, "own_max_mapped_bytes": own_bytes,
+                  "peer_max_buffers": peer_buffers,
+                  "peer_max_mapped_bytes": peer_bytes})
 
 
 def _tensor_export(a, case):
@@ -676,6 +702,12 @@ CALLS = {
     "listener_free": _status_only(lambda a: a.release("listener")),
     "channel_connect": lambda a, case: handle(core.tb_channel_connect(
         a.string("path"), a.integer("timeout_ms"))),
+    "channel_connect_with": lambda a, case: handle(core.tb_channel_connect_with(
+        a.string("path"), a.integer("timeout_ms"), a.channel_opts("opts"))),
+    "channel_pair_with": _channel_pair_with,
+    "channel_version": lambda a, case: value(core.tb_channel_version(
+        a.handle("channel"))),
+    "channel_limits": _channel_limits,
     "channel_from_fd": lambda a, case: handle(core.tb_channel_from_fd(a.integer("fd"))),
     "channel_fd": _getter("channel", core.tb_channel_fd),
     "channel_ref": lambda a, case: handle(core.tb_channel_ref(a.handle("channel"))),
@@ -767,6 +799,8 @@ FALLIBLE = {
     "image_set_format",
     "image_plane", "image_export_plane_fd", "channel_pair", "listener_listen",
     "listener_listen_with", "channel_peer_credentials", "listener_accept",
+    "channel_pair_with", "channel_connect_with", "channel_version",
+    "channel_limits",
     "channel_connect", "channel_from_fd", "channel_send",
     "channel_recv", "channel_send_fence", "channel_recv_fence", "tensor_export",
     "tensor_import", "fence_new", "fence_import_fd", "fence_export_fd",
@@ -783,6 +817,10 @@ OUT_PARAMETERS = {
     "tensor_quantization_get": ("scale_out", "zero_point_out"),
     "tensor_read_bytes": ("dst",),
     "channel_pair": ("out_a", "out_b"),
+    "channel_pair_with": ("out_a", "out_b"),
+    "channel_version": ("version",),
+    "channel_limits": ("own_max_buffers", "own_max_mapped_bytes",
+                       "peer_max_buffers", "peer_max_mapped_bytes"),
     "tensor_export": ("descriptor", "length", "fds", "nfds"),
 }
 
