@@ -1,4 +1,18 @@
-/* Channels: tensors, fences and releases over a Unix seqpacket socket.
+/* Channels: tensors, fences and releases over a Unix seqpacket socket
+ * and, from wire version 3, two shared-memory rings (sharing/ring.h).
+ *
+ * Two paths (version 3). Each side sends the memfd of the ring it pushes
+ * into with its hello. A tensor whose buffer the peer holds (acknowledged,
+ * over the window it needs) and whose layout it caches (sharing/layouts.h)
+ * is one ring record; anything else is a message on the socket, announced
+ * by a ring record first, so that the ring orders every tensor. Releases
+ * go back as ring records (a full ring: a bounded local queue that the
+ * channel's next call flushes). A receiver consumes the ring in one thread
+ * at a time (`ring_reading`), never holding the socket while it waits, so
+ * fence receivers go on; it spins, then sleeps on the ring's futex in
+ * slices that look at the socket for a hang-up. Before a receive returns
+ * empty-handed it arms the ring, whose doorbell ('D' messages on our own
+ * socket) then makes tb_channel_fd readable when a record comes.
  *
  * Sender state: a mirror of the buffers the peer holds (so a recycled
  * buffer goes without fd, and the peer is told what to forget before it
@@ -321,6 +335,33 @@ static gboolean wait_readable(int fd, int timeout_ms, const char *what,
   return TRUE;
 }
 
+/* Sends one message of `length` bytes with `nfds` fds (SCM_RIGHTS),
+ * retrying on EINTR; sendmsg's result, with errno. */
+static ssize_t send_with_fds(int fd, const void *bytes, size_t length,
+                             const int *fds, size_t nfds, int flags) {
+  struct iovec iov = {.iov_base = (void *)bytes, .iov_len = length};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    memset(&control, 0, sizeof control); /* CMSG_SPACE's padding included */
+    msg.msg_control = control.space;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+  }
+  ssize_t sent;
+  do
+    sent = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
+  while (sent < 0 && errno == EINTR);
+  return sent;
+}
+
 /* Sends our hello, with the memfd of the ring we will push into (version
  * 3): *tx gets it. An older peer closes the fd unread; then the ring is
  * dropped once the version is agreed. */
@@ -337,25 +378,8 @@ static gboolean send_hello(int fd, const TbHello *hello, TbRing **tx,
     g_error_free(ring_error);
     return FALSE;
   }
-  struct iovec iov = {.iov_base = bytes, .iov_len = length};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int))];
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control.space,
-                       .msg_controllen = sizeof control.space};
-  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cmsg), &ring_fd, sizeof ring_fd);
-  ssize_t sent;
-  do /* a new connection has room: never waits */
-    sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (sent < 0 && errno == EINTR);
+  /* A new connection has room: never waits. */
+  ssize_t sent = send_with_fds(fd, bytes, length, &ring_fd, 1, MSG_DONTWAIT);
   int errnum = errno;
   close(ring_fd);
   /* A peer that has closed already may have sent its hello and more
@@ -989,27 +1013,8 @@ static gboolean send_message(tb_channel *channel, GVariant *message,
   g_autoptr(GVariant) owned = g_variant_ref_sink(message);
   if (!tb_wire_check_size(owned, error))
     return FALSE;
-  struct iovec iov = {.iov_base = (void *)g_variant_get_data(owned),
-                      .iov_len = g_variant_get_size(owned)};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
-  } control;
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (nfds > 0) {
-    memset(&control, 0, sizeof control); /* CMSG_SPACE's padding included */
-    msg.msg_control = control.space;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
-  }
-  ssize_t sent;
-  do
-    sent = sendmsg(channel->fd, &msg, MSG_NOSIGNAL | flags);
-  while (sent < 0 && errno == EINTR);
+  ssize_t sent = send_with_fds(channel->fd, g_variant_get_data(owned),
+                               g_variant_get_size(owned), fds, nfds, flags);
   if (would_block != NULL)
     *would_block = sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   if (sent >= 0)
