@@ -342,12 +342,18 @@ static tb_channel *greet_now(int fd, const TbHello *hello, gint64 deadline,
   return channel;
 }
 
-/* Sends our hello; the peer's is read by the channel's first operation. */
+/* Sends our hello; the peer's is read by the channel's first operation. A
+ * peer that has already left (a child that said hello, sent its messages
+ * and exited) still makes a channel: what it sent is read before
+ * TB_ERR_CLOSED. */
 static tb_channel *greet_later(int fd, const TbHello *hello, GError **error) {
-  if (!send_hello(fd, hello, error)) {
+  GError *failure = NULL;
+  if (!send_hello(fd, hello, &failure) && failure->code != TB_ERR_CLOSED) {
+    g_propagate_error(error, failure);
     close(fd);
     return NULL;
   }
+  g_clear_error(&failure);
   tb_channel *channel = channel_wrap(fd, hello);
   channel->hello_deadline =
       g_get_monotonic_time() +
