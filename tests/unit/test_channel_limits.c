@@ -488,8 +488,10 @@ static size_t receive_raw(int raw, uint64_t *id, uint64_t *serial) {
     g_variant_get_child(extensions, i, "(q@ay)", &tag, &value);
     gsize n;
     const uint8_t *le = g_variant_get_fixed_array(value, &n, 1);
-    if (tag == 1 && n == 8)
-      *serial = GUINT64_FROM_LE(*(const uint64_t *)(const void *)le);
+    if (tag == 1 && n == 8) {
+      memcpy(serial, le, sizeof *serial);
+      *serial = GUINT64_FROM_LE(*serial);
+    }
   }
   return nfds;
 }
