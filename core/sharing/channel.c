@@ -382,12 +382,15 @@ static gboolean send_hello(int fd, const TbHello *hello, TbRing **tx,
   ssize_t sent = send_with_fds(fd, bytes, length, &ring_fd, 1, MSG_DONTWAIT);
   int errnum = errno;
   close(ring_fd);
-  /* A peer that has closed already may have sent its hello and more
-   * before it went: the channel is made, and its first operation reads
-   * what came, then the end. */
-  if (sent == (ssize_t)length ||
-      (sent < 0 && (errnum == EPIPE || errnum == ECONNRESET)))
+  if (sent == (ssize_t)length)
     return TRUE;
+  if (sent < 0 && (errnum == EPIPE || errnum == ECONNRESET)) {
+    /* *tx is kept: a caller that still makes the channel reads what the
+     * peer sent before it left (greet_later). */
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_CLOSED,
+                "the peer closed the connection before the hello");
+    return FALSE;
+  }
   g_clear_pointer(tx, tb_ring_free);
   tb_set_system_error(error, TB_TENSOR_ERROR, errnum, "sending the hello");
   return FALSE;
@@ -534,13 +537,19 @@ static tb_channel *greet_now(int fd, const TbHello *hello, gint64 deadline,
   return channel;
 }
 
-/* Sends our hello; the peer's is read by the channel's first operation. */
+/* Sends our hello; the peer's is read by the channel's first operation. A
+ * peer that has already left (a child that said hello, sent its messages
+ * and exited) still makes a channel: what it sent is read before
+ * TB_ERR_CLOSED. */
 static tb_channel *greet_later(int fd, const TbHello *hello, GError **error) {
   TbRing *tx = NULL;
-  if (!send_hello(fd, hello, &tx, error)) {
+  GError *failure = NULL;
+  if (!send_hello(fd, hello, &tx, &failure) && failure->code != TB_ERR_CLOSED) {
+    g_propagate_error(error, failure);
     close(fd);
     return NULL;
   }
+  g_clear_error(&failure);
   tb_channel *channel = channel_wrap(fd, hello);
   channel->tx = tx;
   channel->hello_deadline =
@@ -691,6 +700,7 @@ gboolean tb_channel_make_pair(tb_channel **a, tb_channel **b,
   /* Both hellos are sent before either is read: nothing waits. */
   TbRing *tx = NULL, *rx = NULL;
   if (!send_hello(fds[1], &hello, &tx, error)) {
+    tb_ring_free(tx);
     close(fds[0]);
     close(fds[1]);
     return FALSE;

@@ -447,6 +447,103 @@ static void a_windowed_tensor_forwards_intact(void **state) {
 
 /* ---- a failed receive poisons nothing (finding 4) ---------------------- */
 
+/* A version-3 tensor message as a peer written by hand reads it. */
+#define V3_TENSOR_TYPE                                                         \
+  "(uya(ityut)utaxaxbmsm(xadax)m(uuua(utt))tata(qay))"
+
+/* Receives one tensor message on a raw socket: the buffer id it names, the
+ * serial its acknowledgement would name (0: none) and how many fds came
+ * (closed here). */
+static size_t receive_raw(int raw, uint64_t *id, uint64_t *serial) {
+  int fds[4];
+  size_t nfds = 0;
+  uint8_t *bytes = g_malloc(65536);
+  struct iovec iov = {.iov_base = bytes, .iov_len = 65536};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof fds)];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.space,
+                       .msg_controllen = sizeof control.space};
+  ssize_t length = recvmsg(raw, &msg, 0);
+  assert_true(length > 5 && bytes[4] == 'T');
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+       c = CMSG_NXTHDR(&msg, c))
+    for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+      memcpy(&fds[nfds], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      close(fds[nfds++]);
+    }
+  g_autoptr(GVariant) message = g_variant_ref_sink(g_variant_new_from_data(
+      G_VARIANT_TYPE(V3_TENSOR_TYPE), bytes, (gsize)length, FALSE, g_free,
+      bytes));
+  g_autoptr(GVariant) entries = g_variant_get_child_value(message, 2);
+  g_variant_get_child(entries, 0, "(ityut)", NULL, id, NULL, NULL, NULL);
+  g_autoptr(GVariant) extensions = g_variant_get_child_value(message, 13);
+  *serial = 0;
+  for (gsize i = 0; i < g_variant_n_children(extensions); i++) {
+    guint16 tag;
+    g_autoptr(GVariant) value = NULL;
+    g_variant_get_child(extensions, i, "(q@ay)", &tag, &value);
+    gsize n;
+    const uint8_t *le = g_variant_get_fixed_array(value, &n, 1);
+    if (tag == 1 && n == 8) {
+      memcpy(serial, le, sizeof *serial);
+      *serial = GUINT64_FROM_LE(*serial);
+    }
+  }
+  return nfds;
+}
+
+/* Acknowledges, as a receiver, buffer `id` of the message of `serial`. */
+static void send_ack(int raw, uint64_t serial, uint64_t id) {
+  g_autofree char *text = g_strdup_printf(
+      "(uint32 3, byte 0x41, uint64 %llu, [(uint64 %llu, uint64 0, uint64 "
+      "%llu)], @a(qay) [])",
+      (unsigned long long)serial, (unsigned long long)id,
+      (unsigned long long)page());
+  g_autoptr(GVariant) ack =
+      g_variant_ref_sink(g_variant_parse(NULL, text, NULL, NULL, NULL));
+  tb_forge_send(raw, g_variant_get_data(ack), g_variant_get_size(ack), NULL,
+                0);
+}
+
+/* Version 3: until the receiver acknowledges a buffer, every send of it
+ * carries its fd again (a receiver whose import failed is sent it again);
+ * an ack of an older message does not count; once acknowledged, the fd
+ * stays home. */
+static void a_buffer_goes_with_its_fd_until_acknowledged(void **state) {
+  (void)state;
+  int pair[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair),
+                   0);
+  tb_channel *channel = NULL;
+  TB_ASSERT_OK(tb_channel_from_fd(&channel, pair[1]));
+  close(pair[1]);
+  uint8_t theirs[4096];
+  assert_true(recv(pair[0], theirs, sizeof theirs, 0) >= 32);
+  g_autoptr(GBytes) hello = tb_forge_hello(1, 3, NULL, 0);
+  tb_forge_send_bytes(pair[0], hello, NULL, 0);
+  tb_tensor *tensor = shm_tensor(64, 5);
+  uint64_t id = 0, first = 0, second = 0, third = 0, none = 0;
+  TB_ASSERT_OK(tb_channel_send(channel, tensor, 0));
+  assert_int_equal(receive_raw(pair[0], &id, &first), 1);
+  TB_ASSERT_OK(tb_channel_send(channel, tensor, 0));
+  assert_int_equal(receive_raw(pair[0], &id, &second), 1);
+  assert_true(first != 0 && second > first);
+  send_ack(pair[0], first, id); /* stale: the fd went again since */
+  TB_ASSERT_OK(tb_channel_send(channel, tensor, 0));
+  assert_int_equal(receive_raw(pair[0], &id, &third), 1);
+  send_ack(pair[0], third, id);
+  TB_ASSERT_OK(tb_channel_send(channel, tensor, 0));
+  assert_int_equal(receive_raw(pair[0], &id, &none), 0);
+  assert_int_equal(none, 0); /* no fd: nothing to acknowledge */
+  tb_tensor_unref(tensor);
+  tb_channel_unref(channel);
+  close(pair[0]);
+}
+
 /* The lowest fd number free now: an RLIMIT_NOFILE of it leaves no fd. */
 static int lowest_free_fd(void) {
   int fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
@@ -498,6 +595,7 @@ int main(void) {
       TB_TEST(a_sender_past_the_limits_is_refused),
       TB_TEST(sparse_files_cost_only_the_pages_used),
       TB_TEST(a_windowed_tensor_forwards_intact),
+      TB_TEST(a_buffer_goes_with_its_fd_until_acknowledged),
       TB_TEST(a_receive_out_of_fds_is_retried_by_the_next_send),
   };
   return TB_RUN_TESTS(tests);

@@ -322,6 +322,33 @@ static void old_and_newer_peers_interoperate(void **state) {
   tb_listener_free(listener);
 }
 
+/* A peer that said hello, sent a tensor and left before we adopted our end
+ * (a quick child): the channel is made all the same, and what the peer
+ * sent arrives before TB_ERR_CLOSED. */
+static void a_peer_that_already_left_is_still_read(void **state) {
+  (void)state;
+  int pair[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair),
+                   0);
+  g_autoptr(GBytes) hello = tb_forge_hello(1, 1, NULL, 0);
+  tb_forge_send_bytes(pair[0], hello, NULL, 0);
+  g_autoptr(GBytes) valid = tb_forge_tensor(NULL, 0);
+  int memfd = tb_forge_memfd(TB_FORGE_FD_BYTES, MFD_ALLOW_SEALING);
+  tb_forge_send_bytes(pair[0], valid, &memfd, 1);
+  close(memfd);
+  close(pair[0]);
+  tb_channel *channel = NULL;
+  TB_ASSERT_OK(tb_channel_from_fd(&channel, pair[1]));
+  close(pair[1]);
+  tb_tensor *tensor = NULL;
+  TB_ASSERT_OK(tb_channel_recv(&tensor, channel, PATIENCE_MS));
+  assert_int_equal(tb_tensor_dim(tensor, 0), 16);
+  tb_tensor_unref(tensor);
+  TB_ASSERT_STATUS(tb_channel_recv(&tensor, channel, PATIENCE_MS),
+                   TB_ERR_CLOSED);
+  tb_channel_unref(channel);
+}
+
 /* A listener that allows only another uid closes our connection unread
  * and keeps waiting; the dialer sees the close. */
 static void uid_not_allowed_is_refused(void **state) {
@@ -477,6 +504,7 @@ int main(void) {
       TB_TEST(silent_peer_times_out),
       TB_TEST(a_timed_call_does_not_wait_behind_the_hello),
       TB_TEST(old_and_newer_peers_interoperate),
+      TB_TEST(a_peer_that_already_left_is_still_read),
       TB_TEST(uid_not_allowed_is_refused),
       TB_TEST(credentials_of_a_forked_peer),
       TB_TEST(listener_file_mode),

@@ -37,7 +37,9 @@
  * TB_ERR_TIMEOUT, as they do with TB_ERR_PROTOCOL (or TB_ERR_CLOSED: a
  * listener that refused this uid) after a bad hello. A send waits for the
  * peer's hello up to that deadline. Both ends of a tb_channel_from_fd
- * socket must be channels of their own (each says hello once).
+ * socket must be channels of their own (each says hello once); a peer that
+ * said hello, sent messages and left before the other end was made still
+ * makes a channel, whose receives get what it sent, then TB_ERR_CLOSED.
  *
  * A channel may be used from several threads at once: sends, receives of
  * either kind, and pools waiting for releases. Messages are whole and taken
