@@ -81,9 +81,11 @@ typedef struct RingLane {
   _Alignas(RING_CACHE_LINE) _Atomic uint64_t tail;
   _Atomic uint32_t data_sequence; /* the reader sleeps on it */
   _Atomic uint32_t closed;        /* the writer pushes no more */
+  _Atomic int32_t writer_cpu;     /* where the writer last ran; -1 unknown */
   /* Written by the lane's reader. */
   _Alignas(RING_CACHE_LINE) _Atomic uint64_t head;
   _Atomic uint32_t space_sequence; /* the writer sleeps on it */
+  _Atomic int32_t reader_cpu;      /* where the reader last ran; -1 unknown */
   /* Set by a side before it sleeps, cleared by the side that wakes it. */
   _Alignas(RING_CACHE_LINE) _Atomic uint32_t reader_waiting;
   _Atomic uint32_t writer_waiting;
@@ -232,6 +234,11 @@ TbRing *tb_ring_create(uint32_t capacity, int *fd_out, GError **error) {
   header->record_size = sizeof(RingSlot);
   header->capacity = capacity;
   header->total_size = size;
+  for (unsigned i = 0; i < 2; i++) {
+    LaneView lane = lane_view(mapping, capacity, i);
+    atomic_store(&lane.lane->writer_cpu, -1);
+    atomic_store(&lane.lane->reader_cpu, -1);
+  }
   header->magic = RING_MAGIC;
   *fd_out = fd;
   return ring_new(mapping, size, capacity, TRUE);
@@ -473,21 +480,34 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Polls `ready` (records waiting or slots free) for up to RING_SPIN_NS,
- * before the deadline: > 0 ready, 0 not yet, < 0 the ring was killed. */
-static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
-                        int64_t deadline, GError **error) {
+/* Whether waiting for the peer should spin first. Spinning where we share
+ * the CPU the peer needs would only delay it: a process that may run on
+ * more than one CPU spins; one pinned to a single CPU spins only if the
+ * peer last ran on another one (the peer writes `peer_cpu`: a lie costs it
+ * only our spin or our sleep). */
+static gboolean worth_spinning(TbRing *ring, const _Atomic int32_t *peer_cpu) {
   if (atomic_load_explicit(&ring->spin, memory_order_relaxed) < 0) {
-    /* Spinning where we share the only CPU we may use would only delay
-     * the peer we wait for. Asked at the first wait, not at creation,
-     * which may come before the caller pins its threads. */
+    /* Asked at the first wait, not at creation, which may come before the
+     * caller pins its threads. */
     cpu_set_t cpus;
     atomic_store_explicit(&ring->spin,
                           sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
                               CPU_COUNT(&cpus) > 1,
                           memory_order_relaxed);
   }
-  if (!atomic_load_explicit(&ring->spin, memory_order_relaxed))
+  if (atomic_load_explicit(&ring->spin, memory_order_relaxed))
+    return TRUE;
+  int32_t peer = atomic_load_explicit(peer_cpu, memory_order_relaxed);
+  return peer >= 0 && peer != sched_getcpu();
+}
+
+/* Polls `ready` (records waiting or slots free) for up to RING_SPIN_NS,
+ * before the deadline, if worth it: > 0 ready, 0 not yet, < 0 the ring was
+ * killed. */
+static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
+                        const _Atomic int32_t *peer_cpu, int64_t deadline,
+                        GError **error) {
+  if (!worth_spinning(ring, peer_cpu))
     return 0;
   int64_t until = MIN(deadline, tb_ring_now() + RING_SPIN_NS);
   for (unsigned polls = 1;; polls++) {
@@ -520,7 +540,8 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
       break;
     if (tb_ring_now() >= deadline)
       return timeout_error(error, "full");
-    free_slots = spin_for(ring, slots_free, deadline, error);
+    free_slots =
+        spin_for(ring, slots_free, &out->lane->reader_cpu, deadline, error);
     if (free_slots < 0)
       return FALSE;
     if (free_slots > 0)
@@ -542,6 +563,8 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
                          .kind = ring->out_kind};
   memcpy(&out->slots[out->position & (ring->capacity - 1)], &slot, sizeof slot);
   out->position++;
+  atomic_store_explicit(&out->lane->writer_cpu, sched_getcpu(),
+                        memory_order_relaxed);
   atomic_store(&out->lane->tail, out->position);
   wake_waiter(ring, &out->lane->reader_waiting, &out->lane->data_sequence);
   return TRUE;
@@ -568,6 +591,8 @@ static gboolean take_slot(TbRing *ring, TbRingRecord *out_record,
                                .layout = slot.layout,
                                .flags = slot.flags};
   in->position++;
+  atomic_store_explicit(&in->lane->reader_cpu, sched_getcpu(),
+                        memory_order_relaxed);
   atomic_store(&in->lane->head, in->position);
   wake_waiter(ring, &in->lane->writer_waiting, &in->lane->space_sequence);
   return TRUE;
@@ -588,7 +613,8 @@ gboolean tb_ring_pop(TbRing *ring, TbRingRecord *out, int64_t deadline,
       return closed_error(error);
     if (tb_ring_now() >= deadline)
       return timeout_error(error, "empty");
-    waiting = spin_for(ring, records_waiting, deadline, error);
+    waiting =
+        spin_for(ring, records_waiting, &in->lane->writer_cpu, deadline, error);
     if (waiting < 0)
       return FALSE;
     if (waiting > 0)
@@ -610,7 +636,8 @@ gboolean tb_ring_ready(TbRing *ring, gboolean spin) {
   GError *scribbled = NULL;
   int64_t found = records_waiting(ring, &scribbled);
   if (found == 0 && spin)
-    found = spin_for(ring, records_waiting, TB_RING_FOREVER, &scribbled);
+    found = spin_for(ring, records_waiting, &ring->in.lane->writer_cpu,
+                     TB_RING_FOREVER, &scribbled);
   g_clear_error(&scribbled); /* the pop that follows reports it */
   return found != 0 || peer_closed(ring);
 }
