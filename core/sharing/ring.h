@@ -29,8 +29,11 @@
  *   polls, TB_RING_FOREVER never gives up). A waiter sleeps on a futex in the
  *   shared page and announces it there; the other side issues FUTEX_WAKE only
  *   when it sees that announcement, so while both run nobody calls into the
- *   kernel. A waiter that may run on more than one CPU polls for a few
- *   microseconds before it sleeps. EINTR never extends a deadline.
+ *   kernel. A waiter polls for up to 20 µs before it sleeps when it may
+ *   run on more than one CPU, or when its peer last ran on another CPU
+ *   than its own (each side notes its CPU in the ring), so a stream whose
+ *   sides run side by side makes no system call. EINTR never extends a
+ *   deadline.
  * - Event loops: give the ring a doorbell (tb_ring_set_doorbell): a socket
  *   that the ring sends a short message on, with MSG_DONTWAIT, whenever it
  *   publishes to a peer that had armed itself. Before sleeping in
