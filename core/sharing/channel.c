@@ -1561,7 +1561,7 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
   return tb_wire_tensor(tb_wire_export_version(buffers, n), tensor, buffers,
-                        fd_index, n, read_only, 0, NULL, 0, 0);
+                        fd_index, n, read_only, 0, NULL, 0, 0, 0);
 }
 
 gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
@@ -1683,16 +1683,10 @@ static gboolean put_message(tb_channel *channel, tb_tensor *tensor,
   if (!attach_fds(buffers, plan->with_fd, n, read_only, fd_index, fds, &nfds,
                   error))
     return FALSE;
-  g_autoptr(GVariant) message =
+  g_autoptr(GVariant) message = g_variant_ref_sink(
       tb_wire_tensor(channel->version, tensor, buffers, fd_index, n, read_only,
                      token, (const uint64_t *)(void *)plan->forget->data,
-                     plan->forget->len, plan->serial);
-  if (layout != 0) {
-    uint32_t id = GUINT32_TO_LE(layout);
-    message =
-        tb_wire_add_extension(message, TB_WIRE_TAG_LAYOUT_ID, &id, sizeof id);
-  }
-  g_variant_ref_sink(message);
+                     plan->forget->len, plan->serial, layout));
   gboolean sent = tb_wire_check_size(message, error);
   gboolean announced = FALSE;
   if (sent && channel->tx != NULL) {
