@@ -1202,8 +1202,13 @@ static int peek_head(tb_channel *channel) {
   }
 }
 
-/* Waits up to `deadline` for a message (or the end), then peeks at it. */
+/* Peeks at the next message (or the end), waiting up to `deadline` for
+ * one if none is there yet: a message that is there already costs no
+ * poll. */
 static int wait_head(tb_channel *channel, gint64 deadline) {
+  int head = peek_head(channel);
+  if (head != HEAD_NOTHING)
+    return head;
   struct pollfd p = {.fd = channel->fd, .events = POLLIN};
   return poll_until(&p, 1, deadline) > 0 ? peek_head(channel) : HEAD_NOTHING;
 }
@@ -1556,7 +1561,7 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
   if (!attach_fds(buffers, with_fd, n, read_only, fd_index, fds, nfds, error))
     return NULL;
   return tb_wire_tensor(tb_wire_export_version(buffers, n), tensor, buffers,
-                        fd_index, n, read_only, 0, NULL, 0, 0);
+                        fd_index, n, read_only, 0, NULL, 0, 0, 0);
 }
 
 gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,
@@ -1633,12 +1638,16 @@ static int64_t ring_slice(gint64 deadline) {
 }
 
 /* Pushes a record into `tx`, waiting for room while the peer lives (a put
- * has no timeout; the peer's socket says when it has gone). */
+ * has no timeout; the peer's socket says when it has gone). `quiet`: the
+ * peer is not woken yet (tb_ring_push_quiet; the caller wakes it). */
 static gboolean push_tensor_record(tb_channel *channel,
-                                   const TbRingRecord *record, GError **error) {
+                                   const TbRingRecord *record, gboolean quiet,
+                                   GError **error) {
   for (;;) {
     GError *ring_error = NULL;
-    if (tb_ring_push(channel->tx, record, ring_slice(-1), &ring_error))
+    if (quiet ? tb_ring_push_quiet(channel->tx, record, ring_slice(-1),
+                                   &ring_error)
+              : tb_ring_push(channel->tx, record, ring_slice(-1), &ring_error))
       return TRUE;
     if (ring_error->code == TB_ERR_TIMEOUT) {
       g_error_free(ring_error);
@@ -1674,20 +1683,18 @@ static gboolean put_message(tb_channel *channel, tb_tensor *tensor,
   if (!attach_fds(buffers, plan->with_fd, n, read_only, fd_index, fds, &nfds,
                   error))
     return FALSE;
-  g_autoptr(GVariant) message =
+  g_autoptr(GVariant) message = g_variant_ref_sink(
       tb_wire_tensor(channel->version, tensor, buffers, fd_index, n, read_only,
                      token, (const uint64_t *)(void *)plan->forget->data,
-                     plan->forget->len, plan->serial);
-  if (layout != 0) {
-    uint32_t id = GUINT32_TO_LE(layout);
-    message =
-        tb_wire_add_extension(message, TB_WIRE_TAG_LAYOUT_ID, &id, sizeof id);
-  }
-  g_variant_ref_sink(message);
+                     plan->forget->len, plan->serial, layout));
   gboolean sent = tb_wire_check_size(message, error);
+  gboolean announced = FALSE;
   if (sent && channel->tx != NULL) {
+    /* Announced quietly, woken once the message is on the socket: a peer
+     * asleep on the ring wakes once, to a message it can read, rather
+     * than once for the record and again in poll for the message. */
     const TbRingRecord announce = {.flags = TB_RING_FLAG_SOCKET};
-    sent = push_tensor_record(channel, &announce, error);
+    sent = announced = push_tensor_record(channel, &announce, TRUE, error);
   }
   if (sent) {
     sent = send_message(channel, g_variant_ref(message), fds, nfds, 0, NULL,
@@ -1695,6 +1702,8 @@ static gboolean put_message(tb_channel *channel, tb_tensor *tensor,
     if (!sent && channel->tx != NULL)
       break_channel(channel); /* the peer waits for what was announced */
   }
+  if (announced)
+    tb_ring_wake_peer(channel->tx);
   for (size_t i = 0; i < nfds; i++)
     close(fds[i]);
   if (sent && channel->tx != NULL)
@@ -1717,7 +1726,7 @@ static gboolean put_ring(tb_channel *channel, tb_tensor *tensor,
                                  .layout = layout,
                                  .flags =
                                      read_only ? TB_RING_FLAG_READ_ONLY : 0};
-    if (!push_tensor_record(channel, &record, error))
+    if (!push_tensor_record(channel, &record, FALSE, error))
       return FALSE;
     atomic_fetch_add(&channel->stats.ring_sent, 1);
     return TRUE;

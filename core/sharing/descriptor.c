@@ -55,24 +55,29 @@ static void set_header(GVariant **fields, uint32_t version, TbWireKind kind) {
 /* The message of `n` fields, with the extension list its version has:
  * `extension` (NULL: none) is its only record. `fields` has room for
  * n + 1. */
+/* The message of `fields` with its extension list (version 2 on; the
+ * floating `extensions` are taken either way, dropped before). */
 static GVariant *message_with(uint32_t version, GVariant **fields, size_t n,
-                              GVariant *extension) {
-  if (version >= TB_WIRE_VERSION_EXTENSIONS)
-    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), &extension,
-                                      extension != NULL);
+                              GVariant **extensions, size_t nextensions) {
+  if (version >= TB_WIRE_VERSION_EXTENSIONS) {
+    fields[n++] = g_variant_new_array(G_VARIANT_TYPE("(qay)"), extensions,
+                                      nextensions);
+  } else {
+    for (size_t i = 0; i < nextensions; i++)
+      g_variant_unref(g_variant_ref_sink(extensions[i]));
+  }
   return g_variant_new_tuple(fields, n);
 }
 
 static GVariant *message_of(uint32_t version, GVariant **fields, size_t n) {
-  return message_with(version, fields, n, NULL);
+  return message_with(version, fields, n, NULL, 0);
 }
 
-/* An extension record holding a u64, little-endian. */
-static GVariant *u64_extension(uint16_t tag, uint64_t value) {
-  uint64_t le = GUINT64_TO_LE(value);
+/* An extension record of `size` bytes (a value, little-endian). */
+static GVariant *extension(uint16_t tag, const void *bytes, size_t size) {
   GVariant *record[] = {
       g_variant_new_uint16(tag),
-      g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, &le, sizeof le, 1)};
+      g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, bytes, size, 1)};
   return g_variant_new_tuple(record, 2);
 }
 
@@ -297,7 +302,7 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
                          const uint64_t *forget, size_t nforget,
-                         uint64_t import_serial) {
+                         uint64_t import_serial, uint32_t layout_id) {
   GVariant *fields[FIELD_COUNT + 1];
   set_header(fields, version, TB_WIRE_TENSOR);
   GVariant *entries[TB_WIRE_MAX_BUFFERS];
@@ -332,11 +337,19 @@ GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *t,
   fields[FIELD_LEASE] = g_variant_new_uint64(lease);
   fields[FIELD_FORGET] = g_variant_new_fixed_array(
       G_VARIANT_TYPE_UINT64, forget, nforget, sizeof *forget);
-  return message_with(
-      version, fields, FIELD_COUNT,
-      version >= TB_WIRE_VERSION_ACKS && import_serial != 0
-          ? u64_extension(TB_WIRE_TAG_IMPORT_SERIAL, import_serial)
-          : NULL);
+  /* Built in one go: a message rebuilt to add an entry costs the
+   * producer of a buffer's first trip several microseconds. */
+  GVariant *extensions[2];
+  size_t nextensions = 0;
+  uint64_t serial_le = GUINT64_TO_LE(import_serial);
+  uint32_t layout_le = GUINT32_TO_LE(layout_id);
+  if (version >= TB_WIRE_VERSION_ACKS && import_serial != 0)
+    extensions[nextensions++] =
+        extension(TB_WIRE_TAG_IMPORT_SERIAL, &serial_le, sizeof serial_le);
+  if (layout_id != 0)
+    extensions[nextensions++] =
+        extension(TB_WIRE_TAG_LAYOUT_ID, &layout_le, sizeof layout_le);
+  return message_with(version, fields, FIELD_COUNT, extensions, nextensions);
 }
 
 GVariant *tb_wire_fence(uint32_t version) {
@@ -349,34 +362,6 @@ GVariant *tb_wire_doorbell(uint32_t version) {
   GVariant *fields[3];
   set_header(fields, version, TB_WIRE_DOORBELL);
   return message_of(version, fields, 2);
-}
-
-GVariant *tb_wire_add_extension(GVariant *message, uint16_t tag,
-                                const void *value, size_t size) {
-  g_autoptr(GVariant) owned = g_variant_ref_sink(message);
-  size_t n = g_variant_n_children(owned);
-  g_autofree GVariant **fields = g_new(GVariant *, n);
-  for (size_t i = 0; i + 1 < n; i++)
-    fields[i] = g_variant_get_child_value(owned, i);
-  g_autoptr(GVariant) old = g_variant_get_child_value(owned, n - 1);
-  GVariantBuilder list;
-  g_variant_builder_init(&list, G_VARIANT_TYPE("a(qay)"));
-  GVariantIter iter;
-  GVariant *entry;
-  g_variant_iter_init(&iter, old);
-  while ((entry = g_variant_iter_next_value(&iter)) != NULL) {
-    g_variant_builder_add_value(&list, entry);
-    g_variant_unref(entry);
-  }
-  g_variant_builder_add_value(
-      &list,
-      pair(g_variant_new_uint16(tag),
-           g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, value, size, 1)));
-  fields[n - 1] = g_variant_builder_end(&list);
-  GVariant *rebuilt = g_variant_new_tuple(fields, n);
-  for (size_t i = 0; i + 1 < n; i++) /* the list was floating: taken */
-    g_variant_unref(fields[i]);
-  return rebuilt;
 }
 
 gboolean tb_wire_find_extension(GVariant *message, uint16_t tag, void *value,

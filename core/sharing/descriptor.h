@@ -103,12 +103,13 @@ size_t tb_tensor_collect_buffers(const tb_tensor *tensor,
  * the token the receiver sends back in a release; `forget` lists buffer ids
  * the receiver drops from its cache before it reads the buffers;
  * `import_serial` (version 3 on; 0: none) is what its acknowledgement
- * names. Floating. */
+ * names; `layout_id` (0: none) the id under which the receiver caches its
+ * layout (extension TB_WIRE_TAG_LAYOUT_ID). Floating. */
 GVariant *tb_wire_tensor(uint32_t version, const tb_tensor *tensor,
                          tb_buffer *const *buffers, const int32_t *fd_index,
                          size_t nbuffers, gboolean read_only, uint64_t lease,
                          const uint64_t *forget, size_t nforget,
-                         uint64_t import_serial);
+                         uint64_t import_serial, uint32_t layout_id);
 /* Refuses buffers that a message of `version` cannot describe: CUDA memory
  * before TB_WIRE_VERSION_KINDS (a CUDA_HOST buffer then goes as the memfd
  * it is, and arrives as SHM). TB_ERR_UNSUPPORTED naming the version. */
@@ -118,10 +119,6 @@ GVariant *tb_wire_fence(uint32_t version);
 GVariant *tb_wire_release(uint32_t version, uint64_t lease);
 GVariant *tb_wire_doorbell(uint32_t version);
 
-/* `message` (floating or not; consumed) with one more extension entry
- * (version 2 on). Floating. */
-GVariant *tb_wire_add_extension(GVariant *message, uint16_t tag,
-                                const void *value, size_t size);
 /* The value of the first extension entry of `tag` in an opened message, if
  * it has exactly `size` bytes; FALSE otherwise (or before version 2). */
 gboolean tb_wire_find_extension(GVariant *message, uint16_t tag, void *value,

@@ -520,8 +520,8 @@ static int64_t spin_for(TbRing *ring, int64_t (*ready)(TbRing *, GError **),
   }
 }
 
-gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
-                      int64_t deadline, GError **error) {
+gboolean tb_ring_push_quiet(TbRing *ring, const TbRingRecord *record,
+                            int64_t deadline, GError **error) {
   if ((record->flags & ~TB_RING_FLAGS_KNOWN) != 0) {
     g_set_error(error, TB_RING_ERROR, TB_ERR_INVALID_ARGUMENT,
                 "record flags 0x%x include unknown bits", record->flags);
@@ -566,7 +566,26 @@ gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
   atomic_store_explicit(&out->lane->writer_cpu, sched_getcpu(),
                         memory_order_relaxed);
   atomic_store(&out->lane->tail, out->position);
-  wake_waiter(ring, &out->lane->reader_waiting, &out->lane->data_sequence);
+  /* A peer armed in an event loop is told now: its doorbell must come
+   * before whatever the caller sends next on the same socket, which the
+   * peer reads in order. */
+  if (atomic_load(&out->lane->reader_waiting) & WAIT_DOORBELL &&
+      atomic_fetch_and(&out->lane->reader_waiting, ~WAIT_DOORBELL) &
+          WAIT_DOORBELL)
+    ring_doorbell(ring);
+  return TRUE;
+}
+
+void tb_ring_wake_peer(TbRing *ring) {
+  wake_waiter(ring, &ring->out.lane->reader_waiting,
+              &ring->out.lane->data_sequence);
+}
+
+gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
+                      int64_t deadline, GError **error) {
+  if (!tb_ring_push_quiet(ring, record, deadline, error))
+    return FALSE;
+  tb_ring_wake_peer(ring);
   return TRUE;
 }
 

@@ -122,6 +122,21 @@ TbRing *tb_ring_attach(int fd, GError **error);
 gboolean tb_ring_push(TbRing *ring, const TbRingRecord *record,
                       int64_t deadline, GError **error);
 
+/* tb_ring_push without the futex wake-up: the record is published (a
+ * running peer sees it, an armed peer's doorbell rings at once, before
+ * anything the caller sends next), but a peer asleep on the ring's futex
+ * is not woken until tb_ring_wake_peer. For a record that announces
+ * something still to be sent elsewhere (a socket message): waking the
+ * peer after that send costs it one wake-up instead of two. Call
+ * tb_ring_wake_peer after every push_quiet that succeeded, whatever
+ * happens in between. */
+gboolean tb_ring_push_quiet(TbRing *ring, const TbRingRecord *record,
+                            int64_t deadline, GError **error);
+
+/* Wakes the peer if it sleeps on the ring or armed its doorbell (a no-op,
+ * with no system call, otherwise). Producer side. */
+void tb_ring_wake_peer(TbRing *ring);
+
 /* Pops the peer's next record into *out, waiting until `deadline`. Records
  * pushed before the peer closed come before TB_ERR_CLOSED. Errors:
  * TB_ERR_TIMEOUT (none yet), TB_ERR_CLOSED, TB_ERR_PROTOCOL, TB_ERR_SYSTEM. */

@@ -190,7 +190,8 @@ static void greet(int raw) {
 }
 
 /* Acknowledges, as a receiver would, the import of the buffers of the
- * tensor message in seed `name`, on a raw socket. */
+ * tensor message in seed `name`, on a raw socket; the ack is seed
+ * "channel-ack" (the seeds' channels speak version 2, without acks). */
 static void acknowledge(int raw, const char *name) {
   g_autofree char *path = g_build_filename(directory, name, NULL);
   g_autofree char *seed = NULL;
@@ -209,6 +210,8 @@ static void acknowledge(int raw, const char *name) {
   if (send(raw, g_variant_get_data(reply), g_variant_get_size(reply),
            MSG_NOSIGNAL) != (ssize_t)g_variant_get_size(reply))
     abort();
+  write_seed("channel-ack", 0x00, g_variant_get_data(reply),
+             g_variant_get_size(reply));
 }
 
 /* What channels put on the socket: a pooled tensor (with its lease and the
@@ -282,7 +285,6 @@ static void channel_seeds(void) {
   tb_tensor *received = NULL;
   check(tb_channel_recv(&received, receiver, 1000), "tb_channel_recv");
   tb_tensor_unref(received);
-  capture(receiver_pair[0], "channel-ack", 0x00);
   capture(receiver_pair[0], "channel-release", 0x00);
 
   tb_tensor_unref(bytes);
