@@ -180,10 +180,10 @@ static void greet(int raw) {
   uint8_t bytes[TB_HELLO_MAX_BYTES];
   if (recv(raw, bytes, sizeof bytes, MSG_DONTWAIT) <= 0)
     abort();
-  /* The newest version, but no ring sent with it: every message goes on
-   * the socket, where the seeds are read from, acknowledgements included. */
+  /* The newest version without rings: every message goes on the socket,
+   * where the seeds are read from. */
   const TbHello hello = {.min_version = TB_WIRE_VERSION_MIN,
-                         .max_version = TB_WIRE_VERSION_MAX};
+                         .max_version = TB_WIRE_VERSION_RING - 1};
   size_t length = tb_hello_write(&hello, bytes);
   if (send(raw, bytes, length, MSG_NOSIGNAL) != (ssize_t)length)
     abort();
