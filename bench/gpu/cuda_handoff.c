@@ -89,17 +89,21 @@ static tb_tensor *import_frame(int fd) {
  * it (its release goes back to the producer's pool). FALSE when the
  * channel is closed or broken. */
 static int consume_channel(int sock, tb_channel *channel) {
-  tb_tensor *frame = NULL;
-  tb_status status = tb_channel_recv(&frame, channel, 0);
-  if (status == TB_ERR_TIMEOUT)
-    return 1; /* nothing for a receive */
-  if (status != TB_OK)
-    return 0;
-  uint64_t answer = 0;
-  check(tb_tensor_device_ptr(&answer, frame), "tb_tensor_device_ptr");
-  int sent = send(sock, &answer, sizeof answer, MSG_NOSIGNAL) == sizeof answer;
-  tb_tensor_unref(frame); /* after the answer: off the round trip */
-  return sent;
+  for (;;) { /* until the channel says nothing more, as channel.h asks */
+    tb_tensor *frame = NULL;
+    tb_status status = tb_channel_recv(&frame, channel, 0);
+    if (status == TB_ERR_TIMEOUT)
+      return 1;
+    if (status != TB_OK)
+      return 0;
+    uint64_t answer = 0;
+    check(tb_tensor_device_ptr(&answer, frame), "tb_tensor_device_ptr");
+    int sent =
+        send(sock, &answer, sizeof answer, MSG_NOSIGNAL) == sizeof answer;
+    tb_tensor_unref(frame); /* after the answer: off the round trip */
+    if (!sent)
+      return 0;
+  }
 }
 
 static int consumer(int sock, tb_channel *channel) {

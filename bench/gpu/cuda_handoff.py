@@ -53,13 +53,12 @@ def consume(package, fd, channel_fd):
     while True:
         readable, _, _ = select.select([sock, channel.fd], [], [])
         if sock not in readable:
-            try:
-                frame = channel.recv(timeout=0)
+            try:  # until the channel says nothing more, as channel.h asks
+                while (frame := channel.recv(timeout=0)) is not None:
+                    sock.send(frame.device_ptr.to_bytes(8, "little"))
+                    del frame  # after the answer: the release goes back
             except tensorbuf.Error:
                 break  # closed
-            if frame is not None:
-                sock.send(frame.device_ptr.to_bytes(8, "little"))
-                del frame  # after the answer: the release goes back
             continue
         message, fds, _, _ = socket.recv_fds(sock, 8, 1)
         if len(message) != 8:

@@ -2181,6 +2181,13 @@ static tb_tensor *take_ring(tb_channel *channel, int timeout_ms,
     ring_error_to_channel(ring_error, &failure);
     break;
   }
+  /* An event loop's receive (timeout 0) that got a tensor arms the ring
+   * too (no system call): a record that comes after it rings, so a loop
+   * that takes one tensor per wake-up is woken for the next. Records that
+   * are queued already rang before, or are found by the receive that
+   * comes back empty-handed, which arms the ring after draining. */
+  if (tensor != NULL && timeout_ms == 0)
+    (void)tb_ring_arm(channel->rx);
   g_mutex_lock(&channel->lock);
   channel->socket_owed = owed;
   channel->ring_reading = FALSE;

@@ -225,14 +225,20 @@ TB_API tb_status tb_channel_from_fd(tb_channel **out, int fd);
  * tb_channel_from_fd; those of tb_channel_pair_with for opts. */
 TB_API tb_status tb_channel_from_fd_with(tb_channel **out, int fd,
                                          const tb_channel_options *opts);
-/* The socket, for an event loop. It is readable exactly when the channel
- * has something to do: a message waits that tb_channel_recv or
+/* The socket, for an event loop. It turns readable when the channel has
+ * something to do: a message waits that tb_channel_recv or
  * tb_channel_recv_fence (by its kind) would return, a release waits that
  * any call on the channel (or tb_pool_acquire of its pool, timeout 0)
  * would apply, or the peer has closed (a receive says TB_ERR_CLOSED). An
  * event loop that wakes on it calls the receive for the kind it expects,
- * with timeout 0; a loop that only sends pooled tensors calls
- * tb_pool_acquire. -1 for NULL. */
+ * with timeout 0, until that returns TB_ERR_TIMEOUT; a loop that only
+ * sends pooled tensors calls tb_pool_acquire. Why until TB_ERR_TIMEOUT:
+ * from protocol version 3 tensors whose buffer the peer already holds
+ * come through shared memory, and only a receive with timeout 0 arms the
+ * socket's wake-up for them; tensors queued while no such receive had
+ * armed it (during a receive with a timeout, say) are found by the next
+ * receive, not announced again. A wake-up may find nothing (the receive
+ * says TB_ERR_TIMEOUT). -1 for NULL. */
 TB_API int tb_channel_fd(const tb_channel *channel);
 
 /* The peer's credentials as the kernel recorded them at connect
