@@ -2,9 +2,6 @@
 #include "sharing/channel.h"
 #include "boundary.h"
 
-#include <string.h>
-#include <unistd.h>
-
 G_STATIC_ASSERT(TB_DESCRIPTOR_MAX_FDS == TB_WIRE_MAX_BUFFERS);
 
 /* The bodies of the calls that make channels with and without options,
@@ -210,38 +207,9 @@ tb_status tb_tensor_export(uint8_t *descriptor, size_t capacity, size_t *length,
   TB_REQUIRE_ARRAY(fds, *nfds);
   TB_REQUIRE(tensor);
   GError *error = NULL;
-  int made[TB_WIRE_MAX_BUFFERS];
-  size_t nmade = 0;
-  g_autoptr(GVariant) message =
-      tb_tensor_describe(tensor, flags, made, &nmade, &error);
-  if (message == NULL)
+  if (!tb_tensor_describe(tensor, flags, descriptor, capacity, length, fds,
+                          nfds, &error))
     return tb_fail_with(__func__, error);
-  g_variant_ref_sink(message);
-  size_t size = g_variant_get_size(message);
-  tb_status status = TB_OK;
-  if (!tb_wire_check_size(message, &error))
-    status = tb_fail_with(__func__, error);
-  else if (size > capacity)
-    status = tb_fail(__func__, TB_ERR_OUT_OF_RANGE,
-                     "capacity is %zu; the descriptor needs %zu bytes",
-                     capacity, size);
-  else if (nmade > *nfds)
-    status = tb_fail(__func__, TB_ERR_OUT_OF_RANGE,
-                     "*nfds (the capacity of fds) is %zu; the tensor needs "
-                     "%zu fds",
-                     *nfds, nmade);
-  if (status != TB_OK) {
-    for (size_t i = 0; i < nmade; i++)
-      close(made[i]);
-    *length = size;
-    if (nmade > *nfds)
-      *nfds = nmade;
-    return status;
-  }
-  memcpy(descriptor, g_variant_get_data(message), size);
-  memcpy(fds, made, nmade * sizeof *made);
-  *length = size;
-  *nfds = nmade;
   return TB_OK;
 }
 
@@ -250,25 +218,10 @@ tb_status tb_tensor_import(tb_tensor **out, const uint8_t *descriptor,
   TB_REQUIRE(out);
   TB_REQUIRE(descriptor);
   TB_REQUIRE_ARRAY(fds, nfds);
-  if (length > TB_WIRE_MAX_BYTES)
-    return tb_fail(__func__, TB_ERR_PROTOCOL,
-                   "length is %zu; descriptors are at most %u bytes", length,
-                   TB_WIRE_MAX_BYTES);
   GError *error = NULL;
-  TbWireKind kind;
-  g_autoptr(GVariant) message =
-      tb_wire_open(descriptor, length, 0, &kind, &error);
-  if (message == NULL)
-    return tb_fail_with(__func__, error);
-  if (kind != TB_WIRE_TENSOR)
-    return tb_fail(__func__, TB_ERR_PROTOCOL,
-                   "descriptor is a '%c' message, not a tensor", kind);
-  TbWireImported imported[TB_WIRE_MAX_BUFFERS];
-  size_t nimported;
-  tb_tensor *tensor = tb_wire_parse_tensor(message, fds, nfds, NULL, NULL,
-                                           imported, &nimported, &error);
-  tb_wire_imported_clear(imported, &nimported);
-  TB_RETURN_HANDLE(out, tensor, error);
+  TB_RETURN_HANDLE(
+      out, tb_tensor_from_description(descriptor, length, fds, nfds, &error),
+      error);
 }
 
 tb_status tb_pool_new(tb_pool **out, const tb_tensor *prototype, size_t count) {

@@ -1547,8 +1547,9 @@ static gboolean attach_fds(tb_buffer *const *buffers, const gboolean *with_fd,
   return TRUE;
 }
 
-GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
-                             size_t *nfds, GError **error) {
+/* The description and new fds of `tensor`, for tb_tensor_export. */
+static GVariant *describe(const tb_tensor *tensor, uint32_t flags, int *fds,
+                          size_t *nfds, GError **error) {
   if (!check_send_flags(flags, error))
     return NULL;
   tb_buffer *buffers[TB_WIRE_MAX_BUFFERS];
@@ -1562,6 +1563,70 @@ GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
     return NULL;
   return tb_wire_tensor(tb_wire_export_version(buffers, n), tensor, buffers,
                         fd_index, n, read_only, 0, NULL, 0, 0, 0);
+}
+
+gboolean tb_tensor_describe(const tb_tensor *tensor, uint32_t flags,
+                            uint8_t *descriptor, size_t capacity,
+                            size_t *length, int *fds, size_t *nfds,
+                            GError **error) {
+  int made[TB_WIRE_MAX_BUFFERS];
+  size_t nmade = 0;
+  g_autoptr(GVariant) message = describe(tensor, flags, made, &nmade, error);
+  if (message == NULL)
+    return FALSE;
+  g_variant_ref_sink(message);
+  size_t size = g_variant_get_size(message);
+  gboolean fits = tb_wire_check_size(message, error);
+  if (fits && size > capacity) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
+                "capacity is %zu; the descriptor needs %zu bytes", capacity,
+                size);
+    fits = FALSE;
+  } else if (fits && nmade > *nfds) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
+                "*nfds (the capacity of fds) is %zu; the tensor needs %zu fds",
+                *nfds, nmade);
+    fits = FALSE;
+  }
+  *length = size;
+  if (!fits) {
+    for (size_t i = 0; i < nmade; i++)
+      close(made[i]);
+    if (nmade > *nfds)
+      *nfds = nmade;
+    return FALSE;
+  }
+  memcpy(descriptor, g_variant_get_data(message), size);
+  memcpy(fds, made, nmade * sizeof *made);
+  *nfds = nmade;
+  return TRUE;
+}
+
+tb_tensor *tb_tensor_from_description(const uint8_t *descriptor, size_t length,
+                                      const int *fds, size_t nfds,
+                                      GError **error) {
+  if (length > TB_WIRE_MAX_BYTES) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "length is %zu; descriptors are at most %u bytes", length,
+                TB_WIRE_MAX_BYTES);
+    return NULL;
+  }
+  TbWireKind kind;
+  g_autoptr(GVariant) message =
+      tb_wire_open(descriptor, length, 0, &kind, error);
+  if (message == NULL)
+    return NULL;
+  if (kind != TB_WIRE_TENSOR) {
+    g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
+                "descriptor is a '%c' message, not a tensor", kind);
+    return NULL;
+  }
+  TbWireImported imported[TB_WIRE_MAX_BUFFERS];
+  size_t nimported;
+  tb_tensor *tensor = tb_wire_parse_tensor(message, fds, nfds, NULL, NULL,
+                                           imported, &nimported, error);
+  tb_wire_imported_clear(imported, &nimported);
+  return tensor;
 }
 
 gboolean tb_channel_peer_holds(tb_channel *channel, uint64_t id,

@@ -60,11 +60,20 @@ typedef struct TbChannelStats {
 /* FALSE before the hello or below version 3 (no rings). */
 gboolean tb_channel_stats(tb_channel *channel, TbChannelStats *out);
 
-/* A tensor message for a transport of the caller's, with every buffer's fd
- * (up to TB_WIRE_MAX_BUFFERS, dup'd into `fds`: the caller closes them).
- * Floating. */
-GVariant *tb_tensor_describe(const tb_tensor *tensor, uint32_t flags, int *fds,
-                             size_t *nfds, GError **error);
+/* tb_tensor_export: the description of `tensor` for a transport of the
+ * caller's, into `descriptor` (`capacity` bytes; *length gets its size,
+ * also when it does not fit), and new fds into `fds` (*nfds in: their
+ * capacity; out: the count, or the count needed when it is too small).
+ * On failure no fd is left open. */
+gboolean tb_tensor_describe(const tb_tensor *tensor, uint32_t flags,
+                            uint8_t *descriptor, size_t capacity,
+                            size_t *length, int *fds, size_t *nfds,
+                            GError **error);
+/* tb_tensor_import: the tensor a description and its fds (borrowed, each
+ * imported by dup) describe. */
+tb_tensor *tb_tensor_from_description(const uint8_t *descriptor, size_t length,
+                                      const int *fds, size_t nfds,
+                                      GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(tb_channel, tb_channel_unref)
 
