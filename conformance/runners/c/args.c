@@ -432,20 +432,30 @@ void *arg_release(Step *s, const char *name, HandleType type) {
 
 int arg_fd(Step *s, const char *name) { return (int)arg_i64(s, name); }
 
-const tb_alloc_options *arg_opts(Step *s, const char *name,
-                                 tb_alloc_options *storage) {
+/* Options arguments are objects whose fields the argument readers decode:
+ * makes the object `name` the current arguments (*outer gets the previous
+ * ones, to put back). FALSE where it is absent or null (NULL options) or
+ * not an object (the step fails). */
+static gboolean enter_object(Step *s, const char *name, JsonObject **outer) {
   JsonNode *node = arg_node(s, name);
   if (node == NULL || JSON_NODE_HOLDS_NULL(node))
-    return NULL;
+    return FALSE;
   if (!JSON_NODE_HOLDS_OBJECT(node)) {
     step_fail(s, "%s is not an object", name);
-    return NULL;
+    return FALSE;
   }
+  *outer = s->args;
+  s->args = json_node_get_object(node);
+  return TRUE;
+}
+
+const tb_alloc_options *arg_opts(Step *s, const char *name,
+                                 tb_alloc_options *storage) {
+  JsonObject *outer;
+  if (!enter_object(s, name, &outer))
+    return NULL;
   tb_alloc_options defaults = TB_ALLOC_OPTIONS_INIT;
   *storage = defaults;
-  /* Decode the fields with the argument readers, over the object. */
-  JsonObject *outer = s->args;
-  s->args = json_node_get_object(node);
   if (arg_node(s, "version") != NULL)
     storage->version = (uint32_t)arg_u64(s, "version");
   if (arg_node(s, "memory") != NULL)
@@ -461,17 +471,11 @@ const tb_alloc_options *arg_opts(Step *s, const char *name,
 
 const tb_channel_options *arg_channel_opts(Step *s, const char *name,
                                            tb_channel_options *storage) {
-  JsonNode *node = arg_node(s, name);
-  if (node == NULL || JSON_NODE_HOLDS_NULL(node))
+  JsonObject *outer;
+  if (!enter_object(s, name, &outer))
     return NULL;
-  if (!JSON_NODE_HOLDS_OBJECT(node)) {
-    step_fail(s, "%s is not an object", name);
-    return NULL;
-  }
   tb_channel_options defaults = TB_CHANNEL_OPTIONS_INIT;
   *storage = defaults;
-  JsonObject *outer = s->args;
-  s->args = json_node_get_object(node);
   if (arg_node(s, "version") != NULL)
     storage->version = (uint32_t)arg_u64(s, "version");
   if (arg_node(s, "max_buffers") != NULL)
@@ -484,17 +488,11 @@ const tb_channel_options *arg_channel_opts(Step *s, const char *name,
 
 const tb_listener_options *arg_listener_opts(Step *s, const char *name,
                                              tb_listener_options *storage) {
-  JsonNode *node = arg_node(s, name);
-  if (node == NULL || JSON_NODE_HOLDS_NULL(node))
+  JsonObject *outer;
+  if (!enter_object(s, name, &outer))
     return NULL;
-  if (!JSON_NODE_HOLDS_OBJECT(node)) {
-    step_fail(s, "%s is not an object", name);
-    return NULL;
-  }
   tb_listener_options defaults = TB_LISTENER_OPTIONS_INIT;
   *storage = defaults;
-  JsonObject *outer = s->args;
-  s->args = json_node_get_object(node);
   if (arg_node(s, "version") != NULL)
     storage->version = (uint32_t)arg_u64(s, "version");
   if (arg_node(s, "mode") != NULL)
