@@ -474,6 +474,31 @@ static void fd_is_readable_exactly_when_a_receive_has_something(void **state) {
   tb_channel_unref(b);
 }
 
+/* A loop that takes one tensor per wake-up, where the sender sends the
+ * next only once this one was taken (request and answer), is woken for
+ * every tensor: a receive with timeout 0 that returns a tensor arms the
+ * ring, so the next record rings the doorbell. (cuda_handoff's consumer
+ * hung on this.) */
+static void one_receive_per_wakeup_is_woken_for_the_next(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  tb_tensor *x = shm_u8(16), *received = NULL;
+  for (int round = 0; round < 6; round++) {
+    set_first_element(x, round);
+    TB_ASSERT_OK(tb_channel_send(a, x, 0));
+    struct pollfd p = {.fd = tb_channel_fd(b), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    TB_ASSERT_OK(tb_channel_recv(&received, b, 0));
+    assert_int_equal(first_element(received), round);
+    tb_tensor_unref(received);
+  }
+  assert_true(stats_of(a).ring_sent >= 3); /* records, not only messages */
+  tb_tensor_unref(x);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+}
+
 typedef struct LoopState {
   tb_channel *channel;
   GMainLoop *loop;
@@ -692,6 +717,7 @@ int main(void) {
       TB_TEST(unannounced_message_is_refused),
       TB_TEST(releases_never_block_on_a_peer_that_stopped_reading),
       TB_TEST(fd_is_readable_exactly_when_a_receive_has_something),
+      TB_TEST(one_receive_per_wakeup_is_woken_for_the_next),
       TB_TEST(main_loop_wakes_for_every_tensor),
       TB_TEST(threads_share_one_ring),
       TB_TEST(death_delivers_queued_records_before_closed),
