@@ -417,11 +417,46 @@ static gboolean attach_ring(int ring_fd, uint32_t version, TbRing **rx,
 
 /* The hello that recvmsg gave: `received` bytes of `bytes`, or errno `errnum`.
  */
+/* Takes the message at the head of `fd` without waiting, with the fds
+ * that came with it (at most TB_WIRE_MAX_FDS, into `fds`: the kernel
+ * closes any beyond and sets MSG_CTRUNC in *msg_flags). ECONNRESET says
+ * the peer closed with messages of ours unread: it is reported once,
+ * before what the peer sent earlier, which is still queued and is read
+ * instead (everything sent before a death arrives before the end). Gives
+ * recvmsg's result, with errno set where it is negative. */
+static ssize_t recv_with_fds(int fd, void *bytes, size_t size, int *fds,
+                             size_t *nfds, int *msg_flags) {
+  struct iovec iov = {.iov_base = bytes, .iov_len = size};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.space,
+                       .msg_controllen = sizeof control.space};
+  ssize_t received;
+  do
+    received = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  while (received < 0 && (errno == EINTR || errno == ECONNRESET));
+  *nfds = 0;
+  *msg_flags = received < 0 ? 0 : msg.msg_flags;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); received >= 0 && c != NULL;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n && *nfds < TB_WIRE_MAX_FDS; i++)
+      memcpy(&fds[(*nfds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+  }
+  return received;
+}
+
 static gboolean read_hello_bytes(int msg_flags, ssize_t received, int errnum,
                                  const uint8_t *bytes, const TbHello *ours,
                                  TbHello *peer, uint32_t *version,
                                  GError **error) {
-  if (received < 0 && errnum != ECONNRESET) {
+  if (received < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errnum, "reading the hello");
     return FALSE;
   }
@@ -451,33 +486,16 @@ static gboolean read_hello(int fd, gint64 deadline, const TbHello *ours,
   if (!wait_readable(fd, ms_until(deadline), "hello from the peer", error))
     return FALSE;
   uint8_t bytes[TB_HELLO_MAX_BYTES];
-  struct iovec iov = {.iov_base = bytes, .iov_len = sizeof bytes};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
-  } control;
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control.space,
-                       .msg_controllen = sizeof control.space};
-  ssize_t received;
-  do
-    received = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  while (received < 0 && errno == EINTR);
+  int fds[TB_WIRE_MAX_FDS];
+  size_t nfds = 0;
+  int msg_flags = 0;
+  ssize_t received =
+      recv_with_fds(fd, bytes, sizeof bytes, fds, &nfds, &msg_flags);
   int errnum = errno;
-  int ring_fd = -1; /* the first fd; any other is closed */
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); received >= 0 && c != NULL;
-       c = CMSG_NXTHDR(&msg, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-      for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-        int stray;
-        memcpy(&stray, CMSG_DATA(c) + i * sizeof(int), sizeof stray);
-        if (ring_fd < 0)
-          ring_fd = stray;
-        else
-          close(stray);
-      }
-  gboolean read = read_hello_bytes(msg.msg_flags, received, errnum, bytes, ours,
+  int ring_fd = nfds > 0 ? fds[0] : -1; /* the first fd; any other is closed */
+  for (size_t i = 1; i < nfds; i++)
+    close(fds[i]);
+  gboolean read = read_hello_bytes(msg_flags, received, errnum, bytes, ours,
                                    peer, version, error);
   read = read && attach_ring(ring_fd, *version, rx, error);
   if (ring_fd >= 0)
@@ -1071,36 +1089,14 @@ static gboolean out_of_fds(int fd) {
  * closed with it), whatever else is wrong with it. */
 static TbMessage *read_message(tb_channel *channel, GError **error) {
   g_autofree uint8_t *bytes = g_malloc(TB_WIRE_MAX_BYTES);
-  struct iovec iov = {.iov_base = bytes, .iov_len = TB_WIRE_MAX_BYTES};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int) * TB_WIRE_MAX_FDS)];
-  } control;
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control.space,
-                       .msg_controllen = sizeof control.space};
-  ssize_t received;
-  /* ECONNRESET says the peer closed with messages of ours unread: it is
-   * reported once, before what the peer sent earlier, which is still
-   * queued and is read first (everything sent before a death arrives
-   * before TB_ERR_CLOSED). */
-  do
-    received = recvmsg(channel->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  while (received < 0 && (errno == EINTR || errno == ECONNRESET));
+  g_autoptr(TbMessage) message = g_new0(TbMessage, 1);
+  int msg_flags = 0;
+  ssize_t received =
+      recv_with_fds(channel->fd, bytes, TB_WIRE_MAX_BYTES, message->fds,
+                    &message->nfds, &msg_flags);
   if (received < 0) {
     tb_set_system_error(error, TB_TENSOR_ERROR, errno, "recvmsg");
     return NULL;
-  }
-  g_autoptr(TbMessage) message = g_new0(TbMessage, 1);
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
-       c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < n && message->nfds < TB_WIRE_MAX_FDS; i++)
-      memcpy(&message->fds[message->nfds++], CMSG_DATA(c) + i * sizeof(int),
-             sizeof(int));
   }
   if (received <= 0 && peer_hung_up(channel->fd)) {
     note_hang_up(channel, error);
@@ -1111,13 +1107,13 @@ static TbMessage *read_message(tb_channel *channel, GError **error) {
                 "the peer sent an empty message");
     return NULL;
   }
-  if ((msg.msg_flags & MSG_CTRUNC) && out_of_fds(channel->fd)) {
+  if ((msg_flags & MSG_CTRUNC) && out_of_fds(channel->fd)) {
     tb_set_system_error(error, TB_TENSOR_ERROR, EMFILE,
                         "receiving a message's fds (the kernel dropped "
                         "them: no fd is free)");
     return NULL;
   }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+  if (msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
                 "a message over %u bytes or %d fds was refused",
                 TB_WIRE_MAX_BYTES, TB_WIRE_MAX_FDS);
