@@ -2,13 +2,22 @@
 #include "sharing/layouts.h"
 
 #include "memory/buffer.h"
+#include "tensor/image.h"
 
 #include <string.h>
 
 /* ---- the sender's ids ---------------------------------------------------- */
 
-/* A layout as bytes, compared whole: everything tb_tensor_like copies but
- * the image, which gets no id. */
+/* Whether `t`'s layout can have an id: a record names one buffer, so an
+ * image needs every plane in the tensor's own buffer (as tb_image_new
+ * makes them); planes from several fds go as full messages. */
+static gboolean gets_id(const tb_tensor *t) {
+  return t->image == NULL || (tb_image_single_buffer(t->image) &&
+                              t->image->planes[0].buffer == t->buffer);
+}
+
+/* A layout as bytes, compared whole: everything tb_tensor_like copies,
+ * an image's planes included. */
 static GByteArray *layout_key(const tb_tensor *t) {
   GByteArray *key = g_byte_array_sized_new(64 + 16 * (guint)t->ndim);
   /* The offset in the buffer's file, as the message says it. */
@@ -32,6 +41,18 @@ static GByteArray *layout_key(const tb_tensor *t) {
                         (guint)(q->count * sizeof *q->scales));
     g_byte_array_append(key, (const guint8 *)q->zero_points,
                         (guint)(q->count * sizeof *q->zero_points));
+  }
+  const TbImage *image = t->image;
+  if (image != NULL) {
+    uint64_t geometry[] = {image->format, image->width, image->height,
+                           image->nplanes};
+    g_byte_array_append(key, (const guint8 *)geometry, sizeof geometry);
+    for (size_t p = 0; p < image->nplanes; p++) {
+      uint64_t plane[] = {
+          image->planes[p].offset + image->planes[p].buffer->fd_offset,
+          image->planes[p].stride};
+      g_byte_array_append(key, (const guint8 *)plane, sizeof plane);
+    }
   }
   return key;
 }
@@ -71,7 +92,7 @@ static gboolean key_is(const IdEntry *entry, const GByteArray *key) {
 }
 
 uint32_t tb_layout_ids_find(TbLayoutIds *ids, const tb_tensor *tensor) {
-  if (ids->limit == 0 || tensor->image != NULL)
+  if (ids->limit == 0 || !gets_id(tensor))
     return 0;
   g_autoptr(GByteArray) key = layout_key(tensor);
   uint32_t found = 0;
@@ -88,7 +109,7 @@ uint32_t tb_layout_ids_find(TbLayoutIds *ids, const tb_tensor *tensor) {
 }
 
 uint32_t tb_layout_ids_assign(TbLayoutIds *ids, const tb_tensor *tensor) {
-  if (ids->limit == 0 || tensor->image != NULL)
+  if (ids->limit == 0 || !gets_id(tensor))
     return 0;
   uint32_t victim = 0; /* a free id, else the least recently used */
   for (uint32_t i = 0; i < ids->limit; i++) {
@@ -127,6 +148,12 @@ typedef struct CachedLayout {
   int64_t strides[TB_MAX_DIMS];
   char *name;
   TbQuantization quantization; /* count 0: none */
+  gboolean image; /* the planes below, all in the one buffer */
+  tb_pixel_format format;
+  uint32_t width, height;
+  size_t nplanes;
+  uint64_t plane_offset[TB_IMAGE_MAX_PLANES]; /* in the buffer's file */
+  uint64_t plane_stride[TB_IMAGE_MAX_PLANES];
 } CachedLayout;
 
 struct TbLayoutCache {
@@ -172,10 +199,10 @@ gboolean tb_layout_cache_store(TbLayoutCache *cache, uint32_t id,
                                const tb_tensor *tensor, GError **error) {
   if (!tb_layout_cache_check(cache, id, error))
     return FALSE;
-  if (tensor->image != NULL) {
+  if (!gets_id(tensor)) {
     g_set_error(error, TB_TENSOR_ERROR, TB_ERR_PROTOCOL,
-                "a tensor message names layout id %u for an image; images "
-                "get none",
+                "a tensor message names layout id %u for an image whose "
+                "planes are in several buffers; such images get none",
                 id);
     return FALSE;
   }
@@ -198,7 +225,44 @@ gboolean tb_layout_cache_store(TbLayoutCache *cache, uint32_t id,
         .zero_points =
             g_memdup2(q->zero_points, q->count * sizeof *q->zero_points)};
   }
+  const TbImage *image = tensor->image;
+  if (image != NULL) {
+    layout->image = TRUE;
+    layout->format = image->format;
+    layout->width = image->width;
+    layout->height = image->height;
+    layout->nplanes = image->nplanes;
+    for (size_t p = 0; p < image->nplanes; p++) {
+      layout->plane_offset[p] =
+          image->planes[p].offset + image->planes[p].buffer->fd_offset;
+      layout->plane_stride[p] = image->planes[p].stride;
+    }
+  }
   return TRUE;
+}
+
+/* The image `layout` describes with every plane in `buffer`: its tensor
+ * layout follows from the planes, which tb_image_from_buffers checks fit
+ * in what this side maps. */
+static tb_tensor *build_image(const CachedLayout *layout, tb_buffer *buffer,
+                              GError **error) {
+  tb_buffer *buffers[TB_IMAGE_MAX_PLANES];
+  uint64_t offsets[TB_IMAGE_MAX_PLANES];
+  for (size_t p = 0; p < layout->nplanes; p++) {
+    if (layout->plane_offset[p] < buffer->fd_offset) {
+      g_set_error(error, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
+                  "plane %zu begins at byte %" G_GUINT64_FORMAT
+                  " of the file, before the %" G_GUINT64_FORMAT
+                  " this side maps from",
+                  p, layout->plane_offset[p], buffer->fd_offset);
+      return NULL;
+    }
+    buffers[p] = buffer;
+    offsets[p] = layout->plane_offset[p] - buffer->fd_offset;
+  }
+  return tb_image_from_buffers(layout->width, layout->height, layout->format,
+                               layout->dtype, layout->nplanes, buffers,
+                               offsets, layout->plane_stride, error);
 }
 
 tb_tensor *tb_layout_cache_build(const TbLayoutCache *cache, uint32_t id,
@@ -215,7 +279,9 @@ tb_tensor *tb_layout_cache_build(const TbLayoutCache *cache, uint32_t id,
   /* Checks that the layout lies inside what this side maps of the buffer,
    * which need not be the one the layout came with. */
   g_autoptr(tb_tensor) tensor = NULL;
-  if (layout->offset < buffer->fd_offset)
+  if (layout->image)
+    tensor = build_image(layout, buffer, &wrong);
+  else if (layout->offset < buffer->fd_offset)
     g_set_error(&wrong, TB_TENSOR_ERROR, TB_ERR_OUT_OF_RANGE,
                 "it begins at byte %" G_GUINT64_FORMAT
                 " of the file, before the %" G_GUINT64_FORMAT

@@ -9,8 +9,9 @@
  * new layout: the receiver overwrites that entry when the full description
  * arrives, which comes after every record that used the old one (records
  * and messages are ordered). So the receiver's cache is a fixed array that
- * a peer cannot grow. Images are not given ids: their planes need more
- * than one offset, and they go as full messages. */
+ * a peer cannot grow. Images get ids when every plane lies in the
+ * tensor's own buffer (tb_image_new's); planes from several buffers need
+ * more than a record's one buffer, and go as full messages. */
 #ifndef TB_LAYOUTS_H
 #define TB_LAYOUTS_H
 
@@ -31,7 +32,8 @@ void tb_layout_ids_free(TbLayoutIds *ids);
  * that gets no id). Marks it used. */
 uint32_t tb_layout_ids_find(TbLayoutIds *ids, const tb_tensor *tensor);
 /* An id for `tensor`'s layout, which goes in full with it: a free one or
- * the least recently used one's; 0 if it gets none (an image, no limit). */
+ * the least recently used one's; 0 if it gets none (an image over several
+ * buffers, no limit). */
 uint32_t tb_layout_ids_assign(TbLayoutIds *ids, const tb_tensor *tensor);
 /* Undoes an assign whose message never left: the peer keeps the old one,
  * which this side no longer knows, so the id is left unused. */
@@ -47,7 +49,8 @@ void tb_layout_cache_free(TbLayoutCache *cache);
 gboolean tb_layout_cache_check(const TbLayoutCache *cache, uint32_t id,
                                GError **error);
 /* Caches `tensor`'s layout under `id`, replacing what it held. FALSE with
- * TB_ERR_PROTOCOL for an id beyond the limit (or 0), or an image. */
+ * TB_ERR_PROTOCOL for an id beyond the limit (or 0), or an image over
+ * several buffers. */
 gboolean tb_layout_cache_store(TbLayoutCache *cache, uint32_t id,
                                const tb_tensor *tensor, GError **error);
 /* A tensor of layout `id` over `buffer` (checked to hold it). FALSE with

@@ -94,6 +94,50 @@ static void steady_state_goes_through_the_ring(void **state) {
   tb_channel_unref(b);
 }
 
+/* Images whose planes share the tensor's buffer (tb_image_new's, as a
+ * camera pool makes them) get layout ids too: after each buffer's first
+ * trip a frame is one ring record, and arrives as the same image (format,
+ * size, every plane's offset and pitch, the pixels). */
+static void single_buffer_images_go_through_the_ring(void **state) {
+  (void)state;
+  tb_channel *a = NULL, *b = NULL;
+  TB_ASSERT_OK(tb_channel_pair(&a, &b));
+  tb_alloc_options opts = TB_ALLOC_OPTIONS_INIT;
+  opts.memory = TB_MEMORY_SHM;
+  tb_tensor *prototype = NULL;
+  TB_ASSERT_OK(tb_image_new(&prototype, 64, 48, TB_PIXEL_FORMAT_NV12,
+                            TB_DTYPE_U8, &opts));
+  tb_pool *pool = NULL;
+  TB_ASSERT_OK(tb_pool_new(&pool, prototype, 2));
+  for (int frame = 0; frame < 50; frame++) {
+    tb_tensor *sent = NULL, *received = NULL;
+    TB_ASSERT_OK(tb_pool_acquire(&sent, pool, PATIENCE_MS));
+    set_first_element(sent, frame);
+    TB_ASSERT_OK(tb_channel_send(a, sent, 0));
+    TB_ASSERT_OK(tb_channel_recv(&received, b, PATIENCE_MS));
+    assert_int_equal(tb_image_format(received), TB_PIXEL_FORMAT_NV12);
+    assert_int_equal(tb_image_width(received), 64);
+    assert_int_equal(tb_image_height(received), 48);
+    assert_int_equal(tb_image_plane_count(received), 2);
+    for (size_t p = 0; p < 2; p++) {
+      assert_int_equal(tb_image_plane_offset(received, p),
+                       tb_image_plane_offset(sent, p));
+      assert_int_equal(tb_image_plane_stride(received, p),
+                       tb_image_plane_stride(sent, p));
+    }
+    assert_int_equal(first_element(received), frame);
+    tb_tensor_unref(sent);
+    tb_tensor_unref(received);
+  }
+  TbChannelStats sender = stats_of(a);
+  assert_int_equal(sender.socket_sent, 2); /* each buffer's first trip */
+  assert_int_equal(sender.ring_sent, 48);
+  tb_pool_unref(pool);
+  tb_tensor_unref(prototype);
+  tb_channel_unref(a);
+  tb_channel_unref(b);
+}
+
 /* Tensors sent all at once, some as messages (a new buffer, a new layout)
  * and some as records, come out in the order they went in. */
 static void order_holds_across_socket_and_ring(void **state) {
@@ -710,6 +754,7 @@ static void death_delivers_queued_records_before_closed(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       TB_TEST(steady_state_goes_through_the_ring),
+      TB_TEST(single_buffer_images_go_through_the_ring),
       TB_TEST(order_holds_across_socket_and_ring),
       TB_TEST(layout_ids_stay_within_the_peers_limit),
       TB_TEST(layout_cache_refuses_ids_past_its_limit),
