@@ -14,7 +14,9 @@
  * sends, and a tensor whose buffer the peer holds and whose layout it has
  * cached (each distinct layout gets a small id per channel, at most as
  * many as the receiver's hello allows) is one fixed-size ring record, with
- * no system call while both sides run. A tensor that needs the socket is
+ * no system call while both sides run. Images qualify when all their
+ * planes lie in one buffer (as tb_image_new makes them); planes in several
+ * buffers go as messages every time. A tensor that needs the socket is
  * announced in the ring first, so tensors come out in the order they were
  * sent. Releases of pooled tensors flow back the same way. What a peer
  * writes into a ring is copied out and checked; anything wrong is
