@@ -317,8 +317,9 @@ function Args:fd(name)
   return self:integer(name)
 end
 
--- tb_alloc_options as the binding's table (memory by name or value).
-function Args:opts(name)
+-- The options object `name` as Args over its fields; nil where it is
+-- absent or null.
+function Args:object(name)
   local value = self:raw(name)
   if value == nil then
     return nil
@@ -326,7 +327,15 @@ function Args:opts(name)
   if type(value) ~= "table" then
     case_error("%s is not an object", name)
   end
-  local fields = new_args(value, self.case)
+  return new_args(value, self.case)
+end
+
+-- tb_alloc_options as the binding's table (memory by name or value).
+function Args:opts(name)
+  local fields = self:object(name)
+  if fields == nil then
+    return nil
+  end
   return {
     version = fields:has("version") and fields:integer("version") or nil,
     memory = fields:has("memory") and fields:memory("memory") or nil,
@@ -338,14 +347,10 @@ end
 
 -- tb_channel_options as the binding's table.
 function Args:channel_opts(name)
-  local value = self:raw(name)
-  if value == nil then
+  local fields = self:object(name)
+  if fields == nil then
     return nil
   end
-  if type(value) ~= "table" then
-    case_error("%s is not an object", name)
-  end
-  local fields = new_args(value, self.case)
   local opts = {}
   for _, field in ipairs {"version", "max_buffers", "max_mapped_bytes"} do
     if fields:has(field) then
@@ -357,14 +362,10 @@ end
 
 -- tb_listener_options as the binding's table (uids a sequence).
 function Args:listener_opts(name)
-  local value = self:raw(name)
-  if value == nil then
+  local fields = self:object(name)
+  if fields == nil then
     return nil
   end
-  if type(value) ~= "table" then
-    case_error("%s is not an object", name)
-  end
-  local fields = new_args(value, self.case)
   local opts = {}
   for _, field in ipairs {"version", "mode", "flags", "hello_timeout_ms"} do
     if fields:has(field) then

@@ -270,13 +270,20 @@ class Args:
             del self.case.vars[self.args[name][1:]]
         gc.collect()
 
-    def opts(self, name):
+    def object(self, name):
+        """The options object `name` as Args over its fields; None where
+        it is absent or null."""
         v = self.args.get(name)
         if v is None:
             return None
         if not isinstance(v, dict):
             raise CaseError(f"{name} is not an object")
-        fields = Args(v, self.case)
+        return Args(v, self.case)
+
+    def opts(self, name):
+        fields = self.object(name)
+        if fields is None:
+            return None
         opts = {}
         if fields.has("version"):
             opts["version"] = fields.integer("version")
@@ -291,23 +298,17 @@ class Args:
         return opts
 
     def channel_opts(self, name):
-        v = self.args.get(name)
-        if v is None:
+        fields = self.object(name)
+        if fields is None:
             return None
-        if not isinstance(v, dict):
-            raise CaseError(f"{name} is not an object")
-        fields = Args(v, self.case)
         return {field: fields.integer(field)
                 for field in ("version", "max_buffers", "max_mapped_bytes")
                 if fields.has(field)}
 
     def listener_opts(self, name):
-        v = self.args.get(name)
-        if v is None:
+        fields = self.object(name)
+        if fields is None:
             return None
-        if not isinstance(v, dict):
-            raise CaseError(f"{name} is not an object")
-        fields = Args(v, self.case)
         opts = {field: fields.integer(field)
                 for field in ("version", "mode", "flags", "hello_timeout_ms")
                 if fields.has(field)}
