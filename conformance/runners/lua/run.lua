@@ -372,9 +372,10 @@ function Args:listener_opts(name)
       opts[field] = fields:integer(field)
     end
   end
-  if value.uids ~= nil then
+  local uids = fields:raw("uids")
+  if uids ~= nil then
     opts.uids = {}
-    for i, uid in ipairs(value.uids) do
+    for i, uid in ipairs(uids) do
       opts.uids[i] = math.tointeger(uid) or case_error("a uid is not an integer")
     end
   end

@@ -312,9 +312,9 @@ class Args:
         opts = {field: fields.integer(field)
                 for field in ("version", "mode", "flags", "hello_timeout_ms")
                 if fields.has(field)}
-        if "uids" in v:
-            opts["uids"] = [int(uid) for uid in v["uids"]]
-        if "channel_options" in v:
+        if fields.has("uids"):
+            opts["uids"] = [int(uid) for uid in fields.args["uids"]]
+        if fields.has("channel_options"):
             opts["channel_options"] = fields.channel_opts("channel_options")
         return opts
 
