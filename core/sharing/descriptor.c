@@ -180,7 +180,8 @@ static gboolean layout_windows(const TbWireLayout *layout, size_t nbuffers,
   if (!empty && !bad)
     bad = !tb_layout_extent(tb_dtype_size(layout->dtype), layout->ndim,
                             layout->shape, layout->strides, &first, &last) ||
-          (first < 0 && (uint64_t)-first > layout->offset) ||
+          /* negated unsigned: first may be INT64_MIN */
+          (first < 0 && 0 - (uint64_t)first > layout->offset) ||
           last > INT64_MAX - (int64_t)layout->offset;
   if (!bad)
     reach(lo, hi, 0, layout->offset + first, layout->offset + last);
